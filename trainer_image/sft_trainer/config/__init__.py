@@ -1,0 +1,34 @@
+"""Run configurations: pure pydantic, no heavy imports.
+
+The operator composes these into the `DatasetCuration` and `SFTJob` specs and
+renders them into the pod's run config; the pod parses them with the same
+classes. This package must never import torch, transformers or anything from
+`sft_operator`.
+"""
+
+from .base import WireModel, cel, immutable, model_rules, rules
+from .curation import CurationConfig, CurationRunConfig, DatasetFormat, TaskType
+from .training import (
+    DEFAULT_LEARNING_RATE,
+    LoraSettings,
+    Method,
+    TrainingConfig,
+    TrainRunConfig,
+)
+
+__all__ = [
+    "DEFAULT_LEARNING_RATE",
+    "CurationConfig",
+    "CurationRunConfig",
+    "DatasetFormat",
+    "LoraSettings",
+    "Method",
+    "TaskType",
+    "TrainRunConfig",
+    "TrainingConfig",
+    "WireModel",
+    "cel",
+    "immutable",
+    "model_rules",
+    "rules",
+]

@@ -1,0 +1,181 @@
+"""Settings of the curation pipeline: one section per step.
+
+These models are both the `spec.curation` of a `DatasetCuration` and the
+pipeline section of the run config the curation pod reads. Every default is
+the value we recommend for instruction data; each section can be switched off
+with `enabled: false`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import WireModel, cel, model_rules
+
+TaskType = Literal[
+    "coding",
+    "creative_writing",
+    "reasoning",
+    "extraction",
+    "open_qa",
+    "closed_qa",
+    "summarization",
+    "classification",
+    "brainstorming",
+    "rewriting",
+    "other",
+]
+
+DatasetFormat = Literal["auto", "alpaca", "sharegpt", "messages"]
+
+
+class ValidationStep(WireModel):
+    enabled: bool = True
+    """Reject empty turns, wrong role order, invalid text and placeholder content."""
+    reject_placeholders: bool = True
+    """Reject turns that are placeholders such as `<noinput>`, `<No Output>` or `N/A`."""
+    reject_unseeable_inputs: bool = True
+    """Reject prompts that need something the model cannot see: a URL to open, an image, an attachment."""
+
+
+class LengthStep(WireModel):
+    enabled: bool = True
+    """Reject records whose turns fall outside the bounds below."""
+    min_prompt_chars: int = Field(default=3, ge=0)
+    """Fewest characters in a user turn."""
+    max_prompt_chars: int = Field(default=16000, ge=1)
+    """Most characters in a user turn."""
+    min_response_chars: int = Field(default=2, ge=0)
+    """Fewest characters in an assistant turn."""
+    max_response_chars: int = Field(default=16000, ge=1)
+    """Most characters in an assistant turn."""
+    max_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens in the whole rendered conversation; needs a tokenizer. Unset: no token bound."""
+
+
+class RepetitionStep(WireModel):
+    enabled: bool = True
+    """Reject responses that repeat themselves (Gopher-style fractions)."""
+    max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
+    """Largest fraction of lines that are duplicates of an earlier line."""
+    max_duplicate_ngram_fraction: float = Field(default=0.2, ge=0, le=1)
+    """Largest fraction of characters inside duplicated word 5-grams."""
+    max_top_ngram_share: float = Field(default=0.2, ge=0, le=1)
+    """Largest share of characters taken by the most frequent word 2-gram."""
+    exempt_code_and_lists: bool = True
+    """Skip code blocks and list items when measuring, so code and extraction answers survive."""
+
+
+class ArtifactStep(WireModel):
+    enabled: bool = True
+    """Hard-reject chatbot artifacts: 'As an AI language model', cutoff disclaimers, identity claims, leaked template tokens, refusals of benign requests."""
+
+
+class GptismStep(WireModel):
+    enabled: bool = True
+    """Reject responses dense in phrases typical of synthetic chatbot text."""
+    max_density: float = Field(default=8.0, ge=0)
+    """Highest weighted GPT-ism hits per 1,000 words a response may have."""
+    prior_words: int = Field(default=50, ge=0)
+    """Words added to every response's length when computing the density, so one phrase in a short answer does not condemn it."""
+
+
+class DedupStep(WireModel):
+    exact: bool = True
+    """Remove exact duplicates (normalised text hash)."""
+    near: bool = True
+    """Remove near duplicates with MinHash + LSH."""
+    ngram: int = Field(default=5, ge=1, le=20)
+    """Word n-gram size of the MinHash shingles."""
+    permutations: int = Field(default=128, ge=16, le=1024)
+    """Number of MinHash permutations."""
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    """Jaccard similarity above which two records are near duplicates."""
+
+
+class OodReviewStep(WireModel):
+    enabled: bool = True
+    """Hold records with abnormal token statistics for manual review (needs a tokenizer)."""
+    max_rare_token_fraction: float = Field(default=0.1, ge=0, le=1)
+    """Largest fraction of a response's tokens that may be rare in the set before it is held."""
+
+
+class TemplateStep(WireModel):
+    enabled: bool = True
+    """Render every conversation with the target chat template and check BOS/EOS placement (needs a tokenizer)."""
+    max_seq_length: int = Field(default=2048, ge=16)
+    """Longest rendered conversation, in tokens, that training will accept."""
+
+
+class BalanceStep(WireModel):
+    enabled: bool = True
+    """Down-sample over-represented task types, lowest quality first."""
+    target_entropy: float = Field(default=0.9, ge=0, le=1)
+    """Normalised Shannon entropy of the task mix to reach (1.0 = perfectly even)."""
+    target_mix: dict[str, float] | None = None
+    """Explicit share per task type instead of an entropy target; shares must sum to 1."""
+    method: Literal["rules", "embeddings"] = "rules"
+    """How records are labelled with a task type."""
+
+
+class DecontaminationStep(WireModel):
+    eval_sets: list[str] = Field(default_factory=list)
+    """Paths of evaluation sets; records sharing an n-gram with any of them are dropped."""
+    ngram: int = Field(default=13, ge=4, le=50)
+    """Word n-gram size used to detect overlap."""
+
+
+class CurationConfig(WireModel):
+    """What the curation pipeline does, step by step."""
+
+    model_config = model_rules(
+        cel(
+            "!has(self.balance) || !has(self.balance.targetMix) || self.balance.targetMix.size() > 1",
+            "balance.targetMix needs at least two task types",
+            ".balance.targetMix",
+        )
+    )
+
+    validation: ValidationStep = Field(default_factory=ValidationStep)
+    """Structural validation of every record."""
+    length: LengthStep = Field(default_factory=LengthStep)
+    """Length bounds per role."""
+    repetition: RepetitionStep = Field(default_factory=RepetitionStep)
+    """Repetition filters."""
+    artifacts: ArtifactStep = Field(default_factory=ArtifactStep)
+    """Chatbot-artifact filter."""
+    gptisms: GptismStep = Field(default_factory=GptismStep)
+    """GPT-ism density filter."""
+    dedup: DedupStep = Field(default_factory=DedupStep)
+    """Exact and near-duplicate removal."""
+    ood_review: OodReviewStep = Field(default_factory=OodReviewStep)
+    """Out-of-distribution token review queue."""
+    template: TemplateStep = Field(default_factory=TemplateStep)
+    """Chat-template and special-token checks."""
+    balance: BalanceStep = Field(default_factory=BalanceStep)
+    """Task labelling and entropy-based balancing."""
+    decontamination: DecontaminationStep = Field(default_factory=DecontaminationStep)
+    """Optional removal of records overlapping evaluation sets."""
+    max_records: int | None = Field(default=None, ge=1)
+    """Read at most this many input records (useful for a first look). Unset: all."""
+    seed: int = 0
+    """Seed for every random choice (sampling, MinHash permutations)."""
+
+
+class CurationRunConfig(WireModel):
+    """The file the curation pod reads: where to read, where to write, and what to do."""
+
+    input: str
+    """Path of the input dataset file (JSON, JSONL or Parquet)."""
+    format: DatasetFormat = "auto"
+    """Record format of the input; `auto` detects it."""
+    output_dir: str
+    """Folder that receives curated.jsonl, rejected.jsonl, review.jsonl and the reports."""
+    tokenizer: str | None = None
+    """Folder of the target model's tokenizer; token-based steps are skipped without one."""
+    curation: CurationConfig = Field(default_factory=CurationConfig)
+    """The pipeline settings."""
+    progress_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the /progress and /metrics server; unset: none."""

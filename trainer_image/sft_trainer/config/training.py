@@ -1,0 +1,160 @@
+"""Settings of a fine-tuning run.
+
+These models are both `spec.training` of an `SFTJob` and the training section
+of the run config the trainer pod reads. Defaults protect the base model:
+LoRA at 2e-4 (full fine-tuning at 1e-5), warmup 3%, cosine decay, at most three
+epochs, early stopping on eval loss.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import WireModel, cel, immutable, model_rules
+
+Method = Literal["lora", "full"]
+
+DEFAULT_LEARNING_RATE: dict[str, float] = {"lora": 2e-4, "full": 1e-5}
+
+
+class LoraSettings(WireModel):
+    r: int = Field(default=16, ge=1, le=1024)
+    """Rank of the adapter matrices."""
+    alpha: int = Field(default=32, ge=1)
+    """Scaling numerator; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)."""
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    """Dropout on the adapter input."""
+    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
+    """Modules that get adapters; `all-linear` means every linear layer but the output head."""
+    rslora: bool = False
+    """Use rank-stabilised scaling (alpha/sqrt(r))."""
+    dora: bool = False
+    """Use weight-decomposed LoRA (DoRA)."""
+
+
+class TemplateSettings(WireModel):
+    name: Literal["auto", "chatml", "llama3", "alpaca"] = "auto"
+    """Chat template: `auto` uses the model tokenizer's own, else a named built-in."""
+    loss_on: Literal["assistant", "all", "last"] = "assistant"
+    """Which turns are trained: every assistant turn, all turns, or only the last assistant turn."""
+    overlong: Literal["reject", "truncate_prompt"] = "reject"
+    """What happens to a record longer than maxSeqLength: rejected, or truncated from the prompt side."""
+
+
+class EarlyStopping(WireModel):
+    enabled: bool = True
+    """Stop when eval loss has not improved for `patience` evaluations; the best checkpoint is kept."""
+    patience: int = Field(default=3, ge=1)
+    """Evaluations without improvement before stopping."""
+    min_delta: float = Field(default=0.0, ge=0)
+    """Smallest decrease of eval loss that counts as an improvement."""
+
+
+class RefusalConditioning(WireModel):
+    enabled: bool = True
+    """Mix refusals of harmful requests into training for a safety baseline."""
+    ratio: float = Field(default=0.03, ge=0, le=0.5)
+    """Fraction of training examples that are refusals."""
+    dataset: str | None = None
+    """Refusal examples to mix in; unset: the built-in set."""
+
+
+class Probes(WireModel):
+    memorisation_prompts: int = Field(default=16, ge=0)
+    """K training and K held-out prompts generated from to measure verbatim recall (0: off)."""
+    forgetting: bool = True
+    """Measure perplexity on general reference text before and after training."""
+    safety: bool = True
+    """Measure refusal rate on harmful prompts and over-refusal on benign look-alikes before and after."""
+
+
+class TrainingConfig(WireModel):
+    """How the model is fine-tuned."""
+
+    model_config = model_rules(
+        cel(
+            "!has(self.lora) || self.method == 'lora'",
+            "lora settings are only allowed with method: lora",
+            ".lora",
+        )
+    )
+
+    method: Method = Field(default="lora", json_schema_extra=immutable("method"))
+    """`lora` trains low-rank adapters; `full` updates every weight."""
+    lora: LoraSettings | None = None
+    """LoRA settings (only with method: lora); unset: the defaults."""
+    learning_rate: float | None = Field(default=None, gt=0, le=1)
+    """Peak learning rate; unset: 2e-4 for LoRA, 1e-5 for full fine-tuning."""
+    epochs: float = Field(default=3, gt=0, le=20)
+    """Passes over the training split; more than 3 risks memorising the set."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Stop after this many optimiser steps, whatever the epochs."""
+    batch_size: int = Field(default=4, ge=1)
+    """Sequences per device per micro-batch."""
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Micro-batches per optimiser step."""
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    """Fraction of steps spent warming the learning rate up."""
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Decay after warmup."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    """Gradient clipping norm."""
+    max_seq_length: int = Field(default=2048, ge=16)
+    """Longest training sequence in tokens."""
+    packing: bool = False
+    """Pack several samples into one sequence without letting them attend to each other."""
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    """Numeric precision: `auto` is bf16 on GPU and fp32 on CPU."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory by recomputing activations."""
+    eval_fraction: float = Field(default=0.05, ge=0, lt=1)
+    """Share of the dataset held out for evaluation."""
+    eval_every_steps: int = Field(default=50, ge=1)
+    """Evaluate every N optimiser steps."""
+    early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
+    """Early stopping on eval loss."""
+    checkpoint_every_steps: int = Field(default=50, ge=1)
+    """Write a checkpoint every N optimiser steps; a restarted run resumes from the newest."""
+    checkpoints_to_keep: int = Field(default=2, ge=1)
+    """Newest checkpoints kept on disk (the best one is kept in addition)."""
+    template: TemplateSettings = Field(default_factory=TemplateSettings)
+    """Chat template and loss masking."""
+    refusal: RefusalConditioning = Field(default_factory=RefusalConditioning)
+    """Refusal conditioning."""
+    probes: Probes = Field(default_factory=Probes)
+    """Memorisation, forgetting and safety probes."""
+    export_merged: bool = False
+    """Also export the adapter merged into a bf16 copy of the base model (LoRA only)."""
+    seed: int = 42
+    """Seed for data order, splits and initialisation."""
+
+    def resolved_learning_rate(self) -> float:
+        """The peak learning rate, with the per-method default applied."""
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
+
+    def resolved_lora(self) -> LoraSettings | None:
+        """LoRA settings with defaults, or None for full fine-tuning."""
+        if self.method != "lora":
+            return None
+        return self.lora or LoraSettings()
+
+
+class TrainRunConfig(WireModel):
+    """The file the trainer pod reads: model, data, output and how to train."""
+
+    model: str
+    """Folder of the base model (config, weights, tokenizer), or a GGUF file."""
+    dataset: str
+    """Path of the training data (any format curation reads, or curated.jsonl)."""
+    format: Literal["auto", "alpaca", "sharegpt", "messages"] = "auto"
+    """Record format of the dataset; `auto` detects it."""
+    output_dir: str
+    """Folder for checkpoints, the adapter or model, and reports."""
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    """The training settings."""
+    progress_port: int | None = Field(default=None, ge=1, le=65535)
+    """Port of the /progress and /metrics server; unset: none."""

@@ -1,0 +1,89 @@
+"""Step 4, chatbot artifacts: text a model should never learn to say (hard reject).
+
+Each pattern is written against what chatbots actually emit (raw Alpaca,
+ShareGPT, the Safety-Tuned LLaMAs refusals); see tests/unit/curation for the
+real records that pin them down.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..formats import Conversation
+from .base import Filter
+
+_I = re.I
+
+AI_DISCLAIMER = re.compile(
+    r"\bas an? (?:ai|a\.i\.|artificial intelligence|(?:large )?language model|ai language model|text[- ]based (?:ai|model|assistant)"
+    r"|virtual assistant|digital assistant|ai assistant|ai model|machine learning model|computer program|chatbot)\b"
+    r"|\bi(?:'m| am) (?:just |only |merely )?an? (?:ai|artificial intelligence|(?:large )?language model|ai language model|ai assistant"
+    r"|virtual assistant|computer program|machine learning model|chatbot|text-based)\b"
+    r"|\b(?:being|since i am|because i am|i'm) (?:an? )?(?:ai|language model|machine)\b,? i (?:do not|don't|cannot|can't)\b",
+    _I,
+)
+KNOWLEDGE_CUTOFF = re.compile(
+    r"\b(?:knowledge cut-?off|training cut-?off|my training data(?: only)? (?:goes|extends|runs)|"
+    r"as of my (?:last |latest )?(?:knowledge |training )?(?:update|cutoff|cut-off|training)|"
+    r"i (?:do not|don't|cannot|can't) (?:have )?(?:access to |browse )(?:the )?(?:internet|web|real[- ]time|current events|up-to-date)|"
+    r"i (?:do not|don't) have (?:the ability to )?(?:browse|access) (?:the )?(?:internet|web)|"
+    r"(?:not|unable to) (?:able to )?browse the (?:internet|web))",
+    _I,
+)
+IDENTITY_CLAIM = re.compile(
+    r"\b(?:i am|i'm|my name is|this is) (?:chatgpt|gpt-?\d|an? openai|openai|claude|bard|vicuna|llama|alpaca|koala|gemini|bing chat)\b"
+    r"|\b(?:i was|i am|i'm|i've been)\b[^.\n]{0,40}\b(?:trained|developed|created|built|made|programmed) by (?:openai|anthropic|google|meta|lmsys|large model systems|microsoft)\b"
+    r"|\b(?:a|an) (?:large )?language model (?:trained|developed|created|built) by\b",
+    _I,
+)
+# Inability statements typical of a model that could not do the task
+# ("This task cannot be completed by a GPT model", "I'm sorry, but I cannot ...").
+REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)\b[^.\n]{0,100}?\b(?:can ?not|can't|unable|not able|not possible|don't have|do not have|won't|will not)\b"
+    r"|^\W*i (?:cannot|can't|can not|am unable to|am not able to|won't be able to|will not|must decline)\b"
+    r"|\b(?:this|the|that|your) (?:task|instruction|request|question|query) (?:cannot|can't|can not|is not possible to|is impossible to) be (?:completed|fulfilled|done|performed|answered|executed)\b"
+    r"|\b(?:due to (?:the )?limitations? of|beyond the (?:capabilities|scope) of) (?:the |a |this )?(?:gpt|language|ai|text)[- ]?(?:based )?model\b"
+    r"|\b(?:the|a|this) gpt (?:language )?model (?:cannot|can't|is not able|is unable|does not)\b"
+    r"|\bi (?:cannot|can't|am unable to|am not able to) (?:see|view|access|open|read|watch|listen to|play|hear|display|draw|create|generate|produce|upload|send|perform|complete|fulfill|provide)\b[^.\n]{0,60}\b(?:image|picture|photo|video|audio|link|url|website|file|attachment|graph|chart|drawing|physical|task|request)",
+    _I | re.M,
+)
+# A request that is itself harmful: refusing it is the right answer, so it is kept.
+HARMFUL_REQUEST = re.compile(
+    r"\b(?:kill|murder|bomb|explosive|weapon|gun|poison|hack(?:ing)?|steal|theft|drugs?|meth|cocaine|heroin|suicide|self-harm|terror\w*|"
+    r"racist|sexist|porn\w*|illegal(?:ly)?|fraud|launder\w*|counterfeit|malware|ransomware|phishing|scam|cheat|harass\w*|stalk\w*|"
+    r"abuse|hurt|harm|violent|violence|attack|torture|kidnap\w*|smuggl\w*|extort\w*|blackmail|insult|offensive|slur|hate)\b",
+    _I,
+)
+# Special tokens and prompt-template markup of common chat formats.
+TEMPLATE_LEAK = re.compile(
+    r"<\|(?:im_start|im_end|endoftext|eot_id|begin_of_text|end_of_text|start_header_id|end_header_id|system|user|assistant|end|pad)\|>"
+    r"|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>"
+    r"|^#{2,4} ?(?:Instruction|Response|Input|Human|Assistant)s?:",
+    _I | re.M,
+)
+
+
+class Artifacts(Filter):
+    """Reject AI disclaimers, knowledge-cutoff notes, identity claims, benign refusals and leaked template tokens."""
+
+    name = "artifacts"
+
+    def check(self, conv: Conversation) -> str | None:
+        prompt = ""
+        for message in conv.messages:
+            text = message.content
+            if TEMPLATE_LEAK.search(text):
+                return "template_leak"
+            if message.role != "assistant":
+                if message.role == "user":
+                    prompt = text
+                continue
+            if AI_DISCLAIMER.search(text):
+                return "ai_disclaimer"
+            if KNOWLEDGE_CUTOFF.search(text):
+                return "knowledge_cutoff"
+            if IDENTITY_CLAIM.search(text):
+                return "identity_claim"
+            if REFUSAL.search(text[:400]) and not HARMFUL_REQUEST.search(prompt):
+                return "benign_refusal"
+        return None

@@ -1,0 +1,59 @@
+"""What every curation step shares: a name, counters, and one method."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+from ..formats import Conversation
+
+Outcome = Literal["rejected", "review"]
+
+
+class Step(ABC):
+    """A named step; `name` prefixes every reason it reports ("dedup.near_duplicate")."""
+
+    name: ClassVar[str]
+    outcome: ClassVar[Outcome] = "rejected"
+    """Where a record this step stops goes: the bin (with reasons) or the review queue."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.drops: Counter[str] = Counter()
+
+    def reason(self, code: str) -> str:
+        return f"{self.name}.{code}"
+
+
+class Filter(Step):
+    """A per-record filter: `check` returns None to keep, or a reason code to stop the record."""
+
+    @abstractmethod
+    def check(self, conv: Conversation) -> str | None: ...
+
+    def __call__(self, conv: Conversation) -> str | None:
+        self.seen += 1
+        code = self.check(conv)
+        if code is None:
+            return None
+        reason = self.reason(code)
+        self.drops[reason] += 1
+        return reason
+
+
+class SetStep(Step):
+    """A step that must see the whole set (duplicates, balance, token statistics).
+
+    `select` returns {position in `convs`: reason code} for the records it stops.
+    """
+
+    @abstractmethod
+    def select(self, convs: Sequence[Conversation]) -> dict[int, str]: ...
+
+    def __call__(self, convs: Sequence[Conversation]) -> dict[int, str]:
+        self.seen += len(convs)
+        stopped = {i: self.reason(code) for i, code in self.select(convs).items()}
+        self.drops.update(stopped.values())
+        return stopped

@@ -1,0 +1,30 @@
+"""Step 2, length bounds per role, in characters (token bounds run in `tokens`, with the tokenizer)."""
+
+from __future__ import annotations
+
+from ..formats import Conversation
+from .base import Filter
+
+
+class Length(Filter):
+    """Every user turn and every assistant turn within its character bounds."""
+
+    name = "length"
+
+    def __init__(self, *, min_prompt_chars: int, max_prompt_chars: int, min_response_chars: int, max_response_chars: int) -> None:
+        super().__init__()
+        self.prompt_bounds = (min_prompt_chars, max_prompt_chars)
+        self.response_bounds = (min_response_chars, max_response_chars)
+
+    def check(self, conv: Conversation) -> str | None:
+        for message in conv.messages:
+            if message.role == "system":
+                continue
+            low, high = self.prompt_bounds if message.role == "user" else self.response_bounds
+            kind = "prompt" if message.role == "user" else "response"
+            size = len(message.content.strip())
+            if size < low:
+                return f"{kind}_too_short"
+            if size > high:
+                return f"{kind}_too_long"
+        return None

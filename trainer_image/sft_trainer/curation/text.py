@@ -1,0 +1,81 @@
+"""Text helpers shared by the steps: words, prose without code or lists, normalisation."""
+
+from __future__ import annotations
+
+import re
+
+from ..formats import Conversation
+
+WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
+
+# Fenced code (``` or ~~~), closed or running to the end of the text.
+_FENCED = re.compile(r"(```|~~~).*?(?:\1|\Z)", re.S)
+# A list item: bullets, "1." / "1)" / "a)" numbering, or a "Key: value" line.
+_LIST_ITEM = re.compile(r"^\s*(?:[-*•+–]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|[A-Z][\w ]{0,30}:)\s+")
+# A line that reads as code: indented, or dense in symbols programs use and prose does not.
+_CODE_HINT = re.compile(r"[{};=<>\[\]()#$]|^\s*(def|class|import|from|return|for|while|if|else|elif|print|var|let|const|function|public|private|int|SELECT|FROM|WHERE)\b")
+
+
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(text.lower())
+
+
+def is_code_line(line: str) -> bool:
+    if line.startswith(("    ", "\t")):
+        return True
+    hints = len(_CODE_HINT.findall(line))
+    return hints >= 2 or (hints >= 1 and len(line.split()) <= 4)
+
+
+def prose_lines(text: str, *, exempt_code_and_lists: bool = True) -> list[str]:
+    """The non-empty lines of `text`, without code blocks, code lines and list items.
+
+    Repetition statistics are meant for prose: code repeats tokens by nature
+    and an extraction answer lists similar items, neither is degenerate text.
+    """
+    if exempt_code_and_lists:
+        text = _FENCED.sub("\n", text)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not exempt_code_and_lists:
+        return lines
+    return [line for line in lines if not _LIST_ITEM.match(line) and not is_code_line(line)]
+
+
+def looks_like_code(text: str) -> bool:
+    """Fenced code, or at least three lines (and a third of the lines) that read as code."""
+    if "```" in text:
+        return True
+    lines = [line for line in text.splitlines() if line.strip()]
+    code = sum(1 for line in lines if is_code_line(line))
+    return code >= 3 and code * 3 >= len(lines)
+
+
+_SPACE = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalise(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed: what "the same text" means for exact dedup."""
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+
+
+def prompt_text(conv: Conversation) -> str:
+    return "\n\n".join(m.content for m in conv.messages if m.role == "user")
+
+
+def response_text(conv: Conversation) -> str:
+    return "\n\n".join(m.content for m in conv.messages if m.role == "assistant")
+
+
+def last_user_turn(conv: Conversation) -> str:
+    for message in reversed(conv.messages):
+        if message.role == "user":
+            return message.content
+    return ""
+
+
+def last_response(conv: Conversation) -> str:
+    for message in reversed(conv.messages):
+        if message.role == "assistant":
+            return message.content
+    return ""
