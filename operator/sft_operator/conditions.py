@@ -1,0 +1,108 @@
+"""Conditions, their reasons, and the phase shown in `kubectl get`.
+
+Status is a set of conditions (Ready, Progressing, Succeeded, Failed), each
+with a reason from the constants below; `phase` is derived from them for
+display and never drives behaviour.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+# Condition types
+READY = "Ready"
+PROGRESSING = "Progressing"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+
+# Reasons
+JOB_CREATED = "JobCreated"
+JOB_RUNNING = "JobRunning"
+JOB_SUSPENDED = "JobSuspended"
+JOB_SUCCEEDED = "JobSucceeded"
+JOB_FAILED = "JobFailed"
+CONFIG_ERROR = "ConfigurationError"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+WAITING_FOR_DATASET = "WaitingForDataset"
+DATASET_FAILED = "DatasetFailed"
+QUALITY_GATE_FAILED = "QualityGateFailed"
+INVALID_SPEC = "InvalidSpec"
+REPORT_MISSING = "ReportMissing"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+    now: str | None = None,
+) -> list[dict[str, Any]]:
+    """A copy of `conditions` with one condition set.
+
+    lastTransitionTime changes only when the status flips, as Kubernetes
+    conventions require.
+    """
+    value = "True" if status else "False"
+    updated: list[dict[str, Any]] = []
+    found = False
+    for condition in conditions:
+        if condition.get("type") != type_:
+            updated.append(condition)
+            continue
+        found = True
+        transitioned = condition.get("status") != value
+        updated.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "observedGeneration": generation,
+                "lastTransitionTime": (now or now_rfc3339()) if transitioned else condition.get("lastTransitionTime"),
+            }
+        )
+    if not found:
+        updated.append(
+            {
+                "type": type_,
+                "status": value,
+                "reason": reason,
+                "message": message,
+                "observedGeneration": generation,
+                "lastTransitionTime": now or now_rfc3339(),
+            }
+        )
+    return [{k: v for k, v in c.items() if v is not None} for c in updated]
+
+
+def get_condition(conditions: list[dict[str, Any]], type_: str) -> dict[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def is_true(conditions: list[dict[str, Any]], type_: str) -> bool:
+    condition = get_condition(conditions, type_)
+    return bool(condition and condition.get("status") == "True")
+
+
+def phase(conditions: list[dict[str, Any]]) -> str:
+    """The one-word summary for printer columns."""
+    if is_true(conditions, FAILED):
+        return "Failed"
+    if is_true(conditions, SUCCEEDED):
+        return "Succeeded"
+    progressing = get_condition(conditions, PROGRESSING)
+    if progressing and progressing.get("reason") == WAITING_FOR_DATASET:
+        return "Waiting"
+    if progressing and progressing.get("reason") == JOB_SUSPENDED:
+        return "Suspended"
+    if progressing and progressing.get("reason") == JOB_RUNNING:
+        return "Running"
+    return "Pending"

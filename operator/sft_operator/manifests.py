@@ -1,0 +1,444 @@
+"""Pure builders: a custom resource in, the Kubernetes objects that run it out.
+
+No API calls here: the kopf handlers and the local executor (`sftctl run`)
+call these with the same inputs and get the same ConfigMap, Job and Service.
+Names are deterministic, so a second reconcile finds what the first created
+instead of creating it again.
+
+Where things live in a pod is a `MountLayout`: in a cluster every claim is
+mounted under /mnt/volumes/<claim>; the local executor passes a layout that
+points each claim at a folder on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from sft_trainer.config import CurationRunConfig, TrainRunConfig
+
+from .api import (
+    API_VERSION,
+    DatasetCurationSpec,
+    DatasetSource,
+    ModelSource,
+    PvcLocation,
+    Resources,
+    SFTJobSpec,
+)
+from .settings import OperatorSettings
+
+RUN_CONFIG_FILE = "run.yaml"
+CONTAINER = "trainer"
+# Exit code of `python -m sft_trainer` for a configuration error: the Job's
+# podFailurePolicy fails the Job at once instead of retrying it.
+EXIT_CONFIG_ERROR = 42
+RENDEZVOUS_PORT = 29500
+PART_OF = "trustdoc-sft"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+OWNER_LABEL = {"SFTJob": "sft.trustdoc.io/sftjob", "DatasetCuration": "sft.trustdoc.io/datasetcuration"}
+
+
+@dataclass(frozen=True)
+class MountLayout:
+    """Where claims, the run config and scratch space are, as the pod sees them."""
+
+    volumes_root: str = "/mnt/volumes"
+    config_dir: str = "/etc/sft"
+    scratch_dir: str = "/tmp"
+    claim_dirs: dict[str, str] = field(default_factory=dict)
+    """Explicit folder per claim (local executor); others go under volumes_root."""
+
+    def claim_dir(self, claim: str) -> str:
+        return self.claim_dirs.get(claim, f"{self.volumes_root}/{claim}")
+
+    def path(self, location: PvcLocation) -> str:
+        base = self.claim_dir(location.claim_name)
+        return base if location.path in ("", ".") else f"{base}/{location.path}"
+
+    @property
+    def run_config_path(self) -> str:
+        return f"{self.config_dir}/{RUN_CONFIG_FILE}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The custom resource that owns the children."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(body["kind"], meta["name"], meta.get("namespace", "default"), meta.get("uid", ""))
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass
+class Children:
+    """Everything the operator creates for one custom resource."""
+
+    config_map: dict[str, Any]
+    job: dict[str, Any]
+    service: dict[str, Any] | None = None
+
+    def all(self) -> list[dict[str, Any]]:
+        return [obj for obj in (self.config_map, self.service, self.job) if obj is not None]
+
+
+def child_name(owner_name: str, suffix: str, limit: int = 63) -> str:
+    """`<owner>-<suffix>`, shortened with a stable hash when over `limit`.
+
+    Job names become pod label values (63 characters at most), so the limit
+    is the label limit.
+    """
+    name = f"{owner_name}-{suffix}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def job_name(owner: Owner) -> str:
+    return child_name(owner.name, "curate" if owner.kind == "DatasetCuration" else "train")
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": PART_OF,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "trustdoc-sft-operator",
+        "app.kubernetes.io/instance": owner.name,
+        OWNER_LABEL[owner.kind]: owner.name,
+    }
+
+
+# --------------------------------------------------------------------------
+# Run configs
+# --------------------------------------------------------------------------
+
+
+def source_path(source: ModelSource | DatasetSource, layout: MountLayout) -> str:
+    """Where the pod finds a model or dataset: a mounted path, or an `hf://` URI it downloads."""
+    if source.pvc is not None:
+        return layout.path(source.pvc)
+    if source.hugging_face is not None:
+        repo = source.hugging_face
+        uri = f"hf://{repo.repo}@{repo.revision}"
+        return f"{uri}/{repo.file}" if repo.file else uri
+    raise ValueError("source has neither pvc nor huggingFace")
+
+
+def curation_run_config(
+    spec: DatasetCurationSpec, layout: MountLayout, settings: OperatorSettings
+) -> CurationRunConfig:
+    return CurationRunConfig(
+        input=source_path(spec.source, layout),
+        format=spec.source.format,
+        output_dir=layout.path(spec.output.pvc),
+        tokenizer=source_path(spec.tokenizer, layout) if spec.tokenizer else None,
+        curation=spec.curation,
+        progress_port=settings.progress_port,
+    )
+
+
+CURATED_FILE = "curated.jsonl"
+
+
+def training_run_config(
+    spec: SFTJobSpec,
+    layout: MountLayout,
+    settings: OperatorSettings,
+    curation_spec: DatasetCurationSpec | None = None,
+) -> TrainRunConfig:
+    """The trainer's run config; a curationRef reads the curation's curated.jsonl."""
+    if spec.dataset.curation_ref is not None:
+        if curation_spec is None:
+            raise ValueError("dataset.curationRef needs the referenced DatasetCuration's spec")
+        dataset, data_format = f"{layout.path(curation_spec.output.pvc)}/{CURATED_FILE}", "messages"
+    else:
+        dataset, data_format = source_path(spec.dataset, layout), spec.dataset.format
+    return TrainRunConfig(
+        model=source_path(spec.model, layout),
+        dataset=dataset,
+        format=data_format,
+        output_dir=layout.path(spec.output.pvc),
+        training=spec.training,
+        progress_port=settings.progress_port,
+    )
+
+
+# --------------------------------------------------------------------------
+# Pods and Jobs
+# --------------------------------------------------------------------------
+
+
+def claims_of(*locations: PvcLocation | None) -> list[str]:
+    return sorted({loc.claim_name for loc in locations if loc is not None})
+
+
+def _pvcs(spec: DatasetCurationSpec | SFTJobSpec, extra: Iterable[PvcLocation | None] = ()) -> list[str]:
+    if isinstance(spec, SFTJobSpec):
+        return claims_of(spec.model.pvc, spec.dataset.pvc, spec.output.pvc, *extra)
+    return claims_of(spec.source.pvc, spec.output.pvc, spec.tokenizer.pvc if spec.tokenizer else None, *extra)
+
+
+def _hf_token_env(*sources: ModelSource | DatasetSource | None) -> list[dict[str, Any]]:
+    """HF_TOKEN from the first secret reference: by reference only, never by value."""
+    for source in sources:
+        repo = source.hugging_face if source is not None else None
+        if repo is not None and repo.token_secret_ref is not None:
+            ref = repo.token_secret_ref
+            return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}]
+    return []
+
+
+def _security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _resources(resources: Resources) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    requests: dict[str, Any] = {}
+    if resources.gpus_per_node:
+        limits["nvidia.com/gpu"] = resources.gpus_per_node
+    for key in ("cpu", "memory"):
+        value = getattr(resources, key)
+        if value:
+            limits[key] = requests[key] = value
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def _command(owner: Owner, spec: DatasetCurationSpec | SFTJobSpec, layout: MountLayout) -> list[str]:
+    subcommand = "curate" if owner.kind == "DatasetCuration" else "train"
+    if spec.resources.nodes == 1:
+        return ["python", "-m", "sft_trainer", subcommand, layout.run_config_path]
+    job = job_name(owner)
+    return [
+        "torchrun",
+        f"--nnodes={spec.resources.nodes}",
+        f"--nproc-per-node={spec.resources.gpus_per_node}",
+        "--node-rank=$(NODE_RANK)",
+        f"--master-addr={job}-0.{job}",
+        f"--master-port={RENDEZVOUS_PORT}",
+        "-m",
+        "sft_trainer",
+        subcommand,
+        layout.run_config_path,
+    ]
+
+
+def pod_template(
+    owner: Owner,
+    spec: DatasetCurationSpec | SFTJobSpec,
+    layout: MountLayout,
+    settings: OperatorSettings,
+    config_map: str,
+    claims: list[str],
+    env: list[dict[str, Any]],
+) -> dict[str, Any]:
+    component = "curation" if owner.kind == "DatasetCuration" else "training"
+    volumes: list[dict[str, Any]] = [
+        {"name": "run-config", "configMap": {"name": config_map}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "run-config", "mountPath": layout.config_dir, "readOnly": True},
+        {"name": "scratch", "mountPath": layout.scratch_dir},
+    ]
+    for index, claim in enumerate(claims):
+        volumes.append({"name": f"pvc-{index}", "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": f"pvc-{index}", "mountPath": layout.claim_dir(claim)})
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": spec.image or settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": _command(owner, spec, layout),
+        "env": [
+            {"name": "SFT_PROGRESS_HOST", "value": "0.0.0.0"},
+            {"name": "HF_HOME", "value": f"{layout.scratch_dir}/huggingface"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *env,
+        ],
+        "ports": [{"name": "progress", "containerPort": settings.progress_port}],
+        "volumeMounts": mounts,
+        "securityContext": _security_context(),
+        "resources": _resources(spec.resources),
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        # Pods only read their inputs and serve /progress: no API credentials.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [t.to_wire() for t in spec.resources.tolerations]
+    if spec.resources.nodes > 1:
+        pod_spec["subdomain"] = job_name(owner)
+    return {"metadata": {"labels": labels(owner, component)}, "spec": pod_spec}
+
+
+def job(
+    owner: Owner,
+    spec: DatasetCurationSpec | SFTJobSpec,
+    layout: MountLayout,
+    settings: OperatorSettings,
+    config_map: str,
+    claims: list[str],
+    env: list[dict[str, Any]],
+) -> dict[str, Any]:
+    component = "curation" if owner.kind == "DatasetCuration" else "training"
+    lifecycle = spec.lifecycle
+    nodes = spec.resources.nodes
+    job_labels = labels(owner, component)
+    if lifecycle.queue_name:
+        job_labels[QUEUE_LABEL] = lifecycle.queue_name
+    job_spec: dict[str, Any] = {
+        "backoffLimit": lifecycle.backoff_limit,
+        "suspend": lifecycle.suspend,
+        "completions": nodes,
+        "parallelism": nodes,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_CONFIG_ERROR]},
+                },
+                # Evictions, preemptions and node drains are not the run's fault.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": pod_template(owner, spec, layout, settings, config_map, claims, env),
+    }
+    if nodes > 1:
+        job_spec["completionMode"] = "Indexed"
+        template_container = job_spec["template"]["spec"]["containers"][0]
+        template_container["env"].append(
+            {
+                "name": "NODE_RANK",
+                "valueFrom": {
+                    "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+                },
+            }
+        )
+        template_container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT})
+    if lifecycle.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = lifecycle.active_deadline_seconds
+    if lifecycle.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = lifecycle.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, job_name(owner), job_labels),
+        "spec": job_spec,
+    }
+
+
+def _metadata(owner: Owner, name: str, object_labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": object_labels,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def config_map(owner: Owner, run_config: CurationRunConfig | TrainRunConfig, component: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, child_name(owner.name, "run-config"), labels(owner, component)),
+        "data": {RUN_CONFIG_FILE: yaml.safe_dump(run_config.to_wire(), sort_keys=False)},
+    }
+
+
+def headless_service(owner: Owner) -> dict[str, Any]:
+    """Stable DNS names `<job>-<index>.<job>` for torchrun rendezvous."""
+    name = job_name(owner)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, name, labels(owner, "training")),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {"batch.kubernetes.io/job-name": name},
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT}],
+        },
+    }
+
+
+# --------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------
+
+
+def curation_children(body: dict[str, Any], settings: OperatorSettings, layout: MountLayout | None = None) -> Children:
+    owner = Owner.of(body)
+    spec = DatasetCurationSpec.model_validate(body["spec"])
+    layout = layout or MountLayout(volumes_root=settings.volumes_root)
+    cm = config_map(owner, curation_run_config(spec, layout, settings), "curation")
+    claims = _pvcs(spec)
+    env = _hf_token_env(spec.source, spec.tokenizer)
+    return Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
+
+
+def training_children(
+    body: dict[str, Any],
+    settings: OperatorSettings,
+    curation: dict[str, Any] | None = None,
+    layout: MountLayout | None = None,
+) -> Children:
+    """ConfigMap + Job (+ headless Service for multi-node) of an SFTJob.
+
+    `curation` is the referenced DatasetCuration object when the dataset is a
+    curationRef: its output claim is mounted and its curated.jsonl read.
+    """
+    owner = Owner.of(body)
+    spec = SFTJobSpec.model_validate(body["spec"])
+    layout = layout or MountLayout(volumes_root=settings.volumes_root)
+    curation_spec = DatasetCurationSpec.model_validate(curation["spec"]) if curation else None
+    cm = config_map(owner, training_run_config(spec, layout, settings, curation_spec), "training")
+    claims = _pvcs(spec, [curation_spec.output.pvc if curation_spec else None])
+    env = _hf_token_env(spec.model, spec.dataset)
+    children = Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
+    if spec.resources.nodes > 1:
+        children.service = headless_service(owner)
+    return children

@@ -1,0 +1,72 @@
+"""Operator configuration: one dataclass, read from `SFT_OPERATOR_*` variables.
+
+The Helm chart's values use the same names (camelCase) and render them into
+the Deployment's environment. Values are validated at start; a bad one stops
+the operator with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PREFIX = "SFT_OPERATOR_"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    trainer_image: str = "ghcr.io/trustdoc/sft-trainer:0.1.0"
+    """Image of the curation and training pods when a CR sets no `image`."""
+    image_pull_policy: str = "IfNotPresent"
+    """Pull policy of those pods."""
+    progress_port: int = 9090
+    """Port on which pods serve /progress and /metrics."""
+    progress_poll_seconds: float = 10.0
+    """How often the operator reads a running pod's /progress."""
+    metrics_port: int = 8080
+    """Port of the operator's own /metrics."""
+    namespaces: tuple[str, ...] = field(default_factory=tuple)
+    """Namespaces to watch (comma-separated); empty: the whole cluster."""
+    peering_name: str = "trustdoc-sft"
+    """kopf peering object name: replicas sharing it never act twice."""
+    volumes_root: str = "/mnt/volumes"
+    """Where PersistentVolumeClaims are mounted in pods (one folder per claim)."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for item in dataclasses.fields(cls):
+            name = PREFIX + item.name.upper()
+            if name not in env:
+                continue
+            raw = env[name]
+            try:
+                values[item.name] = _parse(raw, item.type)
+            except ValueError as err:
+                raise ValueError(f"{name}={raw!r}: {err}") from err
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("progress_port", "metrics_port"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{PREFIX}{name.upper()}: {port} is not a port number")
+        if self.progress_poll_seconds <= 0:
+            raise ValueError(f"{PREFIX}PROGRESS_POLL_SECONDS must be positive")
+        if not self.trainer_image:
+            raise ValueError(f"{PREFIX}TRAINER_IMAGE must not be empty")
+
+
+def _parse(raw: str, kind: object) -> object:
+    if kind in ("int", int):
+        return int(raw)
+    if kind in ("float", float):
+        return float(raw)
+    if kind in ("tuple[str, ...]",):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
