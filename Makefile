@@ -43,10 +43,10 @@ $(MODEL_DIR)/config.json: | $(STAMP)
 	$(PY) -m sft_trainer.modelprep --out $(MODEL_DIR)
 
 crds: $(STAMP)
-	$(PY) -m sft_operator.crdgen crds
+	$(PY) -m sft_operator.crdgen
 
 check-crds: $(STAMP)
-	$(PY) -m sft_operator.crdgen --check crds
+	$(PY) -m sft_operator.crdgen --check
 
 lint: $(STAMP)
 	$(VENV)/bin/lint-imports

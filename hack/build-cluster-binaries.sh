@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries the cluster tests run (kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubectl) from the published Go
-# modules. etcd comes from Debian (hack/install-system-deps.sh).
+# kube-controller-manager, kube-scheduler, kubectl) and helm from the
+# published Go modules. etcd comes from Debian (hack/install-system-deps.sh).
 #
 # k8s.io/kubernetes is not meant to be consumed as a module: its go.mod points
 # every k8s.io/* staging module at ./staging with a `replace`, which Go
@@ -13,6 +13,7 @@
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.34.3}"
+HELM_VERSION="${HELM_VERSION:-v3.22.0}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${ROOT}/.cache/cluster"
 BIN="${CACHE}/bin"
@@ -58,4 +59,19 @@ build_kubernetes() {
   touch "${STAMP}"
 }
 
+build_helm() {
+  local stamp="${BIN}/.built-helm-${HELM_VERSION}"
+  if [[ -f "${stamp}" ]]; then
+    echo "helm ${HELM_VERSION} already built in ${BIN}"
+    return
+  fi
+  mkdir -p "${BIN}"
+  echo "Building helm ${HELM_VERSION}"
+  CGO_ENABLED=0 GOBIN="${BIN}" go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+    "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
+  touch "${stamp}"
+}
+
 build_kubernetes
+build_helm

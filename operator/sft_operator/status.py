@@ -112,3 +112,31 @@ def progress_figures(payload: dict[str, Any]) -> dict[str, Any]:
     """A pod's /progress JSON reduced to the TrainingProgress fields (unknown keys ignored)."""
     known = {field.alias or name for name, field in TrainingProgress.model_fields.items()}
     return TrainingProgress.model_validate({k: v for k, v in payload.items() if k in known}).to_wire()
+
+
+def gate_failures(gates: dict[str, Any] | None, curation_status: dict[str, Any]) -> list[str]:
+    """Which quality gates a curation's figures fail, each saying by how much.
+
+    `gates` is an SFTJob's `spec.dataset.gates` (camelCase); an empty list
+    means the job may train on this curation.
+    """
+    if not gates:
+        return []
+    failures: list[str] = []
+    entropy = curation_status.get("taskEntropyAfter")
+    rejected = curation_status.get("rejectedFraction")
+    curated = (curation_status.get("counts") or {}).get("curated")
+    minimum_entropy = gates.get("minTaskEntropy")
+    if minimum_entropy is not None and (entropy is None or entropy < minimum_entropy):
+        failures.append(f"minTaskEntropy: task entropy {_fmt(entropy)} is below {minimum_entropy:.3f}")
+    maximum_rejected = gates.get("maxRejectedFraction")
+    if maximum_rejected is not None and (rejected is None or rejected > maximum_rejected):
+        failures.append(f"maxRejectedFraction: rejected fraction {_fmt(rejected)} is above {maximum_rejected:.3f}")
+    minimum_curated = gates.get("minCuratedRecords")
+    if minimum_curated is not None and (curated is None or curated < minimum_curated):
+        failures.append(f"minCuratedRecords: {curated} curated records, fewer than {minimum_curated}")
+    return failures
+
+
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}"

@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = subparsers.add_parser("crds", help="generate the CustomResourceDefinitions from the API models")
-    parser.add_argument("out_dir", nargs="?", default="crds")
+    parser.add_argument("out_dirs", nargs="*", help="folders to write (default: crds/ and the Helm chart's copy)")
     parser.add_argument("--check", action="store_true", help="fail if the files on disk are stale")
     parser.set_defaults(handler=_run)
 
@@ -15,4 +15,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace) -> int:
     from sft_operator.crdgen import main
 
-    return main([args.out_dir] + (["--check"] if args.check else []))
+    return main(list(args.out_dirs) + (["--check"] if args.check else []))

@@ -1,0 +1,279 @@
+"""The local executor behind `sftctl run`: the operator's work, without a cluster.
+
+Each resource goes through the same builders the operator uses
+(`manifests.curation_children` / `training_children`); the Job's container
+command is then run as a local process, with each claim mapped to a folder
+and the ConfigMap written to disk. The result is the same status object the
+operator would write to the CR, saved as `<workdir>/<Kind>/<name>/status.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from . import conditions as c
+from . import status as st
+from .api import KINDS
+from .manifests import CONTAINER, EXIT_CONFIG_ERROR, RUN_CONFIG_FILE, MountLayout, curation_children, training_children
+from .settings import OperatorSettings
+
+REPORT_FILE = {"DatasetCuration": "report.json", "SFTJob": "train_report.json"}
+STATUS_FILE = "status.json"
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot run; the message names the resource and field."""
+
+
+@dataclass
+class Resource:
+    kind: str
+    name: str
+    body: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass
+class LocalRun:
+    """Outcome of one resource run locally."""
+
+    resource: Resource
+    status: dict[str, Any]
+    workdir: Path
+    log: Path
+
+    @property
+    def phase(self) -> str:
+        return str(self.status.get("phase", "Pending"))
+
+
+@dataclass
+class LocalExecutor:
+    workdir: Path
+    volumes: dict[str, Path] = field(default_factory=dict)
+    on_progress: ProgressCallback | None = None
+    poll_seconds: float = 0.5
+
+    # ------------------------------------------------------------ manifests
+
+    @staticmethod
+    def load(path: Path) -> list[Resource]:
+        """Parse and validate every document of a manifest file."""
+        try:
+            documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        except (OSError, yaml.YAMLError) as err:
+            raise ManifestError(f"{path}: {err}") from err
+        resources: list[Resource] = []
+        seen: set[str] = set()
+        for index, doc in enumerate(documents):
+            where = f"{path} document {index + 1}"
+            if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
+                raise ManifestError(f"{where}: kind must be one of {sorted(KINDS)}, got {doc.get('kind')!r}")
+            name = (doc.get("metadata") or {}).get("name")
+            if not name:
+                raise ManifestError(f"{where}: metadata.name is required")
+            try:
+                KINDS[doc["kind"]].spec.model_validate(doc.get("spec"))
+            except ValidationError as err:
+                problems = "; ".join(
+                    "spec." + ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in err.errors()
+                )
+                raise ManifestError(f"{doc['kind']}/{name}: {problems}") from err
+            resource = Resource(doc["kind"], name, doc)
+            if resource.key in seen:
+                raise ManifestError(f"{where}: {resource.key} appears twice")
+            seen.add(resource.key)
+            resources.append(resource)
+        return resources
+
+    def ordered(self, resources: list[Resource]) -> list[Resource]:
+        """Curations first, each SFTJob after the curation it references."""
+        curations = {r.name for r in resources if r.kind == "DatasetCuration"}
+        for resource in resources:
+            ref = _curation_ref(resource)
+            if ref and ref not in curations and self._previous_status("DatasetCuration", ref) is None:
+                raise ManifestError(
+                    f"{resource.key}: spec.dataset.curationRef.name {ref!r} is neither in this file "
+                    f"nor a finished run under {self.workdir}"
+                )
+        return sorted(resources, key=lambda r: 0 if r.kind == "DatasetCuration" else 1)
+
+    # ------------------------------------------------------------------ run
+
+    def run_all(self, resources: list[Resource]) -> list[LocalRun]:
+        return [self.run(resource) for resource in self.ordered(resources)]
+
+    def run(self, resource: Resource) -> LocalRun:
+        folder = self.workdir / resource.kind / resource.name
+        folder.mkdir(parents=True, exist_ok=True)
+        generation = 1
+        status: dict[str, Any] = {}
+        curation = None
+        if resource.kind == "SFTJob":
+            blocked, curation = self._dataset_ready(resource, status, generation)
+            if blocked is not None:
+                return self._finish(resource, folder, blocked, folder / "run.log")
+        settings = OperatorSettings(progress_port=_free_port())
+        layout = self._layout(folder)
+        body = {**resource.body, "metadata": {**resource.body["metadata"], "namespace": "local", "uid": "local"}}
+        if resource.kind == "DatasetCuration":
+            children = curation_children(body, settings, layout)
+        else:
+            children = training_children(body, settings, curation=curation, layout=layout)
+        if children.service is not None:
+            raise ManifestError(f"{resource.key}: multi-node runs (resources.nodes > 1) need a cluster")
+        Path(layout.config_dir).mkdir(parents=True, exist_ok=True)
+        Path(layout.scratch_dir).mkdir(parents=True, exist_ok=True)
+        (Path(layout.config_dir) / RUN_CONFIG_FILE).write_text(children.config_map["data"][RUN_CONFIG_FILE])
+        run_config = yaml.safe_load(children.config_map["data"][RUN_CONFIG_FILE])
+        output_dir = Path(run_config["outputDir"])
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+        container = next(x for x in children.job["spec"]["template"]["spec"]["containers"] if x["name"] == CONTAINER)
+        log = folder / "run.log"
+        started = c.now_rfc3339()
+        status = st.with_run_state(status, st.RunState(st.RUNNING, c.JOB_RUNNING, "Running locally", started), 1)
+        status["jobName"] = children.job["metadata"]["name"]
+        status["outputLocation"] = str(output_dir)
+        _write_json(folder / STATUS_FILE, status)
+        exit_code = self._execute(resource, container, settings.progress_port, log, status)
+        run = _run_state(exit_code, log, started)
+        status = st.with_run_state(status, run, generation)
+        report = output_dir / REPORT_FILE[resource.kind]
+        if report.exists():
+            figures = json.loads(report.read_text())
+            status.update(
+                st.curation_figures(figures) if resource.kind == "DatasetCuration" else st.training_figures(figures)
+            )
+        elif run.state == st.SUCCEEDED:
+            status = st.with_run_state(
+                status, st.RunState(st.SUCCEEDED, c.REPORT_MISSING, f"{report.name} was not written"), generation
+            )
+        return self._finish(resource, folder, status, log)
+
+    def _finish(self, resource: Resource, folder: Path, status: dict[str, Any], log: Path) -> LocalRun:
+        _write_json(folder / STATUS_FILE, status)
+        return LocalRun(resource, status, folder, log)
+
+    def _dataset_ready(
+        self, resource: Resource, status: dict[str, Any], generation: int
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(failed status, None) when the referenced curation blocks training, else (None, curation body)."""
+        ref = _curation_ref(resource)
+        if ref is None:
+            return None, None
+        curation_status = self._previous_status("DatasetCuration", ref)
+        if curation_status is None or not c.is_true(curation_status.get("conditions", []), c.READY):
+            reason = "did not succeed" if curation_status else "has not run"
+            return st.failed(status, c.DATASET_FAILED, f"DatasetCuration {ref} {reason}", generation), None
+        gates = resource.body["spec"]["dataset"].get("gates")
+        failures = st.gate_failures(gates, curation_status)
+        if failures:
+            return st.failed(status, c.QUALITY_GATE_FAILED, "; ".join(failures), generation), None
+        body = json.loads((self.workdir / "DatasetCuration" / ref / "resource.json").read_text())
+        return None, body
+
+    def _previous_status(self, kind: str, name: str) -> dict[str, Any] | None:
+        path = self.workdir / kind / name / STATUS_FILE
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def _layout(self, folder: Path) -> MountLayout:
+        claim_dirs = {claim: str(path.resolve()) for claim, path in self.volumes.items()}
+        return MountLayout(
+            volumes_root=str((self.workdir / "volumes").resolve()),
+            config_dir=str((folder / "config").resolve()),
+            scratch_dir=str((folder / "scratch").resolve()),
+            claim_dirs=claim_dirs,
+        )
+
+    def _execute(
+        self, resource: Resource, container: dict[str, Any], port: int, log: Path, status: dict[str, Any]
+    ) -> int:
+        """Run the pod's command as a local process, mirroring its /progress into status.json."""
+        _write_json(log.parent / "resource.json", resource.body)
+        command = [sys.executable if container["command"][0] == "python" else container["command"][0]]
+        command += container["command"][1:] + container.get("args", [])
+        env = {**os.environ, **_literal_env(container), "SFT_PROGRESS_HOST": "127.0.0.1"}
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+            while process.poll() is None:
+                payload = _read_progress(port)
+                if payload:
+                    if self.on_progress:
+                        self.on_progress(resource.key, payload)
+                    if resource.kind == "SFTJob":
+                        status["progress"] = st.progress_figures(payload)
+                        _write_json(log.parent / STATUS_FILE, status)
+                time.sleep(self.poll_seconds)
+        return int(process.returncode)
+
+
+def _curation_ref(resource: Resource) -> str | None:
+    if resource.kind != "SFTJob":
+        return None
+    ref = (resource.body["spec"].get("dataset") or {}).get("curationRef")
+    return ref["name"] if ref else None
+
+
+def _run_state(exit_code: int, log: Path, started: str) -> st.RunState:
+    finished = c.now_rfc3339()
+    if exit_code == 0:
+        return st.RunState(st.SUCCEEDED, c.JOB_SUCCEEDED, "Completed locally", started, finished)
+    tail = _tail(log)
+    if exit_code == EXIT_CONFIG_ERROR:
+        return st.RunState(st.FAILED, c.CONFIG_ERROR, tail, started, finished)
+    return st.RunState(st.FAILED, c.JOB_FAILED, f"exit code {exit_code}: {tail}", started, finished)
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    text = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return " | ".join(text[-lines:])
+
+
+def _literal_env(container: dict[str, Any]) -> dict[str, str]:
+    """Plain env values; secret references resolve from this shell's own environment."""
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif item["name"] in os.environ:
+            env[item["name"]] = os.environ[item["name"]]
+    return env
+
+
+def _read_progress(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=1) as response:
+            payload = json.loads(response.read())
+            return payload if isinstance(payload, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)

@@ -1,0 +1,106 @@
+"""The Helm chart: lints, renders for every scenario, and the real API server accepts it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.kube import REPO_ROOT, Kubectl, binary
+
+pytestmark = pytest.mark.cluster
+
+CHART = REPO_ROOT / "charts" / "trustdoc-sft"
+SCENARIOS = sorted((CHART / "ci").glob("*-values.yaml"))
+# prometheus-operator's kinds are not served by the bare test cluster; their
+# rendering is still checked below, but not by the API server.
+NOT_SERVED = {"ServiceMonitor", "PodMonitor"}
+KUBE_VERSION = "1.34.3"
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary("helm"), *args], capture_output=True, text=True, timeout=120)
+
+
+def render(values: Path | None, namespace: str = "sft-system") -> list[dict]:  # type: ignore[type-arg]
+    args = ["template", "sft", str(CHART), "-n", namespace, "--kube-version", KUBE_VERSION]
+    if values:
+        args += ["-f", str(values)]
+    result = helm(*args)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.mark.parametrize("values", [None, *SCENARIOS], ids=lambda v: v.name if v else "defaults")
+def test_helm_lint(values: Path | None) -> None:
+    args = ["lint", str(CHART), "--strict", "--kube-version", KUBE_VERSION]
+    result = helm(*args, *(["-f", str(values)] if values else []))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unknown_values_key_is_refused() -> None:
+    result = helm("template", "sft", str(CHART), "--set", "replicas=2", "--kube-version", KUBE_VERSION)
+    assert result.returncode != 0
+    assert "replicas" in result.stderr
+
+
+def test_every_values_key_is_commented() -> None:
+    """Each key has a comment, unless it is a section, or default data of a commented key."""
+    documented_parents: list[tuple[int, bool]] = []  # (indent, has comment) of enclosing keys
+    previous = ""
+    for number, line in enumerate((CHART / "values.yaml").read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            previous = stripped or previous
+            continue
+        indent = len(line) - len(line.lstrip())
+        while documented_parents and documented_parents[-1][0] >= indent:
+            documented_parents.pop()
+        inside_documented_value = any(has_comment for _, has_comment in documented_parents)
+        has_comment = previous.startswith("#")
+        is_section = stripped.endswith(":") and not has_comment
+        if ":" in stripped and not stripped.startswith("- ") and not inside_documented_value:
+            assert has_comment or is_section, f"values.yaml line {number} has no comment: {line}"
+        documented_parents.append((indent, has_comment))
+        previous = stripped
+
+
+@pytest.mark.parametrize("values", [None, *SCENARIOS], ids=lambda v: v.name if v else "defaults")
+def test_rendered_manifests_are_accepted_by_the_api_server(crds_installed: Kubectl, values: Path | None) -> None:
+    docs = render(values)
+    for doc in docs:
+        if doc["kind"] == "NetworkPolicy":
+            crds_installed.run("create", "namespace", doc["metadata"]["namespace"])
+    crds_installed.run("create", "namespace", "sft-system")
+    served = [d for d in docs if d["kind"] not in NOT_SERVED]
+    result = crds_installed.apply(yaml.safe_dump_all(served), "--dry-run=server")
+    assert result.returncode == 0, result.stderr
+
+
+def test_crds_are_templates_with_keep_policy() -> None:
+    crds = [d for d in render(None) if d["kind"] == "CustomResourceDefinition"]
+    assert {c["spec"]["names"]["kind"] for c in crds} >= {"SFTJob", "DatasetCuration"}
+    assert all(c["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for c in crds)
+    assert not (CHART / "crds").exists(), "Helm never upgrades its crds/ folder: CRDs must be templates"
+    no_keep = helm("template", "sft", str(CHART), "--set", "crds.keep=false", "--kube-version", KUBE_VERSION)
+    assert "resource-policy" not in no_keep.stdout
+    none = [d for d in render(CHART / "ci" / "no-crds-values.yaml") if d["kind"] == "CustomResourceDefinition"]
+    assert none == []
+
+
+def test_selector_labels_do_not_change_with_the_chart_version() -> None:
+    deployment = next(d for d in render(None) if d["kind"] == "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert not any("version" in key or "chart" in key for key in selector)
+
+
+def test_monitors_target_what_the_operator_and_workloads_expose() -> None:
+    docs = render(CHART / "ci" / "ha-monitoring-values.yaml")
+    kinds = {d["kind"]: d for d in docs}
+    assert kinds["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
+    pod_monitor = kinds["PodMonitor"]["spec"]
+    assert pod_monitor["podMetricsEndpoints"][0]["port"] == "progress"
+    assert pod_monitor["namespaceSelector"]["matchNames"] == ["ml-team-a", "ml-team-b"]
+    assert kinds["Deployment"]["spec"]["replicas"] == 2
