@@ -38,7 +38,15 @@ CONTAINER = "trainer"
 # podFailurePolicy fails the Job at once instead of retrying it.
 EXIT_CONFIG_ERROR = 42
 RENDEZVOUS_PORT = 29500
+# The container port the operator reads /progress from (by name, so a pod
+# keeps working whatever port the operator is configured with later).
+PROGRESS_PORT_NAME = "progress"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# Set by the Job controller on every pod of an Indexed Job; rank 0 reports progress.
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 PART_OF = "trustdoc-sft"
+# Every child carries this label: the operator watches only Jobs that have it.
+MANAGED_BY_LABEL, MANAGED_BY = "app.kubernetes.io/managed-by", "trustdoc-sft-operator"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 OWNER_LABEL = {"SFTJob": "sft.trustdoc.io/sftjob", "DatasetCuration": "sft.trustdoc.io/datasetcuration"}
 
@@ -48,7 +56,7 @@ class MountLayout:
     """Where claims, the run config and scratch space are, as the pod sees them."""
 
     volumes_root: str = "/mnt/volumes"
-    config_dir: str = "/etc/sft"
+    config_dir: str = "/mnt/config"
     scratch_dir: str = "/tmp"
     claim_dirs: dict[str, str] = field(default_factory=dict)
     """Explicit folder per claim (local executor); others go under volumes_root."""
@@ -123,7 +131,7 @@ def labels(owner: Owner, component: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": PART_OF,
         "app.kubernetes.io/component": component,
-        "app.kubernetes.io/managed-by": "trustdoc-sft-operator",
+        MANAGED_BY_LABEL: MANAGED_BY,
         "app.kubernetes.io/instance": owner.name,
         OWNER_LABEL[owner.kind]: owner.name,
     }
@@ -223,7 +231,8 @@ def _resources(resources: Resources) -> dict[str, Any]:
     limits: dict[str, Any] = {}
     requests: dict[str, Any] = {}
     if resources.gpus_per_node:
-        limits["nvidia.com/gpu"] = resources.gpus_per_node
+        # A quantity: the API takes int-or-string, typed clients (and server-side apply) want the string.
+        limits["nvidia.com/gpu"] = str(resources.gpus_per_node)
     for key in ("cpu", "memory"):
         value = getattr(resources, key)
         if value:
@@ -287,7 +296,12 @@ def pod_template(
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             *env,
         ],
-        "ports": [{"name": "progress", "containerPort": settings.progress_port}],
+        "ports": [{"name": PROGRESS_PORT_NAME, "containerPort": settings.progress_port}],
+        # The process writes its report's compact `status` summary here; the
+        # operator reads it from the pod (it cannot read the claim). On a crash
+        # the log tail takes its place, so a failure message reaches status too.
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
         "securityContext": _security_context(),
         "resources": _resources(spec.resources),
@@ -353,9 +367,7 @@ def job(
         template_container["env"].append(
             {
                 "name": "NODE_RANK",
-                "valueFrom": {
-                    "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
-                },
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
             }
         )
         template_container["ports"].append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT})

@@ -215,6 +215,20 @@ class ControlPlane:
                 proc.wait()
         self.processes.clear()
 
+    def start_scheduler(self) -> None:
+        """The real kube-scheduler: honours GPU requests, node selectors and taints."""
+        self._spawn(
+            "kube-scheduler",
+            [
+                binary("kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                "--secure-port=0",
+                "--v=0",
+            ],
+        )
+
     def restart_apiserver(self) -> None:
         """Kill and start kube-apiserver again on the same port (fault tests)."""
         proc = self.processes.pop("kube-apiserver")
@@ -246,6 +260,10 @@ class Kubectl:
 
     def apply(self, manifest: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.run("apply", "-f", "-", *extra, input=manifest)
+
+    def apply_objects(self, *objects: dict, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
+        """Apply objects as JSON: YAML 1.1 would read a namespace called `y` or `on` as a boolean."""
+        return self.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}), *extra)
 
     def get_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.run("get", *args, "-o", "json", check=True).stdout)

@@ -1,0 +1,57 @@
+"""The e2e cluster: its own control plane plus kube-scheduler and a GPU node agent.
+
+Separate from the cluster tests' control plane, where no pod ever runs (those
+tests play the node themselves); here pods are scheduled by the real
+scheduler and run as local processes by the node agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from support.kube import REPO_ROOT, ControlPlane, Kubectl
+from support.e2e import GPU_PRODUCT, GPU_TAINT, wait_for
+from support.node_agent import NodeAgent
+
+
+@pytest.fixture(scope="session")
+def e2e_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    plane = ControlPlane(tmp_path_factory.mktemp("e2e-plane"))
+    try:
+        plane.start()
+        plane.start_scheduler()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def e2e_kubectl(e2e_plane: ControlPlane) -> Kubectl:
+    kubectl = Kubectl(e2e_plane.kubeconfig)
+    kubectl.run("apply", "-f", str(REPO_ROOT / "crds"), check=True)
+    return kubectl
+
+
+@pytest.fixture(scope="session")
+def gpu_node(e2e_plane: ControlPlane, e2e_kubectl: Kubectl) -> Iterator[NodeAgent]:
+    agent = NodeAgent(
+        e2e_plane.kubeconfig,
+        e2e_plane.workdir / "node",
+        name="gpu-node-0",
+        gpus=8,
+        labels={"nvidia.com/gpu.product": GPU_PRODUCT},
+        taints=[GPU_TAINT],
+    )
+    agent.start()
+    wait_for(lambda: _node_ready(e2e_kubectl, agent.name), 30, f"node {agent.name} Ready")
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+def _node_ready(kubectl: Kubectl, name: str) -> bool:
+    node = kubectl.get_json("node", name)
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))

@@ -1,0 +1,131 @@
+"""The e2e harness itself: the real scheduler places pods, the node agent runs them.
+
+These prove the harness is faithful before the operator's e2e tests rely on
+it: GPU requests, node selectors and taints are honoured by the real
+kube-scheduler, and a Job's pod really runs, with its volumes, its own pod IP,
+its exit code and its termination message reported back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import itertools
+import re
+
+import pytest
+import yaml
+
+from support.e2e import GPU_PRODUCT, bound_claim, wait_for
+from support.kube import Kubectl
+from support.node_agent import NodeAgent
+
+
+pytestmark = pytest.mark.cluster
+
+NAMESPACE_COUNTER = itertools.count()
+SCRIPT = """
+import json, os, socket, pathlib
+out = pathlib.Path('/mnt/volumes/outputs')
+(out / 'hello.txt').write_text(json.dumps({'rank': os.environ.get('RANK'), 'host': os.environ['SFT_PROGRESS_HOST']}))
+pathlib.Path(os.environ['SFT_TERMINATION_LOG']).write_text('{"done": true}')
+"""
+
+
+def job_manifest(namespace: str, name: str, gpus: int, product: str, tolerate: bool, code: str) -> str:
+    pod_spec: dict = {  # type: ignore[type-arg]
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "nodeSelector": {"nvidia.com/gpu.product": product},
+        "containers": [
+            {
+                "name": "trainer",
+                "image": "local",
+                "command": ["python", "-c", code],
+                "env": [{"name": "JOB_INDEX", "value": "0"}, {"name": "RANK", "value": "$(JOB_INDEX)"}],
+                "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                "volumeMounts": [{"name": "out", "mountPath": "/mnt/volumes/outputs"}],
+            }
+        ],
+        "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "outputs"}}],
+    }
+    if tolerate:
+        pod_spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return yaml.safe_dump(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"backoffLimit": 0, "template": {"spec": pod_spec}},
+        }
+    )
+
+
+@pytest.fixture
+def namespace(e2e_kubectl: Kubectl, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    name = f"agent-{next(NAMESPACE_COUNTER)}-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[-40:].strip("-")
+    e2e_kubectl.run("create", "namespace", name, check=True)
+    bound_claim(e2e_kubectl, name, "outputs", tmp_path / "outputs")
+    return name
+
+
+def pods_of(kubectl: Kubectl, namespace: str, job: str) -> list[dict]:  # type: ignore[type-arg]
+    return kubectl.get_json("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job}")["items"]
+
+
+def test_gpu_job_runs_on_the_gpu_node(
+    e2e_kubectl: Kubectl, gpu_node: NodeAgent, namespace: str, tmp_path: Path
+) -> None:
+    e2e_kubectl.apply(job_manifest(namespace, "hello", 2, GPU_PRODUCT, True, SCRIPT)).check_returncode()
+    wait_for(
+        lambda: e2e_kubectl.get_json("job", "hello", "-n", namespace).get("status", {}).get("succeeded"),
+        60,
+        "job hello to succeed",
+    )
+    pod = pods_of(e2e_kubectl, namespace, "hello")[0]
+    assert pod["spec"]["nodeName"] == gpu_node.name
+    assert pod["status"]["podIP"].startswith("127.0.0.")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 0 and terminated["message"] == '{"done": true}'
+    written = (tmp_path / "outputs" / "hello.txt").read_text()
+    assert '"rank": "0"' in written and pod["status"]["podIP"] in written
+
+
+def test_failing_container_reports_its_exit_code(e2e_kubectl: Kubectl, gpu_node: NodeAgent, namespace: str) -> None:
+    e2e_kubectl.apply(
+        job_manifest(namespace, "boom", 1, GPU_PRODUCT, True, "import sys; sys.exit(42)")
+    ).check_returncode()
+    wait_for(
+        lambda: e2e_kubectl.get_json("job", "boom", "-n", namespace).get("status", {}).get("failed"),
+        60,
+        "job boom to fail",
+        diagnose=lambda: e2e_kubectl.run("get", "pods,jobs", "-n", namespace, "-o", "yaml").stdout[-4000:],
+    )
+    state = pods_of(e2e_kubectl, namespace, "boom")[0]["status"]["containerStatuses"][0]["state"]
+    assert state["terminated"]["exitCode"] == 42
+
+
+@pytest.mark.parametrize(
+    ("gpus", "product", "tolerate", "why"),
+    [
+        (16, GPU_PRODUCT, True, "Insufficient nvidia.com/gpu"),
+        (1, "NVIDIA-A100", True, "didn't match Pod's node affinity/selector"),
+        (1, GPU_PRODUCT, False, "untolerated taint"),
+    ],
+    ids=["too-many-gpus", "wrong-gpu-product", "no-toleration"],
+)
+def test_scheduler_refuses_pods_that_do_not_fit(
+    e2e_kubectl: Kubectl, gpu_node: NodeAgent, namespace: str, gpus: int, product: str, tolerate: bool, why: str
+) -> None:
+    e2e_kubectl.apply(job_manifest(namespace, "unfit", gpus, product, tolerate, "pass")).check_returncode()
+
+    def unschedulable_message() -> str:
+        pods = pods_of(e2e_kubectl, namespace, "unfit")
+        for condition in (pods[0].get("status", {}).get("conditions") or []) if pods else []:
+            if condition["type"] == "PodScheduled" and condition.get("reason") == "Unschedulable":
+                return str(condition.get("message", ""))
+        return ""
+
+    message = wait_for(unschedulable_message, 30, "the scheduler to refuse the pod")
+    assert why in message
+    assert not pods_of(e2e_kubectl, namespace, "unfit")[0]["spec"].get("nodeName")

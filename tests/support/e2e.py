@@ -1,0 +1,72 @@
+"""Helpers for tests that run real pods on the e2e cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from .kube import Kubectl
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+GPU_PRODUCT = "NVIDIA-H100-TEST"
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.5,
+    diagnose: Callable[[], str] | None = None,
+) -> T:
+    """Poll `predicate` until it returns something truthy; fail naming `what` (and what `diagnose` says)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    details = f"\n{diagnose()}" if diagnose else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}){details}")
+
+
+def bound_claim(kubectl: Kubectl, namespace: str, claim: str, folder: Path) -> None:
+    """A PersistentVolume + bound claim, so the scheduler's volume checks pass for real."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pv = f"{namespace}-{claim}"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(folder)},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+    volume_claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": pv,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    result = kubectl.apply_objects(volume, volume_claim)
+    assert result.returncode == 0, result.stderr
+    wait_for(
+        lambda: kubectl.get_json("pvc", claim, "-n", namespace).get("status", {}).get("phase") == "Bound",
+        30,
+        f"claim {namespace}/{claim} to be bound",
+    )

@@ -1,0 +1,438 @@
+"""A test node agent: a Node with GPUs whose pods run as local processes.
+
+What a kubelet does for the e2e tests, on this machine: registers a Node with
+`nvidia.com/gpu` capacity, keeps its Lease and Ready condition fresh so the
+node-lifecycle controller never evicts it, and runs the pods the real
+kube-scheduler binds to it. Each container runs as a local process (command,
+args, env, volumes mapped to folders in a private mount namespace), with its
+own 127.0.0.x address as pod IP; the agent reports pod phase, container
+states, exit codes and termination messages through the real API.
+
+Differences from a kubelet, on purpose: no images (the command runs from this
+virtualenv), no resource isolation, and the termination message is read from
+the file named by SFT_TERMINATION_LOG rather than /dev/termination-log.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+LAUNCHER = Path(__file__).with_name("pod_launcher.py")
+HEARTBEAT_SECONDS = 5.0
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RunningPod:
+    namespace: str
+    name: str
+    uid: str
+    ip: str
+    process: subprocess.Popen[bytes]
+    started_at: str
+    folder: Path
+    container: str
+
+
+@dataclass
+class NodeAgent:
+    kubeconfig: Path
+    workdir: Path
+    name: str = "gpu-node-0"
+    gpus: int = 8
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, str]] = field(default_factory=list)
+    ip_offset: int = 10
+    pods: dict[str, RunningPod] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        api_client = config.new_client_from_config(str(self.kubeconfig))
+        self.core = client.CoreV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self._ips = itertools.count(self.ip_offset)
+
+    # --------------------------------------------------------------- node
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._register()
+        for target in (self._heartbeat_loop, self._pod_loop):
+            thread = threading.Thread(target=target, name=f"{self.name}-{target.__name__}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            pods = list(self.pods.values())
+        for pod in pods:
+            _terminate(pod.process, grace=5)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def _node_status(self) -> dict[str, Any]:
+        capacity = {"cpu": "16", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(self.gpus)}
+        stamp = now()
+        return {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "test node agent is posting ready status",
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "v1.34.3",
+                "kubeProxyVersion": "v1.34.3",
+                "containerRuntimeVersion": "local://process",
+                "osImage": "test-node-agent",
+                "kernelVersion": os.uname().release,
+                "machineID": self.name,
+                "systemUUID": self.name,
+                "bootID": self.name,
+            },
+        }
+
+    def _register(self) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": {"kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux", **self.labels},
+            },
+            "spec": {"taints": self.taints} if self.taints else {},
+        }
+        try:
+            self.core.create_node(body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        self.core.patch_node_status(self.name, {"status": self._node_status()})
+        self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        spec = {
+            "holderIdentity": self.name,
+            "leaseDurationSeconds": 40,
+            "renewTime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        try:
+            self.coordination.patch_namespaced_lease(self.name, "kube-node-lease", {"spec": spec})
+        except ApiException as err:
+            if err.status != 404:
+                raise
+            self.coordination.create_namespaced_lease(
+                "kube-node-lease", {"metadata": {"name": self.name, "namespace": "kube-node-lease"}, "spec": spec}
+            )
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self._renew_lease()
+                self.core.patch_node_status(self.name, {"status": {"conditions": self._node_status()["conditions"]}})
+            except (ApiException, OSError):
+                continue  # the API server may be restarting (fault tests); try again next beat
+
+    # --------------------------------------------------------------- pods
+
+    def _pod_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                stream = watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=f"spec.nodeName={self.name}",
+                    timeout_seconds=10,
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    self._on_pod_logged(event["object"])
+                self._reap()
+            except (ApiException, OSError, ValueError):
+                time.sleep(1)  # API server restart: re-list and carry on
+                self._reap()
+
+    def _on_pod_logged(self, pod: client.V1Pod) -> None:
+        """Handle one pod; a failure is logged and never stops the agent (a kubelet keeps going)."""
+        try:
+            self._on_pod(pod)
+        except Exception as err:  # noqa: BLE001 - logged with its traceback, then the next event
+            import traceback
+
+            with (self.workdir / "agent.log").open("a") as log:
+                log.write(f"{now()} {pod.metadata.namespace}/{pod.metadata.name}: {err!r}\n{traceback.format_exc()}\n")
+
+    def _on_pod(self, pod: client.V1Pod) -> None:
+        key = f"{pod.metadata.namespace}/{pod.metadata.name}"
+        if pod.metadata.deletion_timestamp is not None:
+            self._delete(key, pod)
+            return
+        with self._lock:
+            known = key in self.pods
+        if known or (pod.status and pod.status.phase in ("Succeeded", "Failed")):
+            return
+        self._start(key, pod)
+
+    def _start(self, key: str, pod: client.V1Pod) -> None:
+        raw = self.core.api_client.sanitize_for_serialization(pod)
+        container = raw["spec"]["containers"][0]
+        folder = self.workdir / "pods" / raw["metadata"]["namespace"] / raw["metadata"]["name"]
+        folder.mkdir(parents=True, exist_ok=True)
+        ip = f"127.0.0.{next(self._ips)}"
+        termination_log = folder / "termination-log"
+        termination_log.write_text("")
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp",
+            **self._env(raw, container),
+            # One address per pod: what a pod network namespace would give.
+            "SFT_PROGRESS_HOST": ip,
+            "SFT_TERMINATION_LOG": str(termination_log),
+        }
+        spec = {
+            "command": expand((container.get("command") or []) + (container.get("args") or []), env),
+            "env": env,
+            "mounts": self._mounts(raw, container, folder),
+            "workingDir": container.get("workingDir"),
+        }
+        (folder / "spec.json").write_text(json.dumps(spec, indent=2))
+        log = (folder / "container.log").open("ab")
+        process = subprocess.Popen(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                sys.executable,
+                str(LAUNCHER),
+                str(folder / "spec.json"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        running = RunningPod(
+            raw["metadata"]["namespace"],
+            raw["metadata"]["name"],
+            raw["metadata"]["uid"],
+            ip,
+            process,
+            now(),
+            folder,
+            container["name"],
+        )
+        with self._lock:
+            self.pods[key] = running
+        self._report_running(running)
+        threading.Thread(target=self._wait, args=(key, running), daemon=True).start()
+
+    def _env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        annotations = pod["metadata"].get("annotations") or {}
+        for item in container.get("env") or []:
+            if "value" in item:
+                # $(VAR) in a value refers to variables defined before it.
+                env[item["name"]] = expand([item["value"]], env)[0]
+                continue
+            source = item.get("valueFrom") or {}
+            if "fieldRef" in source:
+                path = source["fieldRef"]["fieldPath"]
+                if path.startswith("metadata.annotations['"):
+                    env[item["name"]] = annotations.get(path.split("'")[1], "")
+                elif path == "metadata.name":
+                    env[item["name"]] = pod["metadata"]["name"]
+                elif path == "metadata.namespace":
+                    env[item["name"]] = pod["metadata"]["namespace"]
+            elif "secretKeyRef" in source:
+                ref = source["secretKeyRef"]
+                secret = self.core.read_namespaced_secret(ref["name"], pod["metadata"]["namespace"])
+                env[item["name"]] = base64.b64decode(secret.data[ref["key"]]).decode()
+        return env
+
+    def _mounts(self, pod: dict[str, Any], container: dict[str, Any], folder: Path) -> list[dict[str, Any]]:
+        sources: dict[str, str] = {}
+        for volume in pod["spec"].get("volumes") or []:
+            name = volume["name"]
+            if "configMap" in volume:
+                target = folder / "volumes" / name
+                target.mkdir(parents=True, exist_ok=True)
+                data = self.core.read_namespaced_config_map(volume["configMap"]["name"], pod["metadata"]["namespace"])
+                for key, value in (data.data or {}).items():
+                    (target / key).write_text(value)
+                sources[name] = str(target)
+            elif "emptyDir" in volume:
+                target = folder / "volumes" / name
+                target.mkdir(parents=True, exist_ok=True)
+                sources[name] = str(target)
+            elif "persistentVolumeClaim" in volume:
+                sources[name] = self._claim_folder(pod["metadata"]["namespace"], volume["persistentVolumeClaim"])
+        return [
+            {"source": sources[m["name"]], "mountPath": m["mountPath"], "readOnly": m.get("readOnly", False)}
+            for m in container.get("volumeMounts") or []
+            if m["name"] in sources
+        ]
+
+    def _claim_folder(self, namespace: str, source: dict[str, Any]) -> str:
+        """The bound PersistentVolume's hostPath, as a kubelet would mount it."""
+        claim = self.core.read_namespaced_persistent_volume_claim(source["claimName"], namespace)
+        volume = self.core.read_persistent_volume(claim.spec.volume_name)
+        if volume.spec.host_path is None:
+            raise ValueError(f"PersistentVolume {volume.metadata.name}: the test node mounts hostPath volumes only")
+        return str(volume.spec.host_path.path)
+
+    def _report_running(self, pod: RunningPod) -> None:
+        stamp = now()
+        status = {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "podIP": pod.ip,
+            "podIPs": [{"ip": pod.ip}],
+            "startTime": pod.started_at,
+            "conditions": [
+                {"type": kind, "status": "True", "lastTransitionTime": stamp}
+                for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": pod.container,
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "image": "local",
+                    "imageID": "local://process",
+                    "state": {"running": {"startedAt": pod.started_at}},
+                }
+            ],
+        }
+        self._patch_status(pod, status)
+
+    def _wait(self, key: str, pod: RunningPod) -> None:
+        code = pod.process.wait()
+        message = (pod.folder / "termination-log").read_text()[-4096:]
+        if not message.strip():
+            # FallbackToLogsOnError: the log tail when the process wrote no message.
+            log = (pod.folder / "container.log").read_text(errors="replace")
+            message = log[-2048:] if code != 0 else ""
+        stamp = now()
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "conditions": [
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": stamp},
+                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": stamp},
+            ],
+            "containerStatuses": [
+                {
+                    "name": pod.container,
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 0,
+                    "image": "local",
+                    "imageID": "local://process",
+                    "state": {
+                        "terminated": {
+                            "exitCode": code if code >= 0 else 128 - code,
+                            "reason": "Completed" if code == 0 else "Error",
+                            "message": message,
+                            "startedAt": pod.started_at,
+                            "finishedAt": stamp,
+                        }
+                    },
+                }
+            ],
+        }
+        for _ in range(60):  # the API server may be down for a moment (fault tests)
+            try:
+                self._patch_status(pod, status)
+                break
+            except (ApiException, OSError):
+                time.sleep(1)
+
+    def _patch_status(self, pod: RunningPod, status: dict[str, Any]) -> None:
+        self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
+
+    def _delete(self, key: str, pod: client.V1Pod) -> None:
+        """What a kubelet does for a pod marked for deletion: stop it, then remove it for good."""
+        with self._lock:
+            running = self.pods.pop(key, None)
+        if running is not None:
+            _terminate(running.process, grace=float(pod.metadata.deletion_grace_period_seconds or 5))
+        try:
+            self.core.delete_namespaced_pod(
+                pod.metadata.name,
+                pod.metadata.namespace,
+                grace_period_seconds=0,
+                body=client.V1DeleteOptions(grace_period_seconds=0, preconditions={"uid": pod.metadata.uid}),
+            )
+        except ApiException as err:
+            if err.status not in (404, 409):
+                raise
+
+    def _reap(self) -> None:
+        """Forget pods whose objects are gone (deleted while the watch was down)."""
+        with self._lock:
+            keys = list(self.pods)
+        for key in keys:
+            namespace, name = key.split("/", 1)
+            try:
+                self.core.read_namespaced_pod(name, namespace)
+            except ApiException as err:
+                if err.status == 404:
+                    with self._lock:
+                        pod = self.pods.pop(key, None)
+                    if pod:
+                        _terminate(pod.process, grace=2)
+
+    def kill(self, namespace: str, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill a pod's process the way an OOM or a crash would (fault tests)."""
+        with self._lock:
+            pod = self.pods[f"{namespace}/{name}"]
+        os.killpg(pod.process.pid, sig)
+
+
+def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def expand(args: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' `$(VAR)` expansion of command and args from the container's env."""
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), arg) for arg in args]
