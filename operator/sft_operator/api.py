@@ -15,12 +15,13 @@ from pydantic import Field
 from sft_trainer.config import (
     CurationConfig,
     DatasetFormat,
+    Rule,
     TrainingConfig,
     WireModel,
-    cel,
+    exactly_one_of,
+    field_rules,
     immutable,
     model_rules,
-    rules,
 )
 
 GROUP = "sft.trustdoc.io"
@@ -31,9 +32,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 DNS1123_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # A path inside a volume: relative, no `..` segment, no empty segment.
 RELATIVE_PATH = r"^[^/](.*[^/])?$"
-SAFE_PATH_RULE = cel(
+SAFE_PATH_RULE = Rule(
     "!self.split('/').exists(s, s == '..')",
     "must not contain a '..' segment",
+    check=lambda path: ".." not in path.split("/"),
 )
 
 
@@ -56,7 +58,7 @@ class PvcLocation(WireModel):
         default=".",
         pattern=RELATIVE_PATH,
         max_length=1024,
-        json_schema_extra=rules(SAFE_PATH_RULE),
+        json_schema_extra=field_rules(SAFE_PATH_RULE),
     )
     """Path inside the claim, relative to its root."""
 
@@ -70,13 +72,6 @@ class HuggingFaceRepo(WireModel):
     """One file inside the repository (a dataset file or a GGUF file); unset: the whole repository."""
     token_secret_ref: SecretKeyRef | None = None
     """Secret holding an access token for private repositories. Never copied into status or logs."""
-
-
-def exactly_one_of(*fields: str) -> dict[str, Any]:
-    """A CEL rule on an object requiring exactly one of the given fields."""
-    count = " + ".join(f"(has(self.{f}) ? 1 : 0)" for f in fields)
-    names = ", ".join(fields)
-    return cel(f"{count} == 1", f"exactly one of {names} must be set")
 
 
 class ModelSource(WireModel):
@@ -104,10 +99,11 @@ class QualityGates(WireModel):
 class DatasetSource(WireModel):
     model_config = model_rules(
         exactly_one_of("pvc", "huggingFace", "curationRef"),
-        cel(
+        Rule(
             "!has(self.gates) || has(self.curationRef)",
             "gates apply only to a curationRef",
             ".gates",
+            check=lambda d: d.gates is None or d.curation_ref is not None,
         ),
     )
     pvc: PvcLocation | None = None
@@ -222,6 +218,27 @@ class CommonStatus(WireModel):
 
 
 class DatasetCurationSpec(WireModel):
+    model_config = model_rules(
+        Rule(
+            "!has(self.source.curationRef)",
+            "source.curationRef is only valid in an SFTJob",
+            ".source.curationRef",
+            check=lambda s: s.source.curation_ref is None,
+        ),
+        Rule(
+            "!has(self.source.gates)",
+            "source.gates is only valid in an SFTJob",
+            ".source.gates",
+            check=lambda s: s.source.gates is None,
+        ),
+        Rule(
+            "self.resources.nodes == 1",
+            "resources.nodes must be 1: curation runs in one pod",
+            ".resources.nodes",
+            check=lambda s: s.resources.nodes == 1,
+        ),
+    )
+
     source: DatasetSource = Field(json_schema_extra=immutable("source"))
     """The raw dataset (pvc or huggingFace; curationRef is not allowed here)."""
     output: OutputLocation
@@ -268,6 +285,21 @@ class DatasetCurationStatus(CommonStatus):
 
 
 class SFTJobSpec(WireModel):
+    model_config = model_rules(
+        Rule(
+            "!has(self.dataset.curationRef) || !has(self.dataset.format) || self.dataset.format == 'auto'",
+            "dataset.format does not apply to a curationRef (curated output is always messages)",
+            ".dataset.format",
+            check=lambda s: s.dataset.curation_ref is None or s.dataset.format == "auto",
+        ),
+        Rule(
+            "self.resources.nodes == 1 || self.resources.gpusPerNode > 0",
+            "resources.nodes > 1 needs resources.gpusPerNode > 0",
+            ".resources.nodes",
+            check=lambda s: s.resources.nodes == 1 or s.resources.gpus_per_node > 0,
+        ),
+    )
+
     model: ModelSource = Field(json_schema_extra=immutable("model"))
     """The base model to fine-tune."""
     dataset: DatasetSource = Field(json_schema_extra=immutable("dataset"))
@@ -329,7 +361,6 @@ class KindInfo(WireModel):
     spec: type[WireModel]
     status: type[WireModel]
     printer_columns: list[dict[str, Any]]
-    spec_rules: list[dict[str, str]] = Field(default_factory=list)
 
 
 # `sft` as the design asks; `trustdoc` because `kubectl get sft` resolves to the
@@ -365,23 +396,6 @@ KINDS: dict[str, KindInfo] = {
             },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
-        spec_rules=[
-            cel(
-                "!has(self.dataset.curationRef) || !has(self.dataset.format) || self.dataset.format == 'auto'",
-                "dataset.format does not apply to a curationRef (curated output is always messages)",
-                ".dataset.format",
-            ),
-            cel(
-                "!self.training.exportMerged || self.training.method == 'lora'",
-                "training.exportMerged applies only to method: lora",
-                ".training.exportMerged",
-            ),
-            cel(
-                "self.resources.nodes == 1 || self.resources.gpusPerNode > 0",
-                "resources.nodes > 1 needs resources.gpusPerNode > 0",
-                ".resources.nodes",
-            ),
-        ],
     ),
     "DatasetCuration": KindInfo(
         kind="DatasetCuration",
@@ -403,17 +417,6 @@ KINDS: dict[str, KindInfo] = {
                 "priority": 1,
             },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ],
-        spec_rules=[
-            cel(
-                "!has(self.source.curationRef)", "source.curationRef is only valid in an SFTJob", ".source.curationRef"
-            ),
-            cel("!has(self.source.gates)", "source.gates is only valid in an SFTJob", ".source.gates"),
-            cel(
-                "self.resources.nodes == 1",
-                "resources.nodes must be 1: curation runs in one pod",
-                ".resources.nodes",
-            ),
         ],
     ),
 }

@@ -138,8 +138,6 @@ def model_schema(model: type, path: str) -> dict[str, Any]:
 def kind_schema(info: KindInfo) -> dict[str, Any]:
     spec = model_schema(info.spec, "spec")
     spec["description"] = f"Desired state of the {info.kind}."
-    if info.spec_rules:
-        spec["x-kubernetes-validations"] = spec.get("x-kubernetes-validations", []) + info.spec_rules
     status = model_schema(info.status, "status")
     status["description"] = f"Observed state of the {info.kind}, written by the operator."
     return {

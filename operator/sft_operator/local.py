@@ -78,16 +78,19 @@ class LocalExecutor:
         """Parse and validate every document of a manifest file."""
         try:
             documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-        except (OSError, yaml.YAMLError) as err:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             raise ManifestError(f"{path}: {err}") from err
         resources: list[Resource] = []
         seen: set[str] = set()
         for index, doc in enumerate(documents):
             where = f"{path} document {index + 1}"
-            if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
+            if not isinstance(doc, dict):
+                raise ManifestError(f"{where}: expected a mapping, got {type(doc).__name__}")
+            if doc.get("kind") not in KINDS:
                 raise ManifestError(f"{where}: kind must be one of {sorted(KINDS)}, got {doc.get('kind')!r}")
-            name = (doc.get("metadata") or {}).get("name")
-            if not name:
+            metadata = doc.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, dict) else None
+            if not isinstance(name, str) or not name:
                 raise ManifestError(f"{where}: metadata.name is required")
             try:
                 KINDS[doc["kind"]].spec.model_validate(doc.get("spec"))

@@ -217,3 +217,15 @@ def test_short_names_and_categories_resolve(crds_installed: Kubectl) -> None:
         assert "datasetcuration.sft.trustdoc.io/listed" in listed
     finally:
         crds_installed.run("delete", "sft,dcur", "listed", "--wait=false")
+
+
+@pytest.mark.parametrize("case", INVALID_ON_CREATE, ids=case_id)
+def test_python_models_refuse_what_the_api_server_refuses(case: Invalid) -> None:
+    """`sftctl run`, the operator and the pods validate with the models: they must agree with the CRD."""
+    from pydantic import ValidationError
+
+    from sft_operator.api import KINDS
+
+    manifest = mutate(case.kind, case.field, case.value, "invalid")
+    with pytest.raises((ValidationError, TypeError, KeyError)):
+        KINDS[case.kind].spec.model_validate(manifest["spec"])

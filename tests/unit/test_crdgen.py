@@ -90,3 +90,34 @@ def test_a_field_without_description_is_refused() -> None:
 
     with pytest.raises(crdgen.SchemaError, match="knob has no description"):
         crdgen.model_schema(Undocumented, "spec")
+
+
+def test_every_cel_rule_but_transitions_has_a_python_check() -> None:
+    """A rule enforced only by the API server would let `sftctl run` accept what the cluster refuses."""
+    from pydantic import BaseModel
+
+    from sft_trainer.config import RuleSet
+
+    def models(root: type[BaseModel], seen: set[type]) -> None:
+        if root in seen:
+            return
+        seen.add(root)
+        for field in root.model_fields.values():
+            for arg in [field.annotation, *getattr(field.annotation, "__args__", ())]:
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    models(arg, seen)
+
+    seen: set[type] = set()
+    for info in KINDS.values():
+        models(info.spec, seen)
+    checked = 0
+    for model in seen:
+        rule_sets = [model.model_config.get("json_schema_extra")] + [
+            f.json_schema_extra for f in model.model_fields.values()
+        ]
+        for rule_set in rule_sets:
+            if isinstance(rule_set, RuleSet):
+                for rule in rule_set.rules:
+                    assert rule.check is not None or "oldSelf" in rule.cel, f"{model.__name__}: {rule.cel}"
+                    checked += 1
+    assert checked >= 10

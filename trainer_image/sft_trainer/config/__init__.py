@@ -6,7 +6,7 @@ classes. This package must never import torch, transformers or anything from
 `sft_operator`.
 """
 
-from .base import WireModel, cel, immutable, model_rules, rules
+from .base import Rule, RuleSet, WireModel, exactly_one_of, field_rules, immutable, model_rules
 from .curation import CurationConfig, CurationRunConfig, DatasetFormat, TaskType
 from .training import (
     DEFAULT_LEARNING_RATE,
@@ -26,9 +26,11 @@ __all__ = [
     "TaskType",
     "TrainRunConfig",
     "TrainingConfig",
+    "Rule",
+    "RuleSet",
     "WireModel",
-    "cel",
+    "exactly_one_of",
+    "field_rules",
     "immutable",
     "model_rules",
-    "rules",
 ]

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import WireModel, cel, model_rules
+from .base import Rule, WireModel, model_rules
 
 TaskType = Literal[
     "coding",
@@ -45,14 +45,20 @@ class LengthStep(WireModel):
     """Reject records whose turns fall outside the bounds below."""
     min_prompt_chars: int = Field(default=3, ge=0)
     """Fewest characters in a user turn."""
-    max_prompt_chars: int = Field(default=16000, ge=1)
+    max_prompt_chars: int = Field(default=24000, ge=1)
     """Most characters in a user turn."""
-    min_response_chars: int = Field(default=2, ge=0)
+    min_response_chars: int = Field(default=1, ge=0)
     """Fewest characters in an assistant turn."""
-    max_response_chars: int = Field(default=16000, ge=1)
+    max_response_chars: int = Field(default=24000, ge=1)
     """Most characters in an assistant turn."""
-    max_tokens: int | None = Field(default=None, ge=1)
-    """Most tokens in the whole rendered conversation; needs a tokenizer. Unset: no token bound."""
+    min_prompt_tokens: int | None = Field(default=None, ge=0)
+    """Fewest tokens in a user turn; needs a tokenizer. Unset: no bound."""
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens in a user turn; needs a tokenizer. Unset: no bound (the template check still bounds the whole conversation)."""
+    min_response_tokens: int | None = Field(default=1, ge=0)
+    """Fewest tokens in an assistant turn; needs a tokenizer. Unset: no bound."""
+    max_response_tokens: int | None = Field(default=None, ge=1)
+    """Most tokens in an assistant turn; needs a tokenizer. Unset: no bound."""
 
 
 class RepetitionStep(WireModel):
@@ -76,9 +82,9 @@ class ArtifactStep(WireModel):
 class GptismStep(WireModel):
     enabled: bool = True
     """Reject responses dense in phrases typical of synthetic chatbot text."""
-    max_density: float = Field(default=8.0, ge=0)
+    max_density: float = Field(default=15.0, ge=0)
     """Highest weighted GPT-ism hits per 1,000 words a response may have."""
-    prior_words: int = Field(default=50, ge=0)
+    prior_words: int = Field(default=100, ge=0)
     """Words added to every response's length when computing the density, so one phrase in a short answer does not condemn it."""
 
 
@@ -99,7 +105,7 @@ class OodReviewStep(WireModel):
     enabled: bool = True
     """Hold records with abnormal token statistics for manual review (needs a tokenizer)."""
     max_rare_token_fraction: float = Field(default=0.1, ge=0, le=1)
-    """Largest fraction of a response's tokens that may be rare in the set before it is held."""
+    """Largest fraction of a response's tokens that may be rare in the set (in at most 0.005% of responses, at least 5 tokens; judged on sets of 20,000+ records) before it is held."""
 
 
 class TemplateStep(WireModel):
@@ -116,8 +122,8 @@ class BalanceStep(WireModel):
     """Normalised Shannon entropy of the task mix to reach (1.0 = perfectly even)."""
     target_mix: dict[str, float] | None = None
     """Explicit share per task type instead of an entropy target; shares must sum to 1."""
-    method: Literal["rules", "embeddings"] = "rules"
-    """How records are labelled with a task type."""
+    method: Literal["rules"] = "rules"
+    """How records are labelled with a task type: ordered keyword rules over the instruction (see docs/curation.md for the rules and their measured accuracy)."""
 
 
 class DecontaminationStep(WireModel):
@@ -131,10 +137,11 @@ class CurationConfig(WireModel):
     """What the curation pipeline does, step by step."""
 
     model_config = model_rules(
-        cel(
+        Rule(
             "!has(self.balance) || !has(self.balance.targetMix) || self.balance.targetMix.size() > 1",
             "balance.targetMix needs at least two task types",
             ".balance.targetMix",
+            check=lambda c: c.balance.target_mix is None or len(c.balance.target_mix) > 1,
         )
     )
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import WireModel, cel, immutable, model_rules
+from .base import Rule, WireModel, immutable, model_rules
 
 Method = Literal["lora", "full"]
 
@@ -68,17 +68,28 @@ class Probes(WireModel):
     """Measure perplexity on general reference text before and after training."""
     safety: bool = True
     """Measure refusal rate on harmful prompts and over-refusal on benign look-alikes before and after."""
+    safety_prompts_per_set: int = Field(default=24, ge=1, le=100)
+    """Prompts generated from in each safety set (held-out AdvBench, XSTest unsafe, XSTest safe)."""
+    max_new_tokens: int = Field(default=64, ge=1, le=1024)
+    """Longest greedy generation in the memorisation and safety probes."""
 
 
 class TrainingConfig(WireModel):
     """How the model is fine-tuned."""
 
     model_config = model_rules(
-        cel(
+        Rule(
             "!has(self.lora) || self.method == 'lora'",
             "lora settings are only allowed with method: lora",
             ".lora",
-        )
+            check=lambda t: t.lora is None or t.method == "lora",
+        ),
+        Rule(
+            "!has(self.exportMerged) || !self.exportMerged || self.method == 'lora'",
+            "exportMerged applies only to method: lora",
+            ".exportMerged",
+            check=lambda t: not t.export_merged or t.method == "lora",
+        ),
     )
 
     method: Method = Field(default="lora", json_schema_extra=immutable("method"))
@@ -111,12 +122,14 @@ class TrainingConfig(WireModel):
     """Numeric precision: `auto` is bf16 on GPU and fp32 on CPU."""
     gradient_checkpointing: bool = False
     """Trade compute for memory by recomputing activations."""
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    """Attention kernel: `auto` is SDPA (FlashAttention 2 must be installed to be chosen)."""
     eval_fraction: float = Field(default=0.05, ge=0, lt=1)
     """Share of the dataset held out for evaluation."""
     eval_every_steps: int = Field(default=50, ge=1)
     """Evaluate every N optimiser steps."""
     early_stopping: EarlyStopping = Field(default_factory=EarlyStopping)
-    """Early stopping on eval loss."""
+    """Early stopping on eval loss; with an eval split the exported weights are those of the best evaluation."""
     checkpoint_every_steps: int = Field(default=50, ge=1)
     """Write a checkpoint every N optimiser steps; a restarted run resumes from the newest."""
     checkpoints_to_keep: int = Field(default=2, ge=1)

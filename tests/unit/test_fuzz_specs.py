@@ -1,0 +1,122 @@
+"""Property-based tests of the spec models and the manifest loader.
+
+Whatever a user writes, the models either accept it or raise a
+ValidationError whose every problem names a field; never another exception.
+Accepted specs survive a round trip through their wire form unchanged, and
+the builders turn every accepted spec into Kubernetes objects.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as s
+from pydantic import ValidationError
+
+from sft_operator.api import KINDS, DatasetCurationSpec, SFTJobSpec
+from sft_operator.local import LocalExecutor, ManifestError
+from sft_operator.manifests import curation_children, training_children
+from sft_operator.settings import OperatorSettings
+
+json_values = s.recursive(
+    s.none() | s.booleans() | s.integers(-(2**40), 2**40) | s.floats(allow_nan=True) | s.text(max_size=20),
+    lambda children: s.lists(children, max_size=4) | s.dictionaries(s.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+
+VALID = {
+    "SFTJob": {
+        "model": {"pvc": {"claimName": "models", "path": "m"}},
+        "dataset": {"pvc": {"claimName": "data", "path": "d.jsonl"}},
+        "output": {"pvc": {"claimName": "out", "path": "o"}},
+        "training": {"method": "lora", "lora": {"r": 8}, "epochs": 2},
+        "resources": {"gpusPerNode": 1, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    },
+    "DatasetCuration": {
+        "source": {"pvc": {"claimName": "data", "path": "raw.json"}},
+        "output": {"pvc": {"claimName": "out", "path": "cur"}},
+        "curation": {"dedup": {"threshold": 0.7}},
+    },
+}
+
+
+def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += paths(value, (*prefix, index))
+    return found
+
+
+@s.composite
+def mutated_specs(draw: s.DrawFn, kind: str) -> dict[str, Any]:
+    """A valid spec with one field replaced by arbitrary JSON (or removed)."""
+    spec = copy.deepcopy(VALID[kind])
+    path = draw(s.sampled_from(paths(spec)))
+    parent = spec
+    for part in path[:-1]:
+        parent = parent[part]
+    if draw(s.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = draw(json_values)
+    return spec
+
+
+def check(model: type, data: Any) -> Any:
+    try:
+        parsed = model.model_validate(data)
+    except ValidationError as err:
+        for problem in err.errors():
+            assert problem["msg"], problem
+        return None
+    again = model.model_validate(parsed.to_wire())
+    assert again == parsed
+    return parsed
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=s.data())
+def test_arbitrary_json_validates_or_fails_cleanly(kind: str, data: s.DataObject) -> None:
+    check(KINDS[kind].spec, data.draw(json_values))
+
+
+@pytest.mark.parametrize("kind", sorted(VALID))
+@settings(max_examples=400, deadline=None)
+@given(data=s.data())
+def test_mutated_specs_validate_or_fail_cleanly_and_build(kind: str, data: s.DataObject) -> None:
+    spec = data.draw(mutated_specs(kind))
+    parsed = check(KINDS[kind].spec, spec)
+    if parsed is None:
+        return
+    body = {"kind": kind, "metadata": {"name": "fuzz", "namespace": "ns", "uid": "u"}, "spec": parsed.to_wire()}
+    if isinstance(parsed, DatasetCurationSpec):
+        children = curation_children(body, OperatorSettings())
+    else:
+        assert isinstance(parsed, SFTJobSpec)
+        if parsed.dataset.curation_ref is not None:
+            curation = {"spec": VALID["DatasetCuration"]}
+            children = training_children(body, OperatorSettings(), curation=curation)
+        else:
+            children = training_children(body, OperatorSettings())
+    assert children.job["kind"] == "Job" and yaml.safe_load(children.config_map["data"]["run.yaml"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=s.text(max_size=300) | json_values.map(yaml.safe_dump))
+def test_manifest_loader_fails_only_with_manifest_errors(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "fuzz.yaml"
+    path.write_text(text)
+    try:
+        LocalExecutor.load(path)
+    except ManifestError as err:
+        assert str(err)
