@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.kube import REPO_ROOT, ControlPlane, Kubectl
 from support.e2e import GPU_PRODUCT, GPU_TAINT, wait_for
+from support.kube import REPO_ROOT, ControlPlane, Kubectl
 from support.node_agent import NodeAgent
 
 

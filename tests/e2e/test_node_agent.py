@@ -8,10 +8,9 @@ its exit code and its termination message reported back.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import itertools
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,7 +18,6 @@ import yaml
 from support.e2e import GPU_PRODUCT, bound_claim, wait_for
 from support.kube import Kubectl
 from support.node_agent import NodeAgent
-
 
 pytestmark = pytest.mark.cluster
 
