@@ -104,3 +104,39 @@ def test_monitors_target_what_the_operator_and_workloads_expose() -> None:
     assert pod_monitor["podMetricsEndpoints"][0]["port"] == "progress"
     assert pod_monitor["namespaceSelector"]["matchNames"] == ["ml-team-a", "ml-team-b"]
     assert kinds["Deployment"]["spec"]["replicas"] == 2
+
+
+def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
+    """Every series a panel queries exists in the operator's /metrics (no dashboard rot)."""
+    import json
+    import re
+
+    from prometheus_client import generate_latest
+
+    from sft_operator.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+    status = {
+        "phase": "Running",
+        "progress": {"percent": 50.0, "loss": 1.0, "evalLoss": 1.1, "tokensPerSecond": 10.0},
+        "counts": {"input": 2, "curated": 1, "rejected": 1, "review": 0},
+        "taskEntropyBefore": 0.5,
+        "taskEntropyAfter": 0.9,
+    }
+    metrics.watch({("ns", "job"): [status]}, {("ns", "cur"): [status]})
+    metrics.reconciles.labels("SFTJob", "create", "ok").inc()
+    metrics.errors.labels("SFTJob", "create", "ApiException").inc()
+    metrics.latency.labels("SFTJob", "create").observe(0.1)
+    exported = set(re.findall(r"^(trustdoc_sft_\w+)", generate_latest(metrics.registry).decode(), re.M))
+
+    dashboards = [d for d in render(CHART / "ci" / "ha-monitoring-values.yaml") if d["kind"] == "ConfigMap"]
+    dashboard = json.loads(dashboards[0]["data"]["trustdoc-sft.json"])
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"trustdoc_sft_\w+", target["expr"])
+    }
+    assert len(dashboard["panels"]) >= 8
+    assert queried, "no panel queries a TrustDoc metric"
+    assert queried <= exported, f"dashboard queries series the operator does not export: {queried - exported}"
