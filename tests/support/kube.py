@@ -70,6 +70,21 @@ class ControlPlane:
     def kubeconfig(self) -> Path:
         return self.workdir / "kubeconfig"
 
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def audit_events(self, username: str) -> list[dict]:  # type: ignore[type-arg]
+        """Audit events of one user (JSON lines written by the API server)."""
+        if not self.audit_log.exists():
+            return []
+        events = []
+        for line in self.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            if event.get("user", {}).get("username") == username:
+                events.append(event)
+        return events
+
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 
@@ -96,6 +111,10 @@ class ControlPlane:
                 capture_output=True,
             )
         (self.workdir / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
+        # Who did what: the least-privilege tests compare this with the chart's RBAC.
+        (self.workdir / "audit-policy.yaml").write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n"
+        )
 
     def _etcd_args(self) -> list[str]:
         peer = free_port()
@@ -135,6 +154,8 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=false",
             "--enable-priority-and-fairness=false",
+            f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
             "--profiling=false",
             "--v=0",
         ]
