@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses as real peers: etcd for the control
-# plane, openssl for its keys, lua5.4 to run the Argo CD health check. Installs only what is missing, so a second
+# plane, openssl for its keys, lua5.4 to run the Argo CD health check,
+# prometheus to scrape the operator's and a trainer's /metrics, chromium to
+# open the HTML reports. Installs only what is missing, so a second
 # run does nothing.
 set -euo pipefail
 declare -A wanted=(
   [etcd]=etcd-server
   [openssl]=openssl
   [lua5.4]=lua5.4
+  [prometheus]=prometheus
+  [chromium]=chromium
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
