@@ -11,7 +11,7 @@ SHARED_DATA ?= $(abspath ../shared/data)
 MODEL_DIR := .cache/models/smollm2-135m-instruct
 PYTEST_ARGS ?=
 
-.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train clean
+.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train bench-operator clean
 
 help:
 	@echo "make demo   - curate a slice of Alpaca and LoRA-fine-tune SmolLM2-135M on this machine"
@@ -19,6 +19,7 @@ help:
 	@echo "make crds   - regenerate crds/ from operator/sft_operator/api.py"
 	@echo "make lint   - mypy (strict, operator) and the import-layering contracts"
 	@echo "make bench-curation / bench-train - benchmarks against DataTrove / TRL"
+	@echo "make bench-operator - 500 SFTJobs in a burst on two operator replicas"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,9 @@ demo: $(STAMP) model
 
 bench-curation: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_curation.py
+
+bench-operator: $(STAMP) cluster-binaries
+	$(PY) benchmarks/bench_operator_load.py --count 500
 
 bench-train: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_train.py

@@ -1,0 +1,238 @@
+"""Load: N SFTJobs applied in a burst to two operator replicas on a real API server.
+
+    make bench-operator            (or: .venv/bin/python benchmarks/bench_operator_load.py --count 500)
+
+Starts the test control plane (etcd + kube-apiserver + kube-controller-manager
+from .cache/cluster/bin), two operator replicas sharing one kopf peering, and
+creates COUNT SFTJobs as fast as the client can. Reports whether every object
+reached its expected state (one Job each, Progressing/JobCreated), duplicates,
+handler errors, create-to-Job latency (p50, p99, measured from the create
+call's return to the Job's ADDED watch event) and each replica's peak RSS.
+
+Baseline, same run: creating the same number of Jobs directly through the
+API (no operator) - the floor of what the API server and client can do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import urllib3  # noqa: E402
+from kubernetes import client, config, watch  # noqa: E402
+
+from support.kube import ControlPlane, Kubectl, free_port  # noqa: E402
+
+GROUP, VERSION = "sft.trustdoc.io", "v1alpha1"
+
+
+def sftjob(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "SFTJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"pvc": {"claimName": "models", "path": "base"}},
+            "dataset": {"pvc": {"claimName": "data", "path": "train.jsonl"}},
+            "output": {"pvc": {"claimName": "out", "path": name}},
+            "resources": {"gpusPerNode": 1},
+        },
+    }
+
+
+def plain_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x", "command": ["true"]}]}
+            }
+        },
+    }
+
+
+class JobWatcher:
+    """Records when each Job appears, keyed by name, from a watch on the namespace."""
+
+    def __init__(self, batch: client.BatchV1Api, namespace: str) -> None:
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(batch, namespace), daemon=True)
+        self._thread.start()
+
+    def _run(self, batch: client.BatchV1Api, namespace: str) -> None:
+        while not self._stop.is_set():
+            try:
+                for event in watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=5):
+                    if event["type"] == "ADDED":
+                        # A re-listed watch repeats ADDED for old Jobs: the first sighting counts.
+                        self.seen.setdefault(event["object"].metadata.name, time.monotonic())
+            except client.ApiException:
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def create_all(create, manifests: list[dict[str, Any]], workers: int = 8) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    created: dict[str, float] = {}
+
+    def one(manifest: dict[str, Any]) -> None:
+        create(manifest)
+        created[manifest["metadata"]["name"]] = time.monotonic()
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(one, manifests))
+    return created
+
+
+def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # the test plane's self-signed cert
+    workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
+    plane = ControlPlane(workdir / "plane", controllers="*,-job-controller")
+    plane.start()
+    operators: list[subprocess.Popen[bytes]] = []
+    try:
+        kubectl = Kubectl(plane.kubeconfig)
+        kubectl.run("apply", "-f", str(REPO / "crds"), check=True)
+        kubectl.run("apply", "-f", str(REPO / "crds" / "peering"), check=True)
+        kubectl.run("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True)
+        api = config.new_client_from_config(str(plane.kubeconfig))
+        custom, batch = client.CustomObjectsApi(api), client.BatchV1Api(api)
+        for namespace in ("baseline", "load"):
+            kubectl.run("create", "namespace", namespace, check=True)
+
+        # Baseline: the same number of Jobs created directly.
+        baseline_watch = JobWatcher(batch, "baseline")
+        start = time.monotonic()
+        create_all(
+            lambda m: batch.create_namespaced_job("baseline", m), [plain_job(f"j{i}") for i in range(args.count)]
+        )
+        wait_until(lambda: len(baseline_watch.seen) >= args.count, args.timeout)
+        baseline_seconds = time.monotonic() - start
+        baseline_watch.stop()
+
+        env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig), "SFT_OPERATOR_PROGRESS_POLL_SECONDS": "10"}
+        for index, priority in enumerate((100, 50)):
+            log = (workdir / f"operator-{index}.log").open("wb")
+            operators.append(
+                subprocess.Popen(
+                    [
+                        str(Path(sys.executable).parent / "sftctl"),
+                        "operator",
+                        "-n",
+                        "load",
+                        "--peering",
+                        "load",
+                        "--priority",
+                        str(priority),
+                    ],
+                    env={**env, "SFT_OPERATOR_METRICS_PORT": str(free_port())},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        time.sleep(5)  # both replicas up and peered before the burst
+
+        watcher = JobWatcher(batch, "load")
+        start = time.monotonic()
+        created = create_all(
+            lambda m: custom.create_namespaced_custom_object(GROUP, VERSION, "load", "sftjobs", m),
+            [sftjob(f"s{i}") for i in range(args.count)],
+        )
+        converged = wait_until(lambda: len(watcher.seen) >= args.count, args.timeout)
+        burst_seconds = time.monotonic() - start
+
+        def settled() -> int:
+            items = custom.list_namespaced_custom_object(GROUP, VERSION, "load", "sftjobs")["items"]
+            return sum(1 for item in items if (item.get("status") or {}).get("jobName"))
+
+        wait_until(lambda: settled() >= args.count, 60)
+        time.sleep(3)  # let late duplicates, if any, show up
+        watcher.stop()
+        latencies = [
+            watcher.seen[f"s{i}-train"] - created[f"s{i}"] for i in range(args.count) if f"s{i}-train" in watcher.seen
+        ]
+        owners: dict[str, int] = {}
+        for job in batch.list_namespaced_job("load").items:
+            owner = (job.metadata.labels or {}).get("sft.trustdoc.io/sftjob", "?")
+            owners[owner] = owners.get(owner, 0) + 1
+        duplicates = sum(count - 1 for count in owners.values())
+        rss = [peak_rss_mib(p.pid) for p in operators]
+        failures = [
+            sum(
+                "Handler" in line and "failed" in line
+                for line in (workdir / f"operator-{i}.log").read_text().splitlines()
+            )
+            for i in range(2)
+        ]
+
+        rate = args.count / burst_seconds
+        baseline_rate = args.count / baseline_seconds
+        print(f"\nOperator load: {args.count} SFTJobs in one burst, 2 replicas (peering), same control plane\n")
+        print(f"{'figure':44} {'value':>14}")
+        print(f"{'objects that reached their Job':44} {len(latencies):>10}/{args.count}")
+        print(f"{'objects with status.jobName':44} {settled():>10}/{args.count}")
+        print(f"{'duplicate Jobs':44} {duplicates:>14}")
+        print(f"{'handler failures logged (retried), per replica':44} {str(failures):>14}")
+        print(f"{'create-to-Job p50 (s)':44} {statistics.median(latencies):>14.2f}")
+        print(f"{'create-to-Job p99 (s)':44} {percentile(latencies, 0.99):>14.2f}")
+        print(f"{'Jobs/s through the operator':44} {rate:>14.1f}")
+        print(f"{'Jobs/s created directly (baseline)':44} {baseline_rate:>14.1f}")
+        print(f"{'ratio operator / baseline':44} {rate / baseline_rate:>14.2f}")
+        for index, value in enumerate(rss):
+            print(f"{f'peak RSS replica {index} (MiB)':44} {value:>14.0f}")
+        return 0 if converged and duplicates == 0 else 1
+    finally:
+        for process in operators:
+            process.terminate()
+        for process in operators:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        plane.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
