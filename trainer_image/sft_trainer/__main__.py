@@ -11,8 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Literal
 
 from .runconfig import EXIT_CONFIG_ERROR, ConfigError, load_run_config
+from .sources import HF_SCHEME, resolve
+
+
+def hub_or_path(location: str | None, repo_type: Literal["model", "dataset"], field: str) -> str | None:
+    """Download `hf://` sources into HF_HOME; leave paths for the step that reads them to check."""
+    if location is None or not location.startswith(HF_SCHEME):
+        return location
+    return str(resolve(location, repo_type, field))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,11 +34,27 @@ def main(argv: list[str] | None = None) -> int:
             from .config import CurationRunConfig
             from .curation.entrypoint import run_from_config as run_curation
 
-            return run_curation(load_run_config(args.config, CurationRunConfig))
+            curation = load_run_config(args.config, CurationRunConfig)
+            return run_curation(
+                curation.model_copy(
+                    update={
+                        "input": hub_or_path(curation.input, "dataset", "input"),
+                        "tokenizer": hub_or_path(curation.tokenizer, "model", "tokenizer"),
+                    }
+                )
+            )
         from .config import TrainRunConfig
         from .training.entrypoint import run_from_config as run_training
 
-        return run_training(load_run_config(args.config, TrainRunConfig))
+        training = load_run_config(args.config, TrainRunConfig)
+        return run_training(
+            training.model_copy(
+                update={
+                    "model": hub_or_path(training.model, "model", "model"),
+                    "dataset": hub_or_path(training.dataset, "dataset", "dataset"),
+                }
+            )
+        )
     except ConfigError as err:
         print(f"Configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG_ERROR

@@ -44,6 +44,7 @@ def resolve(location: str, repo_type: Literal["model", "dataset"], field: str) -
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -52,6 +53,8 @@ def resolve(location: str, repo_type: Literal["model", "dataset"], field: str) -
         if source.file:
             return Path(hf_hub_download(source.repo, source.file, revision=source.revision, repo_type=repo_type))
         return Path(snapshot_download(source.repo, revision=source.revision, repo_type=repo_type))
+    except LocalEntryNotFoundError:
+        raise  # hub unreachable and nothing cached: worth a retry, not a config error
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError, GatedRepoError) as err:
         # Will never work as configured: fail the Job now. Network errors
         # propagate instead, so the Job's retries get another chance.
