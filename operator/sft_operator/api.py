@@ -363,9 +363,10 @@ class KindInfo(WireModel):
     printer_columns: list[dict[str, Any]]
 
 
-# `sft` as the design asks; `trustdoc` because `kubectl get sft` resolves to the
-# SFTJob short name first, so only `kubectl get trustdoc` lists both kinds.
-CATEGORIES = ["sft", "trustdoc"]
+# Not `sft`: kubectl expands a category before a short name, so a category
+# `sft` would make `kubectl get sft my-job` fail ("you must specify only one
+# resource"). `kubectl get trustdoc` lists both kinds.
+CATEGORIES = ["trustdoc"]
 
 KINDS: dict[str, KindInfo] = {
     "SFTJob": KindInfo(

@@ -207,14 +207,15 @@ def test_short_names_and_categories_resolve(crds_installed: Kubectl) -> None:
     for resource in ("sft", "dcur", "sftjobs.sft.trustdoc.io", "datasetcurations.sft.trustdoc.io"):
         result = crds_installed.run("get", resource, "-A")
         assert result.returncode == 0, result.stderr
-    # The short name `sft` wins over the category of the same name, so the
-    # `trustdoc` category is the one that lists both kinds at once.
+    # The `trustdoc` category lists both kinds at once; a short name addresses one object.
     crds_installed.apply(yaml.safe_dump(mutate("SFTJob", "metadata.name", "listed", "listed")))
     crds_installed.apply(yaml.safe_dump(mutate("DatasetCuration", "metadata.name", "listed", "listed")))
     try:
         listed = crds_installed.run("get", "trustdoc", "-o", "name", check=True).stdout.split()
         assert "sftjob.sft.trustdoc.io/listed" in listed
         assert "datasetcuration.sft.trustdoc.io/listed" in listed
+        for short in ("sft", "dcur"):
+            assert crds_installed.run("get", short, "listed", check=True).stdout.count("listed") == 1
     finally:
         crds_installed.run("delete", "sft,dcur", "listed", "--wait=false")
 

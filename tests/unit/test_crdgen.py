@@ -56,7 +56,7 @@ def test_status_subresource_printer_columns_and_names() -> None:
     crds = {doc["spec"]["names"]["kind"]: doc for doc in generated().values()}
     assert set(crds) == {"SFTJob", "DatasetCuration"}
     sft = crds["SFTJob"]["spec"]
-    assert sft["names"]["shortNames"] == ["sft"] and "sft" in sft["names"]["categories"]
+    assert sft["names"]["shortNames"] == ["sft"] and sft["names"]["categories"] == ["trustdoc"]
     assert crds["DatasetCuration"]["spec"]["names"]["shortNames"] == ["dcur"]
     version = sft["versions"][0]
     assert version["subresources"] == {"status": {}}
