@@ -46,13 +46,20 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 def crds_installed(kubectl: Kubectl) -> Kubectl:
     """The generated CRDs applied and Established."""
     kubectl.run("apply", "-f", str(REPO_ROOT / "crds"), check=True)
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=trustdoc-sft",
-        check=True,
-    )
-    return kubectl
+    # `kubectl wait` errors out (rather than waits) while a fresh CRD has no
+    # status yet, which happens under load: retry until it can wait.
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl.run(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=trustdoc-sft",
+        )
+        if waited.returncode == 0:
+            return kubectl
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRDs not Established: {waited.stderr}")
+        time.sleep(0.5)

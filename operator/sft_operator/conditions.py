@@ -30,6 +30,27 @@ DATASET_FAILED = "DatasetFailed"
 QUALITY_GATE_FAILED = "QualityGateFailed"
 INVALID_SPEC = "InvalidSpec"
 REPORT_MISSING = "ReportMissing"
+PODS_PENDING = "PodsPending"
+RETRYING = "Retrying"
+JOB_DELETED = "JobDeleted"
+NAME_CONFLICT = "NameConflict"
+
+# Reasons whose Events are Warnings: something went wrong or needs a person.
+WARNING_REASONS = frozenset(
+    {
+        JOB_FAILED,
+        CONFIG_ERROR,
+        DEADLINE_EXCEEDED,
+        BACKOFF_LIMIT_EXCEEDED,
+        DATASET_FAILED,
+        QUALITY_GATE_FAILED,
+        INVALID_SPEC,
+        REPORT_MISSING,
+        RETRYING,
+        JOB_DELETED,
+        NAME_CONFLICT,
+    }
+)
 
 
 def now_rfc3339() -> str:

@@ -31,6 +31,12 @@ class OperatorSettings:
     """Namespaces to watch (comma-separated); empty: the whole cluster."""
     peering_name: str = "trustdoc-sft"
     """kopf peering object name: replicas sharing it never act twice."""
+    peering_priority: int = 0
+    """This replica's peering priority; the highest live one acts, the others stand by. 0: a random one, so replicas differ (equal priorities would pause each other)."""
+    dataset_wait_seconds: float = 10.0
+    """How often an SFTJob waiting for its DatasetCuration checks it again."""
+    progress_timeout_seconds: float = 3.0
+    """Timeout of one /progress request to a pod."""
     volumes_root: str = "/mnt/volumes"
     """Where PersistentVolumeClaims are mounted in pods (one folder per claim)."""
 
@@ -56,8 +62,11 @@ class OperatorSettings:
             port = getattr(self, name)
             if not 1 <= port <= 65535:
                 raise ValueError(f"{PREFIX}{name.upper()}: {port} is not a port number")
-        if self.progress_poll_seconds <= 0:
-            raise ValueError(f"{PREFIX}PROGRESS_POLL_SECONDS must be positive")
+        for name in ("progress_poll_seconds", "dataset_wait_seconds", "progress_timeout_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive")
+        if self.peering_priority < 0:
+            raise ValueError(f"{PREFIX}PEERING_PRIORITY must not be negative")
         if not self.trainer_image:
             raise ValueError(f"{PREFIX}TRAINER_IMAGE must not be empty")
 

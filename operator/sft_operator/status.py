@@ -7,11 +7,19 @@ resource. `sftctl run` writes the very same object to status.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import conditions as c
-from .api import CurationCounts, DatasetCurationStatus, SFTJobStatus, TrainingProgress
+from .api import (
+    CommonStatus,
+    CurationCounts,
+    DatasetCurationStatus,
+    PvcLocation,
+    SFTJobStatus,
+    TrainingProgress,
+)
 
 PENDING, RUNNING, SUSPENDED, SUCCEEDED, FAILED = "Pending", "Running", "Suspended", "Succeeded", "Failed"
 
@@ -94,7 +102,7 @@ def curation_figures(report: dict[str, Any]) -> dict[str, Any]:
         task_entropy_after=figures.get("taskEntropyAfter"),
         rejected_fraction=figures.get("rejectedFraction"),
     )
-    return validated.to_wire()
+    return _figures_only(validated.to_wire())
 
 
 def training_figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +113,16 @@ def training_figures(report: dict[str, Any]) -> dict[str, Any]:
         progress=TrainingProgress.model_validate(figures.get("progress") or {}),
         metrics=metrics,
     )
-    return validated.to_wire()
+    return _figures_only(validated.to_wire())
+
+
+# Keys every status has (conditions, times...): a figures dict never carries
+# them, so merging figures into a status cannot wipe its conditions.
+_COMMON_KEYS = frozenset(field.alias or name for name, field in CommonStatus.model_fields.items())
+
+
+def _figures_only(wire: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in wire.items() if key not in _COMMON_KEYS}
 
 
 def progress_figures(payload: dict[str, Any]) -> dict[str, Any]:
@@ -128,15 +145,255 @@ def gate_failures(gates: dict[str, Any] | None, curation_status: dict[str, Any])
     curated = (curation_status.get("counts") or {}).get("curated")
     minimum_entropy = gates.get("minTaskEntropy")
     if minimum_entropy is not None and (entropy is None or entropy < minimum_entropy):
-        failures.append(f"minTaskEntropy: task entropy {_fmt(entropy)} is below {minimum_entropy:.3f}")
+        failures.append(
+            f"minTaskEntropy: task entropy {_fmt(entropy)} is below {minimum_entropy:.3f}{_by(minimum_entropy, entropy)}"
+        )
     maximum_rejected = gates.get("maxRejectedFraction")
     if maximum_rejected is not None and (rejected is None or rejected > maximum_rejected):
-        failures.append(f"maxRejectedFraction: rejected fraction {_fmt(rejected)} is above {maximum_rejected:.3f}")
+        failures.append(
+            f"maxRejectedFraction: rejected fraction {_fmt(rejected)} is above {maximum_rejected:.3f}"
+            f"{_by(rejected, maximum_rejected)}"
+        )
     minimum_curated = gates.get("minCuratedRecords")
     if minimum_curated is not None and (curated is None or curated < minimum_curated):
-        failures.append(f"minCuratedRecords: {curated} curated records, fewer than {minimum_curated}")
+        failures.append(
+            f"minCuratedRecords: {curated} curated records, fewer than {minimum_curated}"
+            + (f" by {minimum_curated - curated}" if curated is not None else "")
+        )
     return failures
 
 
 def _fmt(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.3f}"
+
+
+def _by(high: float | None, low: float | None) -> str:
+    """` by 0.123`: how far a figure missed its gate (empty when the figure is unknown)."""
+    return "" if high is None or low is None else f" by {high - low:.3f}"
+
+
+# --------------------------------------------------------------------------
+# The operator's view: a Job, its pods, and what they tell about the run
+# --------------------------------------------------------------------------
+
+CONTAINER = "trainer"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MESSAGE_LIMIT = 300
+FINISHED = (SUCCEEDED, FAILED)
+
+
+def is_finished(status: dict[str, Any]) -> bool:
+    """Whether the run has ended (Succeeded or Failed): nothing is created for it again."""
+    conds = status.get("conditions", []) or []
+    return c.is_true(conds, c.SUCCEEDED) or c.is_true(conds, c.FAILED)
+
+
+def output_location(location: PvcLocation) -> str:
+    """`pvc://CLAIM/PATH`, the form status.outputLocation uses."""
+    return f"pvc://{location.claim_name}" + ("" if location.path in ("", ".") else f"/{location.path}")
+
+
+def cluster_run_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunState:
+    """`job_run_state` refined with what only a cluster shows.
+
+    The Job counts a pod as active from creation, so "running" here means a
+    pod is Ready; failed pods being retried and Kueue's suspension are named.
+    """
+    run = job_run_state(job)
+    name = job["metadata"]["name"]
+    status = job.get("status", {}) or {}
+    failures = int(status.get("failed") or 0)
+    if run.state == FAILED:
+        detail = last_pod_failure(pods)
+        return replace(run, message=_clip(f"{run.message}; {detail}" if detail else run.message))
+    if run.state == SUSPENDED:
+        queue = (job["metadata"].get("labels") or {}).get(QUEUE_LABEL)
+        if queue:
+            return replace(run, message=f"Job {name} is suspended until Kueue admits it to queue {queue}")
+        return run
+    if run.state == PENDING:
+        return RunState(PENDING, c.PODS_PENDING, f"Job {name} is waiting for its pods to start", run.start_time)
+    if run.state != RUNNING:
+        return run
+    if int(status.get("ready") or 0) > 0:
+        if failures:
+            return replace(run, message=f"{run.message}, after {_retries(job, failures)}")
+        return run
+    if failures:
+        detail = last_pod_failure(pods) or "a pod failed"
+        message = f"{detail}; {_retries(job, failures)}, the next pod resumes from the newest checkpoint"
+        return RunState(PENDING, c.RETRYING, _clip(message), run.start_time)
+    return RunState(PENDING, c.PODS_PENDING, f"Job {name} is waiting for its pods to start", run.start_time)
+
+
+def _retries(job: dict[str, Any], failures: int) -> str:
+    limit = (job.get("spec", {}) or {}).get("backoffLimit")
+    return f"{failures} of {limit} retries used" if limit is not None else f"{failures} retries used"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 3] + "..."
+
+
+def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
+    for container in (pod.get("status", {}) or {}).get("containerStatuses", []) or []:
+        if container.get("name") == CONTAINER:
+            return ((container.get("state") or {}).get("terminated")) or {}
+    return {}
+
+
+def _finished_at(pod: dict[str, Any]) -> str:
+    return str(_terminated(pod).get("finishedAt") or pod["metadata"].get("creationTimestamp") or "")
+
+
+def last_pod_failure(pods: list[dict[str, Any]]) -> str:
+    """`pod NAME exited with code N: LAST LINE` for the newest failed pod, or ''."""
+    failed = [pod for pod in pods if (pod.get("status", {}) or {}).get("phase") == "Failed"]
+    if not failed:
+        return ""
+    pod = max(failed, key=_finished_at)
+    terminated = _terminated(pod)
+    name = pod["metadata"]["name"]
+    if not terminated:
+        reason = (pod.get("status", {}) or {}).get("reason") or "unknown reason"
+        return f"pod {name} failed ({reason})"
+    lines = [line.strip() for line in str(terminated.get("message") or "").splitlines() if line.strip()]
+    detail = f": {lines[-1]}" if lines else ""
+    return _clip(f"pod {name} exited with code {terminated.get('exitCode')}{detail}")
+
+
+def is_rank_zero(pod: dict[str, Any]) -> bool:
+    """The pod that reports for the run: the only one, or index 0 of an Indexed Job."""
+    index = (pod["metadata"].get("annotations") or {}).get(COMPLETION_INDEX)
+    return index in (None, "0")
+
+
+@dataclass(frozen=True)
+class PodReport:
+    """What a succeeded pod left in its termination message."""
+
+    report: dict[str, Any] | None
+    problem: str = ""
+
+
+def report_from_pods(pods: list[dict[str, Any]]) -> PodReport:
+    """The `{"status": ...}` report of the newest succeeded rank-0 pod.
+
+    The trainer and curation processes write their report's `status` object,
+    as compact JSON, to the termination message.
+    """
+    succeeded = [p for p in pods if (p.get("status", {}) or {}).get("phase") == "Succeeded" and is_rank_zero(p)]
+    if not succeeded:
+        return PodReport(None, "no succeeded pod left a report")
+    pod = max(succeeded, key=_finished_at)
+    message = str(_terminated(pod).get("message") or "").strip()
+    name = pod["metadata"]["name"]
+    if not message:
+        return PodReport(None, f"pod {name} left no termination message")
+    try:
+        summary = json.loads(message)
+    except json.JSONDecodeError as err:
+        return PodReport(None, f"termination message of pod {name} is not JSON ({err.msg})")
+    if not isinstance(summary, dict):
+        return PodReport(None, f"termination message of pod {name} is not a JSON object")
+    return PodReport({"status": summary})
+
+
+FIGURE_KEYS = {"DatasetCuration": ("counts",), "SFTJob": ("metrics", "progress")}
+
+
+def has_figures(kind: str, status: dict[str, Any]) -> bool:
+    return any(status.get(key) for key in FIGURE_KEYS[kind])
+
+
+def figures(kind: str, report: dict[str, Any]) -> dict[str, Any]:
+    return curation_figures(report) if kind == "DatasetCuration" else training_figures(report)
+
+
+def observe_job(
+    kind: str, status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]], generation: int | None
+) -> dict[str, Any]:
+    """The status a custom resource has, given its Job and the Job's pods.
+
+    Figures are taken as soon as a succeeded pod shows them (the Job may be
+    deleted by its TTL a moment after it completes); a completed run without
+    them is still Succeeded, with reason ReportMissing.
+    """
+    run = cluster_run_state(job, pods)
+    updated = {**status, "jobName": job["metadata"]["name"]}
+    found = report_from_pods(pods)
+    if found.report is not None:
+        try:
+            updated.update(figures(kind, found.report))
+        except ValueError as err:  # pydantic's ValidationError is a ValueError
+            found = PodReport(None, f"the report does not match the {kind} status: {err}".splitlines()[0])
+    if run.state == SUCCEEDED and not has_figures(kind, updated):
+        message = f"{run.message}, but {found.problem}: figures are unavailable"
+        run = replace(run, reason=c.REPORT_MISSING, message=_clip(message))
+    return with_run_state(updated, run, generation)
+
+
+def job_missing(status: dict[str, Any], job_name: str, generation: int | None) -> dict[str, Any]:
+    """Status of a run whose Job was deleted before it finished."""
+    message = f"Job {job_name} was deleted before it finished; recreate the object to run again"
+    return failed(status, c.JOB_DELETED, message, generation)
+
+
+# --------------------------------------------------------------------------
+# Events: one per transition of the headline condition
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A Kubernetes Event to post: type (Normal or Warning), reason, message."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def _headline(status: dict[str, Any]) -> dict[str, Any] | None:
+    conds = status.get("conditions", []) or []
+    for type_ in (c.FAILED, c.SUCCEEDED):
+        if c.is_true(conds, type_):
+            return c.get_condition(conds, type_)
+    return c.get_condition(conds, c.PROGRESSING)
+
+
+def transition(before: dict[str, Any], after: dict[str, Any]) -> Transition | None:
+    """The Event for a status change, or None when nothing a person cares about changed."""
+    new = _headline(after)
+    if new is None:
+        return None
+    old = _headline(before)
+    if old is not None and (old.get("type"), old.get("reason"), old.get("message")) == (
+        new.get("type"),
+        new.get("reason"),
+        new.get("message"),
+    ):
+        return None
+    reason = str(new.get("reason", ""))
+    return Transition("Warning" if reason in c.WARNING_REASONS else "Normal", reason, str(new.get("message", "")))
+
+
+# --------------------------------------------------------------------------
+# An SFTJob's dataset: is the curation ready, and does it pass the gates?
+# --------------------------------------------------------------------------
+
+READY_TO_USE, NOT_YET, UNUSABLE = "ready", "waiting", "unusable"
+
+
+def curation_readiness(curation: dict[str, Any] | None, name: str) -> tuple[str, str]:
+    """(READY_TO_USE | NOT_YET | UNUSABLE, message) for a referenced DatasetCuration."""
+    if curation is None:
+        return NOT_YET, f"Waiting for DatasetCuration {name}: it does not exist yet"
+    conds = (curation.get("status", {}) or {}).get("conditions", []) or []
+    if c.is_true(conds, c.FAILED):
+        failure = c.get_condition(conds, c.FAILED) or {}
+        return UNUSABLE, f"DatasetCuration {name} failed: {failure.get('message') or failure.get('reason')}"
+    if c.is_true(conds, c.READY):
+        return READY_TO_USE, f"DatasetCuration {name} is Ready"
+    phase_ = (curation.get("status", {}) or {}).get("phase") or "Pending"
+    return NOT_YET, f"Waiting for DatasetCuration {name} to be Ready (it is {phase_})"

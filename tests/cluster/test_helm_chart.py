@@ -140,3 +140,17 @@ def test_dashboard_queries_only_metrics_the_operator_exports() -> None:
     assert len(dashboard["panels"]) >= 8
     assert queried, "no panel queries a TrustDoc metric"
     assert queried <= exported, f"dashboard queries series the operator does not export: {queried - exported}"
+
+
+def test_chart_ships_the_same_peering_crds_as_crds_folder() -> None:
+    shipped = {
+        doc["metadata"]["name"]: doc
+        for path in (CHART / "files" / "crds").glob("*kopfpeerings.kopf.dev.yaml")
+        for doc in [yaml.safe_load(path.read_text())]
+    }
+    source = {
+        doc["metadata"]["name"]: doc
+        for doc in yaml.safe_load_all((REPO_ROOT / "crds" / "peering" / "kopf-peering.yaml").read_text())
+        if doc
+    }
+    assert shipped == source, "charts/trustdoc-sft/files/crds is out of date with crds/peering"

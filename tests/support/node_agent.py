@@ -218,12 +218,13 @@ class NodeAgent:
             **self._env(raw, container),
             # One address per pod: what a pod network namespace would give.
             "SFT_PROGRESS_HOST": ip,
-            "SFT_TERMINATION_LOG": str(termination_log),
+            "SFT_TERMINATION_LOG": "/mnt/termination-log",  # bound to termination_log by the launcher
         }
         spec = {
             "command": expand((container.get("command") or []) + (container.get("args") or []), env),
             "env": env,
             "mounts": self._mounts(raw, container, folder),
+            "terminationLog": str(termination_log),
             "workingDir": container.get("workingDir"),
         }
         (folder / "spec.json").write_text(json.dumps(spec, indent=2))

@@ -3,8 +3,9 @@
 Run by the node agent as `unshare --mount --propagation private python
 pod_launcher.py SPEC.json`: inside the private mount namespace it puts a
 tmpfs over /mnt, bind-mounts every volume folder at the container's
-mountPath, bind-mounts the pod's scratch folder over /tmp, then execs the
-container's command. The host's mounts are untouched.
+mountPath (the pod's scratch folder over /tmp included) and the pod's
+termination log at /mnt/termination-log, then execs the container's command.
+The host's mounts are untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import json
 import os
 import subprocess
 import sys
+
+
+# Where the container writes its termination message (SFT_TERMINATION_LOG).
+TERMINATION_LOG = "/mnt/termination-log"
 
 
 def mount(*args: str) -> None:
@@ -24,10 +29,20 @@ def main(spec_path: str) -> None:
         spec = json.load(handle)
     # Everything a pod mounts lives under /mnt or /tmp (see manifests.MountLayout).
     mount("-t", "tmpfs", "pod-mnt", "/mnt")
-    for item in spec["mounts"]:
+    # Stage every source first: a volume mounted over /tmp would otherwise hide
+    # the sources that live under the host's /tmp.
+    staged = []
+    for index, item in enumerate(spec["mounts"]):
+        stage = f"/mnt/.sources/{index}"
+        os.makedirs(stage, exist_ok=True)
+        mount("--bind", item["source"], stage)
+        staged.append((stage, item))
+    open(TERMINATION_LOG, "w").close()  # the mount point of the pod's termination log
+    mount("--bind", spec["terminationLog"], TERMINATION_LOG)
+    for stage, item in staged:
         target = item["mountPath"]
         os.makedirs(target, exist_ok=True)
-        mount("--bind", item["source"], target)
+        mount("--bind", stage, target)
         if item.get("readOnly"):
             mount("-o", "remount,bind,ro", target)
     os.chdir(spec.get("workingDir") or "/")

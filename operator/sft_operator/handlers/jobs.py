@@ -1,0 +1,35 @@
+"""Child Jobs: every change to one rewrites its owner's status.
+
+The Job controller updates a Job whenever one of its pods becomes Ready,
+succeeds or fails, so watching Jobs (not the far more numerous pods) is
+enough to follow every run; pods are then listed by the Job's uid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..kube import controller_of
+from ..manifests import MANAGED_BY, MANAGED_BY_LABEL
+from . import runs
+
+# Only Jobs this operator made (the label every child carries).
+MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job-status")
+def job_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Job created, running, retried, finished or deleted -> the owner's conditions and figures."""
+    owner = controller_of(dict(body))
+    if owner is None:
+        return
+    kind, name, uid = owner
+    ctx = runs.context(memo)
+    ref = runs.Ref(kind, body["metadata"]["namespace"], name, uid)
+    with runs.instrumented(ctx, "Job", "job-status", body):
+        if type == "DELETED":
+            runs.job_gone(ctx, ref, body["metadata"]["name"])
+        else:
+            runs.sync(ctx, ref, dict(body))

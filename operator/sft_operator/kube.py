@@ -1,0 +1,234 @@
+"""Thin helpers over the Kubernetes API: exactly what the handlers need.
+
+Objects go in and come out as plain wire dicts (camelCase, as `kubectl get -o
+json` shows them), so the pure builders and status functions never see a
+client model. Three rules make every call safe to repeat:
+
+- children are created or, if a first attempt already made them, read back
+  (409 Conflict -> GET), and adopted only when they carry our ownerReference;
+- status is written with read-modify-write guarded by resourceVersion, retried
+  on conflict, and skipped when nothing changed;
+- nothing here writes `spec` of a custom resource.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .api import GROUP, KINDS, VERSION
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
+CONFLICT_RETRIES = 5
+Obj = dict[str, Any]
+
+
+class ForeignChildError(RuntimeError):
+    """A child's name is taken by an object another owner controls."""
+
+
+@dataclass(frozen=True)
+class Ensured:
+    """A child as it is in the cluster, and whether this call created it."""
+
+    obj: Obj
+    created: bool
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """A status write that happened: the object before and after it."""
+
+    before: Obj
+    after: Obj
+
+
+def _load(response: Any) -> Obj:
+    data: Obj = json.loads(response.data)
+    return data
+
+
+def _missing(err: ApiException) -> bool:
+    return bool(err.status == 404)
+
+
+class Kube:
+    """The operator's API client (thread-safe; sync handlers run in kopf's thread pool)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        # Typed as Any on purpose: bodies go in as wire dicts and come back raw
+        # (`_preload_content=False`), never as the client's model classes.
+        self.core: Any = client.CoreV1Api(api_client)
+        self.batch: Any = client.BatchV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    def connect(cls) -> Kube:
+        """In a pod: its service account. Elsewhere: $KUBECONFIG (read now, not at import)."""
+        if os.path.exists(SERVICE_ACCOUNT_TOKEN) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            configuration = client.Configuration()
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return cls(client.ApiClient(configuration))
+        kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        if not api_client.configuration.verify_ssl:
+            # The kubeconfig asks for insecure-skip-tls-verify: urllib3 would warn on every request.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        return cls(api_client)
+
+    # ------------------------------------------------------------- children
+
+    def ensure_child(self, desired: Obj) -> Ensured:
+        """Create `desired`, or return the existing object of that name if we own it."""
+        try:
+            return Ensured(self._create(desired), created=True)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        existing = self._read(desired)
+        owner_uid = desired["metadata"]["ownerReferences"][0]["uid"]
+        if controller_uid(existing) != owner_uid:
+            kind, name = desired["kind"], desired["metadata"]["name"]
+            raise ForeignChildError(f"{kind} {name} already exists and is not owned by this object")
+        return Ensured(existing, created=False)
+
+    def _create(self, obj: Obj) -> Obj:
+        ns, kind = obj["metadata"]["namespace"], obj["kind"]
+        if kind == "Job":
+            return _load(self.batch.create_namespaced_job(ns, obj, _preload_content=False))
+        if kind == "ConfigMap":
+            return _load(self.core.create_namespaced_config_map(ns, obj, _preload_content=False))
+        if kind == "Service":
+            return _load(self.core.create_namespaced_service(ns, obj, _preload_content=False))
+        raise ValueError(f"cannot create a {kind}")
+
+    def _read(self, obj: Obj) -> Obj:
+        ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
+        if kind == "Job":
+            return _load(self.batch.read_namespaced_job(name, ns, _preload_content=False))
+        if kind == "ConfigMap":
+            return _load(self.core.read_namespaced_config_map(name, ns, _preload_content=False))
+        if kind == "Service":
+            return _load(self.core.read_namespaced_service(name, ns, _preload_content=False))
+        raise ValueError(f"cannot read a {kind}")
+
+    # ----------------------------------------------------------------- jobs
+
+    def read_job(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return _load(self.batch.read_namespaced_job(name, namespace, _preload_content=False))
+        except ApiException as err:
+            if _missing(err):
+                return None
+            raise
+
+    def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj:
+        return _load(self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False))
+
+    def pods_of(self, job: Obj) -> list[Obj]:
+        """The pods this very Job made (by controller uid: never a namesake's)."""
+        selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
+        response = self.core.list_namespaced_pod(
+            job["metadata"]["namespace"], label_selector=selector, _preload_content=False
+        )
+        items: list[Obj] = _load(response).get("items", [])
+        return items
+
+    # ------------------------------------------------------ custom resources
+
+    def read_custom(self, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            response = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, KINDS[kind].plural, name, _preload_content=False
+            )
+        except ApiException as err:
+            if _missing(err):
+                return None
+            raise
+        return _load(response)
+
+    def update_status(
+        self, kind: str, namespace: str, name: str, change: Callable[[Obj], Obj | None]
+    ) -> StatusUpdate | None:
+        """Read the object, let `change` compute its new status, write it if it differs.
+
+        `change` returns the whole new status, or None to leave the object
+        alone. A write that loses a race (409) is recomputed from a fresh
+        read. Returns None when the object is gone or nothing changed.
+        """
+        plural = KINDS[kind].plural
+        for _attempt in range(CONFLICT_RETRIES):
+            current = self.read_custom(kind, namespace, name)
+            if current is None:
+                return None
+            before = current.get("status") or {}
+            after = change(current)
+            if after is None or after == before:
+                return None
+            updated = {**current, "status": after}
+            try:
+                response = self.custom.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, namespace, plural, name, updated, _preload_content=False
+                )
+            except ApiException as err:
+                if err.status == 409:
+                    continue
+                if _missing(err):
+                    return None
+                raise
+            return StatusUpdate(current, _load(response))
+        raise RuntimeError(f"{kind} {namespace}/{name}: status kept changing under {CONFLICT_RETRIES} writes")
+
+    # -------------------------------------------------------------- peering
+
+    def ensure_peering(self, name: str, namespaces: tuple[str, ...]) -> list[str]:
+        """The kopf peering object(s) replicas coordinate through; returns those created.
+
+        kopf never creates them itself, and a mandatory peering that does not
+        exist would keep the operator paused without a word.
+        """
+        created: list[str] = []
+        targets: list[str | None] = list(namespaces) or [None]
+        for namespace in targets:
+            kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+            body = {"apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}", "kind": kind, "metadata": {"name": name}}
+            try:
+                if namespace:
+                    self.custom.create_namespaced_custom_object(
+                        PEERING_GROUP, PEERING_VERSION, namespace, "kopfpeerings", body
+                    )
+                else:
+                    self.custom.create_cluster_custom_object(
+                        PEERING_GROUP, PEERING_VERSION, "clusterkopfpeerings", body
+                    )
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+                continue
+            created.append(f"{kind} {namespace + '/' if namespace else ''}{name}")
+        return created
+
+
+def controller_uid(obj: Obj) -> str | None:
+    """UID of the object's controlling owner, if any."""
+    for ref in obj.get("metadata", {}).get("ownerReferences", []) or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def controller_of(obj: Obj) -> tuple[str, str, str] | None:
+    """(kind, name, uid) of the custom resource controlling a child, or None if it is not ours."""
+    for ref in obj.get("metadata", {}).get("ownerReferences", []) or []:
+        if ref.get("controller") and ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("kind") in KINDS:
+            return str(ref["kind"]), str(ref["name"]), str(ref["uid"])
+    return None

@@ -1,0 +1,111 @@
+"""`sftctl curate INPUT --out DIR [--config FILE] [--format auto] [--tokenizer DIR]`: curate a dataset on this machine.
+
+Runs exactly the code of the DatasetCuration pod (`python -m sft_trainer
+curate`), with a progress bar and a closing summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "curate", help="curate an instruction dataset locally (same code as the DatasetCuration pod)"
+    )
+    parser.add_argument("input", help="dataset file: JSON, JSONL or Parquet (Alpaca, ShareGPT or messages records)")
+    parser.add_argument(
+        "--out", required=True, help="folder for curated.jsonl, rejected.jsonl, review.jsonl and the reports"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="curation settings (YAML/JSON), the `curation` section of a DatasetCuration spec"
+    )
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "alpaca", "sharegpt", "messages"],
+        help="record format (default: auto)",
+    )
+    parser.add_argument("--tokenizer", help="folder of the target model's tokenizer; enables the token-based steps")
+    parser.set_defaults(handler=_run)
+
+
+def _load_settings(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of curation settings")
+    # Accept a whole DatasetCuration manifest, its spec, or the curation section itself.
+    for key in ("spec", "curation"):
+        if isinstance(data.get(key), dict):
+            data = data[key]
+    return data
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from sft_trainer.config import CurationConfig, CurationRunConfig
+    from sft_trainer.curation.entrypoint import run_from_config
+    from sft_trainer.runconfig import EXIT_CONFIG_ERROR, format_validation_error
+
+    console = Console(stderr=True)
+    try:
+        curation = CurationConfig.model_validate(_load_settings(args.config))
+    except ValidationError as err:
+        console.print(f"[red]Invalid curation settings in {args.config}:[/] {format_validation_error(err)}")
+        return EXIT_CONFIG_ERROR
+    except (OSError, ValueError) as err:
+        console.print(f"[red]Cannot read {args.config}:[/] {err}")
+        return EXIT_CONFIG_ERROR
+    cfg = CurationRunConfig(
+        input=args.input, format=args.format, output_dir=args.out, tokenizer=args.tokenizer, curation=curation
+    )
+
+    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=max(total, 1))
+            progress.update(tasks[stage], completed=done, total=max(total, 1))
+
+        code = run_from_config(cfg, on_progress)
+    if code != 0:
+        return code
+    _print_summary(Console(), Path(args.out), Table)
+    return 0
+
+
+def _print_summary(console, out: Path, table_cls) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    status = report["status"]
+    counts = status["counts"]
+    summary = table_cls(title=f"Curated {report['input']}")
+    summary.add_column("outcome")
+    summary.add_column("records", justify="right")
+    summary.add_column("share", justify="right")
+    for key in ("curated", "rejected", "review"):
+        summary.add_row(key, str(counts[key]), f"{counts[key] / max(counts['input'], 1):.1%}")
+    summary.add_row("input", str(counts["input"]), "100%")
+    console.print(summary)
+    drops = table_cls(title="Drops per reason")
+    drops.add_column("reason")
+    drops.add_column("records", justify="right")
+    for reason, n in sorted(status["dropsByReason"].items(), key=lambda kv: -kv[1]):
+        drops.add_row(reason, str(n))
+    console.print(drops)
+    console.print(
+        f"Task entropy {status['taskEntropyBefore']:.3f} -> {status['taskEntropyAfter']:.3f}; "
+        f"outputs and report.html in {out}"
+    )

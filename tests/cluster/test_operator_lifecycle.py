@@ -1,0 +1,172 @@
+"""Lifecycle on the real API server: suspend, deadlines, retries, disruptions, TTL, deletion."""
+
+from __future__ import annotations
+
+import pytest
+from operator_support import Api, Node, RunningOperator, condition, eventually, sftjob_manifest
+
+from sft_trainer.termination import compact
+
+pytestmark = pytest.mark.cluster
+
+
+def phase_is(api: Api, ns: str, name: str, phase: str) -> dict[str, object] | None:
+    status = api.status("SFTJob", ns, name)
+    return status if status.get("phase") == phase else None
+
+
+def test_suspend_passes_the_queue_label_and_resumes_on_change(
+    operator: RunningOperator, namespace: str, api: Api
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft", lifecycle={"suspend": True, "queueName": "team-a"}))
+    job = eventually(lambda: api.job(namespace, "sft-train"), what="Job sft-train")
+    assert job["spec"]["suspend"] is True
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    suspended = eventually(lambda: phase_is(api, namespace, "sft", "Suspended"), what="phase Suspended")
+    assert "until Kueue admits it to queue team-a" in condition(suspended, "Progressing")["message"]
+    assert api.pods(namespace, "sft-train") == [], "a suspended Job has no pods"
+
+    api.patch_spec("SFTJob", namespace, "sft", {"spec": {"lifecycle": {"suspend": False}}})
+    eventually(lambda: (j := api.job(namespace, "sft-train")) and j["spec"]["suspend"] is False, what="Job resumed")
+    pending = eventually(lambda: phase_is(api, namespace, "sft", "Pending"), what="phase Pending after resuming")
+    assert condition(pending, "Progressing")["reason"] == "PodsPending"
+    assert eventually(lambda: api.pods(namespace, "sft-train"), what="pods after resuming")
+    events = api.event_messages(namespace, "sft")
+    assert ("Normal", "Resumed", "Resumed Job sft-train") in events
+
+
+def test_deadline_and_ttl_changes_reach_the_running_job_and_the_deadline_fails_it(
+    operator: RunningOperator, namespace: str, api: Api
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft"))
+    eventually(lambda: api.status("SFTJob", namespace, "sft").get("jobName"), what="status.jobName")
+    api.patch_spec(
+        "SFTJob",
+        namespace,
+        "sft",
+        {"spec": {"lifecycle": {"activeDeadlineSeconds": 1, "ttlSecondsAfterFinished": 600}}},
+    )
+    failed = eventually(lambda: phase_is(api, namespace, "sft", "Failed"), what="phase Failed by the deadline")
+    assert condition(failed, "Failed")["reason"] == "DeadlineExceeded"
+    job = api.job(namespace, "sft-train")
+    assert job is not None and job["spec"]["ttlSecondsAfterFinished"] == 600
+    events = api.event_messages(namespace, "sft")
+    assert (
+        "Normal",
+        "Updated",
+        "Updated Job sft-train: activeDeadlineSeconds=1, ttlSecondsAfterFinished=600",
+    ) in events
+    assert any(t == "Warning" and r == "DeadlineExceeded" for t, r, _ in events)
+
+
+def test_a_failed_pod_is_retried_then_the_backoff_limit_fails_the_job(
+    operator: RunningOperator, namespace: str, api: Api, node: Node
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft", lifecycle={"backoffLimit": 1}))
+    (first,) = node.wait_pending(namespace, "sft-train")
+    node.run(first)
+    node.finish(first, 1, "Traceback (most recent call last):\nRuntimeError: CUDA error: an illegal memory access")
+    retrying = eventually(
+        lambda: (
+            (s := api.status("SFTJob", namespace, "sft"))
+            and condition(s, "Progressing").get("reason") == "Retrying"
+            and s
+        ),
+        what="reason Retrying",
+    )
+    message = condition(retrying, "Progressing")["message"]
+    assert f"pod {first['metadata']['name']} exited with code 1: RuntimeError: CUDA error" in message
+    assert "1 of 1 retries used" in message and "resumes from the newest checkpoint" in message
+
+    # The Job controller's own backoff (10 s) delays the replacement; it runs the same config on the same output.
+    (second,) = eventually(lambda: node.pods(namespace, "sft-train", "Pending"), timeout=40, what="the retry pod")
+    assert second["spec"]["containers"][0]["command"] == first["spec"]["containers"][0]["command"]
+    assert second["spec"]["volumes"] == first["spec"]["volumes"]
+    node.run(second)
+    running = eventually(lambda: phase_is(api, namespace, "sft", "Running"), what="the retry running")
+    assert "after 1 of 1 retries used" in condition(running, "Progressing")["message"]
+    node.finish(second, 1, "RuntimeError: again")
+    failed = eventually(lambda: phase_is(api, namespace, "sft", "Failed"), what="phase Failed")
+    assert condition(failed, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert "RuntimeError: again" in condition(failed, "Failed")["message"]
+    assert [r for t, r, _ in api.event_messages(namespace, "sft") if t == "Warning"] == [
+        "Retrying",
+        "BackoffLimitExceeded",
+    ]
+
+
+def test_a_disrupted_pod_does_not_count_against_the_backoff_limit(
+    operator: RunningOperator, namespace: str, api: Api, node: Node
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft", lifecycle={"backoffLimit": 0}))
+    (evicted,) = node.wait_pending(namespace, "sft-train")
+    node.run(evicted)
+    node.finish(evicted, 137, "", disrupted=True)
+    replacement = eventually(
+        lambda: [
+            p
+            for p in node.pods(namespace, "sft-train", "Pending")
+            if p["metadata"]["name"] != evicted["metadata"]["name"]
+        ],
+        what="a replacement pod",
+    )
+    node.run(replacement[0])
+    eventually(lambda: phase_is(api, namespace, "sft", "Running"), what="phase Running on the replacement")
+    job = api.job(namespace, "sft-train")
+    assert job is not None and not job["status"].get("failed"), "the disruption was counted"
+    assert api.status("SFTJob", namespace, "sft")["phase"] == "Running"
+
+
+def test_ttl_deletes_the_job_but_status_and_figures_stay(
+    operator: RunningOperator, namespace: str, api: Api, node: Node
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft", lifecycle={"ttlSecondsAfterFinished": 0}))
+    (pod,) = node.wait_pending(namespace, "sft-train")
+    node.run(pod)
+    node.finish(pod, 0, compact({"metrics": {"trainLoss": 0.9}, "progress": {"step": 10, "totalSteps": 10}}))
+    eventually(lambda: api.job(namespace, "sft-train") is None, what="the TTL controller deleting the Job")
+    done = eventually(lambda: phase_is(api, namespace, "sft", "Succeeded"), what="phase Succeeded")
+    assert done["metrics"] == {"trainLoss": 0.9}
+    assert condition(done, "Ready")["reason"] == "JobSucceeded"
+    assert done["completionTime"]
+
+
+def test_a_job_deleted_while_running_fails_the_object(operator: RunningOperator, namespace: str, api: Api) -> None:
+    api.create(sftjob_manifest(namespace, "sft"))
+    eventually(lambda: api.status("SFTJob", namespace, "sft").get("jobName"), what="status.jobName")
+    api.batch.delete_namespaced_job("sft-train", namespace, propagation_policy="Background")
+    failed = eventually(lambda: phase_is(api, namespace, "sft", "Failed"), what="phase Failed")
+    assert condition(failed, "Failed")["reason"] == "JobDeleted"
+    assert api.job(namespace, "sft-train") is None, "the operator recreated a deleted Job"
+
+
+def test_deleting_the_object_removes_everything_it_created(
+    operator: RunningOperator, namespace: str, api: Api, node: Node
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft", resources={"nodes": 2, "gpusPerNode": 1}))
+    node.wait_pending(namespace, "sft-train", count=2)
+    assert len(api.config_maps(namespace)) == 1 and len(api.services(namespace)) == 1
+    api.delete("SFTJob", namespace, "sft")
+    eventually(
+        lambda: (
+            not (api.jobs(namespace) or api.config_maps(namespace) or api.services(namespace) or api.pods(namespace))
+        ),
+        timeout=60,
+        what="the garbage collector removing Job, ConfigMap, Service and pods",
+    )
+    assert api.get("SFTJob", namespace, "sft") is None
+
+
+def test_changing_the_training_of_a_started_job_is_reported_not_applied(
+    operator: RunningOperator, namespace: str, api: Api
+) -> None:
+    api.create(sftjob_manifest(namespace, "sft"))
+    job = eventually(lambda: api.job(namespace, "sft-train"), what="Job sft-train")
+    api.patch_spec("SFTJob", namespace, "sft", {"spec": {"training": {"epochs": 1}}})
+    warning = eventually(
+        lambda: [m for t, r, m in api.event_messages(namespace, "sft") if r == "SpecChangeIgnored"],
+        what="a SpecChangeIgnored Warning",
+    )
+    assert "spec.training.epochs" in warning[0] and "Job sft-train already exists" in warning[0]
+    unchanged = api.job(namespace, "sft-train")
+    assert unchanged is not None and unchanged["metadata"]["uid"] == job["metadata"]["uid"]

@@ -1,0 +1,201 @@
+"""The pure builders: a custom resource in, the exact ConfigMap / Job / Service out, no cluster needed."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from sft_operator.manifests import (
+    EXIT_CONFIG_ERROR,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    Owner,
+    child_name,
+    curation_children,
+    job_name,
+    training_children,
+)
+from sft_operator.settings import OperatorSettings
+
+SETTINGS = OperatorSettings(trainer_image="registry.example/trainer:1", progress_port=9191)
+
+
+def sftjob(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
+        "dataset": {"pvc": {"claimName": "datasets", "path": "train.jsonl"}},
+        "output": {"pvc": {"claimName": "outputs", "path": "runs/a"}},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "sft.trustdoc.io/v1alpha1",
+        "kind": "SFTJob",
+        "metadata": {"name": "demo", "namespace": "team", "uid": "uid-1"},
+        "spec": body,
+    }
+
+
+def curation(**spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
+        "output": {"pvc": {"claimName": "outputs", "path": "curated"}},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "sft.trustdoc.io/v1alpha1",
+        "kind": "DatasetCuration",
+        "metadata": {"name": "cur", "namespace": "team", "uid": "uid-2"},
+        "spec": body,
+    }
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    (only,) = job["spec"]["template"]["spec"]["containers"]
+    return only  # type: ignore[no-any-return]
+
+
+def test_builders_are_deterministic_and_leave_their_input_alone() -> None:
+    body = sftjob(resources={"nodes": 2, "gpusPerNode": 4})
+    original = copy.deepcopy(body)
+    first = training_children(body, SETTINGS).all()
+    second = training_children(body, SETTINGS).all()
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+    assert body == original
+
+
+def test_every_child_is_named_from_its_owner_and_owned_by_it() -> None:
+    children = training_children(sftjob(resources={"nodes": 2, "gpusPerNode": 1}), SETTINGS)
+    names = [obj["metadata"]["name"] for obj in children.all()]
+    assert names == ["demo-run-config", "demo-train", "demo-train"]  # ConfigMap, Service, Job
+    for obj in children.all():
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert ref == {
+            "apiVersion": "sft.trustdoc.io/v1alpha1",
+            "kind": "SFTJob",
+            "name": "demo",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert obj["metadata"]["namespace"] == "team"
+        assert obj["metadata"]["labels"][MANAGED_BY_LABEL] == MANAGED_BY
+
+
+def test_long_names_are_shortened_stably_within_the_label_limit() -> None:
+    long = "a" * 80
+    name = child_name(long, "train")
+    assert len(name) <= 63 and name == child_name(long, "train") and name != child_name(long + "b", "train")
+    assert job_name(Owner("SFTJob", long, "ns", "u")) == name
+
+
+def test_pod_failure_policy_fails_config_errors_at_once_and_ignores_disruptions() -> None:
+    job = curation_children(curation(lifecycle={"backoffLimit": 7}), SETTINGS).job
+    assert job["spec"]["backoffLimit"] == 7
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [EXIT_CONFIG_ERROR]},
+    }
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
+
+
+def test_pods_are_locked_down() -> None:
+    job = training_children(sftjob(), SETTINGS).job
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = container(job)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_the_report_summary_comes_back_through_the_termination_message() -> None:
+    trainer = container(curation_children(curation(), SETTINGS).job)
+    assert trainer["terminationMessagePath"] == "/dev/termination-log"
+    assert trainer["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert trainer["ports"] == [{"name": "progress", "containerPort": 9191}]
+
+
+def test_a_hugging_face_token_is_passed_by_secret_reference_only() -> None:
+    body = sftjob(model={"huggingFace": {"repo": "org/model", "tokenSecretRef": {"name": "hf", "key": "token"}}})
+    children = training_children(body, SETTINGS)
+    env = {e["name"]: e for e in container(children.job)["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    run_config = yaml.safe_load(children.config_map["data"]["run.yaml"])
+    assert run_config["model"] == "hf://org/model@main"
+    assert "tokenSecretRef" not in children.config_map["data"]["run.yaml"]
+
+
+def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous_on_index_zero() -> None:
+    children = training_children(sftjob(resources={"nodes": 3, "gpusPerNode": 8}), SETTINGS)
+    job = children.job
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (3, 3)
+    trainer = container(job)
+    assert trainer["command"][:5] == [
+        "torchrun",
+        "--nnodes=3",
+        "--nproc-per-node=8",
+        "--node-rank=$(NODE_RANK)",
+        "--master-addr=demo-train-0.demo-train",
+    ]
+    rank = next(e for e in trainer["env"] if e["name"] == "NODE_RANK")
+    assert (
+        rank["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    assert trainer["resources"]["limits"]["nvidia.com/gpu"] == "8"  # a quantity string, as typed clients require
+    assert job["spec"]["template"]["spec"]["subdomain"] == "demo-train"
+    assert children.service is not None
+    assert children.service["spec"]["clusterIP"] == "None" and children.service["spec"]["publishNotReadyAddresses"]
+    assert children.service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "demo-train"}
+
+
+def test_single_node_has_no_service_and_runs_the_module_directly() -> None:
+    children = training_children(sftjob(), SETTINGS)
+    assert children.service is None
+    assert container(children.job)["command"][:4] == ["python", "-m", "sft_trainer", "train"]
+    assert "completionMode" not in children.job["spec"]
+
+
+@pytest.mark.parametrize(
+    ("lifecycle", "expected"),
+    [
+        ({"suspend": True}, {"suspend": True}),
+        ({"activeDeadlineSeconds": 3600}, {"activeDeadlineSeconds": 3600}),
+        ({"ttlSecondsAfterFinished": 0}, {"ttlSecondsAfterFinished": 0}),
+        ({}, {"suspend": False, "backoffLimit": 3}),
+    ],
+)
+def test_lifecycle_maps_onto_the_job(lifecycle: dict[str, Any], expected: dict[str, Any]) -> None:
+    spec = training_children(sftjob(lifecycle=lifecycle), SETTINGS).job["spec"]
+    assert {key: spec.get(key) for key in expected} == expected
+    if "activeDeadlineSeconds" not in lifecycle:
+        assert "activeDeadlineSeconds" not in spec
+
+
+def test_the_kueue_queue_name_becomes_the_job_label() -> None:
+    job = curation_children(curation(lifecycle={"queueName": "team-a", "suspend": True}), SETTINGS).job
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["suspend"] is True
+
+
+def test_a_curation_ref_reads_the_curated_file_from_the_curations_claim() -> None:
+    body = sftjob(dataset={"curationRef": {"name": "cur"}})
+    ref_curation = curation(output={"pvc": {"claimName": "curated-data", "path": "runs/cur"}})
+    children = training_children(body, SETTINGS, ref_curation)
+    run_config = yaml.safe_load(children.config_map["data"]["run.yaml"])
+    assert run_config["dataset"].endswith("/curated-data/runs/cur/curated.jsonl")
+    assert run_config["format"] == "messages"
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in children.job["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert sorted(claims) == ["curated-data", "models", "outputs"]
+    with pytest.raises(ValueError, match="curationRef"):
+        training_children(body, SETTINGS)
