@@ -45,7 +45,7 @@ def fit_weights(human: dict[str, list[str]], synthetic: dict[str, list[str]]) ->
     h, s = corpus_rates(human, 0), corpus_rates(synthetic, 0)
     a = gptisms.SMOOTHING
     weights = {p: min(gptisms.MAX_WEIGHT, math.log((s[p] + a) / (h[p] + a))) for p in gptisms.PHRASES}
-    return {p: round(w, 3) for p, w in sorted(weights.items()) if w > 0}
+    return {p: round(w, 3) for p, w in sorted(weights.items()) if w >= gptisms.MIN_WEIGHT}
 
 
 def auc(negatives: list[float], positives: list[float]) -> float:
@@ -75,6 +75,14 @@ def separation(weights: dict[str, float], threshold: float, prior_words: int = 5
             median = sorted(values)[len(values) // 2]
             report["corpora"][name] = {"kind": kind, "n": len(values), "flagged": flagged, "median_density": median}
     report["auc"] = auc(scores["human"], scores["synthetic"])
+    for name, row in report["corpora"].items():
+        if row["kind"] == "synthetic":
+            values = [gptisms.density(t, weights, prior_words) for t in split(synthetic_responses()[name], 1)]
+            row["auc_vs_human"] = auc(scores["human"], values)
+    report["sweep"] = {
+        t: (sum(v > t for v in scores["human"]) / len(scores["human"]), sum(v > t for v in scores["synthetic"]) / len(scores["synthetic"]))
+        for t in (2, 4, 6, 8, 10, 12, 15, 20, 25, 30)
+    }
     report["human_flagged"] = sum(v > threshold for v in scores["human"]) / len(scores["human"])
     report["synthetic_flagged"] = sum(v > threshold for v in scores["synthetic"]) / len(scores["synthetic"])
     return report
@@ -100,9 +108,12 @@ def main() -> int:
     report = separation(weights, threshold, GptismStep().prior_words)
     print(f"held-out AUC human vs synthetic: {report['auc']:.3f}; threshold {threshold}: "
           f"human flagged {report['human_flagged']:.1%}, synthetic flagged {report['synthetic_flagged']:.1%}")
-    print(f"{'corpus':32} {'kind':9} {'n':>6} {'flagged':>8} {'median':>7}")
+    print(f"{'corpus':32} {'kind':9} {'n':>6} {'flagged':>8} {'median':>7} {'AUC':>7}")
     for name, row in report["corpora"].items():
-        print(f"{name:32} {row['kind']:9} {row['n']:6d} {row['flagged']:8.1%} {row['median_density']:7.2f}")
+        print(f"{name:32} {row['kind']:9} {row['n']:6d} {row['flagged']:8.1%} {row['median_density']:7.2f} {row.get('auc_vs_human', float('nan')):7.3f}")
+    print("threshold sweep (human flagged, synthetic flagged):")
+    for t, (h, s) in report["sweep"].items():
+        print(f"  > {t:4}: {h:6.1%} {s:6.1%}")
     return 0
 
 

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 
-
 # Where the container writes its termination message (SFT_TERMINATION_LOG).
 TERMINATION_LOG = "/mnt/termination-log"
 

@@ -79,7 +79,11 @@ def is_converted(out: Path, fingerprint: dict[str, object]) -> bool:
 
 
 def convert(gguf: Path, out: Path) -> None:
-    """Load the GGUF with transformers and save it as an ordinary folder at `out` (atomically)."""
+    """Load the GGUF with transformers and save it as an ordinary folder at `out` (atomically).
+
+    Works for any Llama-family GGUF transformers can read; the EOS check and
+    generation config below follow the model's own tokenizer.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -96,7 +100,7 @@ def convert(gguf: Path, out: Path) -> None:
     config = copy.deepcopy(model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    config.name_or_path = "SmolLM2-135M-Instruct"
+    config.name_or_path = gguf.stem
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(model.state_dict(), strict=True)
     probe = torch.tensor([tokenizer("Hello, world").input_ids])
@@ -105,13 +109,11 @@ def convert(gguf: Path, out: Path) -> None:
             raise ModelPrepError("the copied weights do not reproduce the GGUF model's logits")
     model = plain
 
-    # The template ends every assistant turn with <|im_end|>, which is also the
-    # tokenizer's EOS; generation must stop there.
-    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if end_of_turn != tokenizer.eos_token_id:
-        raise ModelPrepError(
-            f"expected EOS <|im_end|> (id {end_of_turn}), the GGUF says {tokenizer.eos_token!r} ({tokenizer.eos_token_id})"
-        )
+    # SmolLM2's template ends every assistant turn with <|im_end|>, which is
+    # also the tokenizer's EOS; generation must stop there.
+    end_of_turn = tokenizer.eos_token_id
+    if gguf.name == GGUF_NAME and tokenizer.convert_tokens_to_ids("<|im_end|>") != end_of_turn:
+        raise ModelPrepError(f"expected EOS <|im_end|>, the GGUF says {tokenizer.eos_token!r} ({end_of_turn})")
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=[end_of_turn],
@@ -136,13 +138,17 @@ def convert(gguf: Path, out: Path) -> None:
         raise
 
 
-def prepare(out: Path, force: bool = False) -> bool:
-    """Make sure `out` holds the converted model. Returns True when it converted, False when it was already there."""
-    gguf = find_gguf()
+def convert_gguf(gguf: Path, out: Path, force: bool = False) -> bool:
+    """Make sure `out` holds a conversion of `gguf`. Returns True when it converted, False when it was already there."""
     if not force and is_converted(out, source_fingerprint(gguf)):
         return False
     convert(gguf, out)
     return True
+
+
+def prepare(out: Path, force: bool = False) -> bool:
+    """Make sure `out` holds the converted SmolLM2-135M-Instruct (see convert_gguf)."""
+    return convert_gguf(find_gguf(), out, force=force)
 
 
 def main(argv: list[str] | None = None) -> int:

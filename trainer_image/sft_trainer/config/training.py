@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Rule, WireModel, immutable, model_rules
 
@@ -144,6 +144,15 @@ class TrainingConfig(WireModel):
     """Also export the adapter merged into a bf16 copy of the base model (LoRA only)."""
     seed: int = 42
     """Seed for data order, splits and initialisation."""
+
+    @model_validator(mode="after")
+    def _lora_settings_need_lora(self) -> TrainingConfig:
+        # The same rules the CRD enforces with CEL, for run configs that never meet the API server.
+        if self.method != "lora" and self.lora is not None:
+            raise ValueError("lora settings are only allowed with method: lora")
+        if self.method != "lora" and self.export_merged:
+            raise ValueError("exportMerged applies only to method: lora")
+        return self
 
     def resolved_learning_rate(self) -> float:
         """The peak learning rate, with the per-method default applied."""

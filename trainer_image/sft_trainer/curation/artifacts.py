@@ -12,7 +12,8 @@ import re
 from ..formats import Conversation
 from .base import Filter
 
-_I = re.I
+# Content patterns run on lower-cased text: cheaper than re.IGNORECASE.
+_I = 0
 
 AI_DISCLAIMER = re.compile(
     r"\bas an? (?:ai|a\.i\.|artificial intelligence|(?:large )?language model|ai language model|text[- ]based (?:ai|model|assistant)"
@@ -38,20 +39,27 @@ IDENTITY_CLAIM = re.compile(
 )
 # Inability statements typical of a model that could not do the task
 # ("This task cannot be completed by a GPT model", "I'm sorry, but I cannot ...").
-REFUSAL = re.compile(
-    r"^\W*(?:i'?m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)\b[^.\n]{0,100}?\b(?:can ?not|can't|unable|not able|not possible|don't have|do not have|won't|will not)\b"
-    r"|^\W*i (?:cannot|can't|can not|am unable to|am not able to|won't be able to|will not|must decline)\b"
-    r"|\b(?:this|the|that|your) (?:task|instruction|request|question|query) (?:cannot|can't|can not|is not possible to|is impossible to) be (?:completed|fulfilled|done|performed|answered|executed)\b"
-    r"|\b(?:due to (?:the )?limitations? of|beyond the (?:capabilities|scope) of) (?:the |a |this )?(?:gpt|language|ai|text)[- ]?(?:based )?model\b"
-    r"|\b(?:the|a|this) gpt (?:language )?model (?:cannot|can't|is not able|is unable|does not)\b"
-    r"|\bi (?:cannot|can't|am unable to|am not able to) (?:see|view|access|open|read|watch|listen to|play|hear|display|draw|create|generate|produce|upload|send|perform|complete|fulfill|provide)\b[^.\n]{0,60}\b(?:image|picture|photo|video|audio|link|url|website|file|attachment|graph|chart|drawing|physical|task|request)",
-    _I | re.M,
+# What a model refuses to do, as opposed to "I can't believe it" or "I can't stop smiling".
+_REFUSED_ACT = (
+    r"(?:help|assist|provide|create|generate|draw|design|perform|complete|fulfil+|do (?:that|this)|answer|comply|access|see|view|browse|"
+    r"open|play|produce|render|share|display|show|send|upload|listen|watch|hear|physically|visuali[sz]e|comment|express|have (?:personal|opinions|feelings))"
 )
+REFUSAL = re.compile(
+    rf"^\W*(?:i'?m sorry|i am sorry|sorry|unfortunately|i apologi[sz]e)\b[^.\n]{{0,60}}?\bi (?:can ?not|can't|am unable to|am not able to|won't be able to) {_REFUSED_ACT}\b"
+    rf"|^\W*i (?:cannot|can't|can not|am unable to|am not able to|won't be able to|must decline to) {_REFUSED_ACT}\b"
+    r"|\b(?:this|the|that|your) (?:task|instruction|request|question|query) (?:cannot|can't|can not|is not possible to|is impossible to) be (?:completed|fulfilled|done|performed|answered|executed)\b"
+    r"|\b(?:due to (?:the )?limitations? of|beyond the (?:capabilities|scope) of) (?:the |a |this )?(?:gpt|language|ai|text)[- ]?(?:based )?models?\b"
+    r"|^\W*(?:no output|n/a|none)\W{0,4}(?:as |because |since )?(?:the |a )?gpt(?:-based)? (?:language )?models? (?:cannot|can't|can not)\b"
+    r"|\b(?:cannot|can't|can not) be (?:done|fulfilled|completed|performed|accomplished|achieved) by (?:a |the )?gpt\b"
+    r"|\bwhich (?:a |the )?(?:gpt )?(?:language )?model cannot (?:do|provide|create|produce|generate)\b"
+    r"|\b(?:the|this) gpt (?:language )?model (?:cannot|can't|can not|will not be able to|is not able to|is unable to) (?:perform|produce|output|solve|create|generate|do|complete)\b",
+)
+
 # A request that is itself harmful: refusing it is the right answer, so it is kept.
 HARMFUL_REQUEST = re.compile(
-    r"\b(?:kill|murder|bomb|explosive|weapon|gun|poison|hack(?:ing)?|steal|theft|drugs?|meth|cocaine|heroin|suicide|self-harm|terror\w*|"
+    r"\b(?:kill\w*|murder\w*|bomb\w*|explosive|weapons?|guns?|poison\w*|hack\w*|steal\w*|theft|drugs?|meth|cocaine|heroin|suicid\w*|self-harm|terror\w*|"
     r"racist|sexist|porn\w*|illegal(?:ly)?|fraud|launder\w*|counterfeit|malware|ransomware|phishing|scam|cheat|harass\w*|stalk\w*|"
-    r"abuse|hurt|harm|violent|violence|attack|torture|kidnap\w*|smuggl\w*|extort\w*|blackmail|insult|offensive|slur|hate)\b",
+    r"abus\w*|hurt\w*|harm\w*|violent|violence|attack\w*|tortur\w*|kidnap\w*|smuggl\w*|extort\w*|blackmail|insult\w*|offensive|slurs?|hate|hatred)\b",
     _I,
 )
 # Special tokens and prompt-template markup of common chat formats.
@@ -59,8 +67,10 @@ TEMPLATE_LEAK = re.compile(
     r"<\|(?:im_start|im_end|endoftext|eot_id|begin_of_text|end_of_text|start_header_id|end_header_id|system|user|assistant|end|pad)\|>"
     r"|\[/?INST\]|<</?SYS>>|<start_of_turn>|<end_of_turn>"
     r"|^#{2,4} ?(?:Instruction|Response|Input|Human|Assistant)s?:",
-    _I | re.M,
+    re.I | re.M,
 )
+# Every template leak above contains one of these characters.
+_LEAK_CHARS = ("<", "[", "#")
 
 
 class Artifacts(Filter):
@@ -71,9 +81,9 @@ class Artifacts(Filter):
     def check(self, conv: Conversation) -> str | None:
         prompt = ""
         for message in conv.messages:
-            text = message.content
-            if TEMPLATE_LEAK.search(text):
+            if any(c in message.content for c in _LEAK_CHARS) and TEMPLATE_LEAK.search(message.content):
                 return "template_leak"
+            text = message.content.lower()
             if message.role != "assistant":
                 if message.role == "user":
                     prompt = text
@@ -84,6 +94,6 @@ class Artifacts(Filter):
                 return "knowledge_cutoff"
             if IDENTITY_CLAIM.search(text):
                 return "identity_claim"
-            if REFUSAL.search(text[:400]) and not HARMFUL_REQUEST.search(prompt):
+            if REFUSAL.search(text[:300]) and not HARMFUL_REQUEST.search(prompt):
                 return "benign_refusal"
         return None

@@ -3,8 +3,9 @@
 PHRASES is our own list of words and phrases that instruction-tuned models
 overuse. A phrase's weight says how much more often it appears in synthetic
 responses than in human-written ones: weight = ln((synthetic rate + a) /
-(human rate + a)), rates per 1,000 words, a = SMOOTHING, clipped to
-[0, MAX_WEIGHT]. Phrases humans use as often as models weigh nothing.
+(human rate + a)), rates per 1,000 words, a = SMOOTHING, capped at
+MAX_WEIGHT; phrases under MIN_WEIGHT (humans use them about as often)
+weigh nothing.
 `benchmarks/curation_calibrate_gptisms.py` measures the rates on half of the
 human data (LIMA, OpenAssistant, self-instruct seeds) and the synthetic data
 (Alpaca, GPT-4 Alpaca, AlpacaEval outputs), writes `gptism_weights.py`, and
@@ -22,10 +23,11 @@ import re
 from ..formats import Conversation
 from .base import Filter
 from .gptism_weights import WEIGHTS
-from .text import WORD_RE
 
-SMOOTHING = 0.05
+SMOOTHING = 0.005
 MAX_WEIGHT = 3.0
+# Phrases below this weight are about as common in human text: they carry no signal, only noise.
+MIN_WEIGHT = 0.3
 
 PHRASES: tuple[str, ...] = (
     # hedges and signposts
@@ -58,6 +60,8 @@ PHRASES: tuple[str, ...] = (
     "i hope this helps", "hope this helps", "feel free to", "let me know if", "happy to help",
     "great question", "certainly!", "absolutely!", "sure!", "of course!", "i'd be happy to",
     "consult with a", "consult a professional", "seek professional",
+    # enumerating scaffolding
+    "firstly,", "secondly,", "thirdly,", "lastly,", "in terms of", "make sure to", "be sure to",
 )
 
 _PHRASE_RE = re.compile(
@@ -72,17 +76,17 @@ def phrase_hits(text: str) -> list[str]:
     return _PHRASE_RE.findall(text.lower())
 
 
-def density(text: str, weights: dict[str, float] | None = None, prior_words: int = 50) -> float:
+def density(text: str, weights: dict[str, float] | None = None, prior_words: int = 100) -> float:
     """Weighted GPT-ism hits per 1,000 words of `text` (shrunk for short texts)."""
     weights = WEIGHTS if weights is None else weights
     lowered = text.lower()
     score = sum(weights.get(hit, 0.0) for hit in _PHRASE_RE.findall(lowered))
     if not score:
         return 0.0
-    return 1000.0 * score / (len(WORD_RE.findall(lowered)) + prior_words)
+    return 1000.0 * score / (len(lowered.split()) + prior_words)
 
 
-def response_density(conv: Conversation, prior_words: int = 50) -> float:
+def response_density(conv: Conversation, prior_words: int = 100) -> float:
     return density("\n".join(m.content for m in conv.messages if m.role == "assistant"), prior_words=prior_words)
 
 
@@ -91,7 +95,7 @@ class Gptisms(Filter):
 
     name = "gptisms"
 
-    def __init__(self, *, max_density: float, prior_words: int = 50) -> None:
+    def __init__(self, *, max_density: float, prior_words: int = 100) -> None:
         super().__init__()
         self.max_density = max_density
         self.prior_words = prior_words

@@ -16,11 +16,27 @@ from ..formats import Conversation
 from .base import Filter
 from .text import WORD_RE, prose_lines
 
-# Below this many words the fractions are too coarse to mean anything
-# ("Yes, yes." would be 100% duplicated).
-MIN_WORDS = 12
-# A list needs this many items before duplicated items count.
-MIN_LIST_ITEMS = 3
+# Gopher's statistics were made for web documents; below this many words of
+# prose they flag ordinary style (a poem's refrain, a repeated term), as
+# LIMA's human answers showed.
+MIN_WORDS = 100
+# The duplicate-line fraction needs a few lines to mean anything.
+MIN_LINES = 4
+# A list needs this many items before duplicated items count, and an item
+# this many words: short options ("Yes", "No") legitimately repeat.
+MIN_LIST_ITEMS = 4
+MIN_ITEM_WORDS = 3
+# Verse (songs, poems: many short lines) repeats by design (a chorus, a
+# refrain); the audit sample showed every flagged song was fine. Verse gets
+# bounds this many times looser.
+VERSE_MIN_LINES = 8
+VERSE_MAX_WORDS_PER_LINE = 10
+VERSE_SLACK = 2.5
+
+
+def is_verse(lines: list[str]) -> bool:
+    short = sum(1 for line in lines if len(line.split()) <= VERSE_MAX_WORDS_PER_LINE)
+    return len(lines) >= VERSE_MIN_LINES and short >= 0.8 * len(lines)
 
 
 @dataclass(slots=True)
@@ -110,15 +126,16 @@ class Repetition(Filter):
         lines = prose_lines(text, exempt_code_and_lists=self.exempt)
         tokens = WORD_RE.findall(" ".join(lines).lower())
         if len(tokens) >= MIN_WORDS:
-            if len(lines) > 1 and duplicate_line_fraction(lines) > self.max_dup_lines:
+            slack = VERSE_SLACK if is_verse(lines) else 1.0
+            if len(lines) >= MIN_LINES and duplicate_line_fraction(lines) > self.max_dup_lines * slack:
                 return "duplicate_lines"
             for n, bound in self.max_top_share.items():
-                if top_ngram_share(tokens, n) > bound:
+                if top_ngram_share(tokens, n) > bound * slack:
                     return "top_ngram"
-            if duplicate_ngram_fraction(tokens, 5) > self.max_dup_ngrams:
+            if duplicate_ngram_fraction(tokens, 5) > self.max_dup_ngrams * slack:
                 return "duplicate_ngrams"
         if self.exempt:
-            items = list_items(text)
+            items = [item for item in list_items(text) if len(item.split()) >= MIN_ITEM_WORDS]
             if len(items) >= MIN_LIST_ITEMS and duplicate_line_fraction(items) > self.max_dup_lines:
                 return "duplicate_list_items"
         return None

@@ -50,6 +50,22 @@ _ATTACHMENT = re.compile(
 )
 
 
+_URL_ONLY_LINE = re.compile(r"^\s*(?:[\w ]{0,20}:\s*)?<?(?:https?://|www\.)\S+>?\s*$", re.I | re.M)
+_ACCESS_CUE = re.compile(r"\b(?:summari[sz]\w*|read|watch|listen|visit|review|rate|analy[sz]\w*|describe|based on|referring|according to|classify|what does|explain|evaluate|critique|check out|open)\b", re.I)
+_CONTENT_NOUN = re.compile(r"\b(?:article|page|webpage|website|site|link|url|blog|post|video|audio|sound|song|podcast|paper|document|source|story|news|tweet|image|picture|photo|painting|figure|chart|content|report)\b", re.I)
+# A long prompt carries its own content; a URL in it is a reference, not the task.
+_SELF_CONTAINED_CHARS = 600
+
+
+def _url_is_the_content(prompt: str) -> bool:
+    """The URL stands for content the model is meant to read: it is the whole input, or the prompt asks to read what it points to."""
+    if _URL_ONLY_LINE.search(prompt):
+        return True
+    if len(prompt) > _SELF_CONTAINED_CHARS:
+        return False
+    return bool(_ACCESS_CUE.search(prompt) and _CONTENT_NOUN.search(prompt))
+
+
 def is_placeholder(text: str) -> bool:
     """A turn that stands for missing content: "<noinput>", "N/A", "None", "-", "..." and the like."""
     if _ONLY_PUNCTUATION.fullmatch(text):
@@ -63,8 +79,7 @@ def unseeable_input(prompt: str) -> str | None:
         return "attachment"
     if _MEDIA_PLACEHOLDER.search(prompt):
         return "media"
-    url = _URL.search(prompt)
-    if url and not _URL_AS_TEXT.search(prompt):
+    if _URL.search(prompt) and not _URL_AS_TEXT.search(prompt) and _url_is_the_content(prompt):
         return "url"
     # "Describe the painting below." with nothing after it: the picture was never given.
     if _MEDIA_DEICTIC.search(prompt) and "\n" not in prompt.strip():
