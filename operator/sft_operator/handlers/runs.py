@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from .. import conditions as c
 from ..api import Lifecycle
 from ..kube import ForeignChildError, Kube, Obj, StatusUpdate
-from ..manifests import Children
+from ..manifests import Children, Owner, job_name
 from ..metrics import OperatorMetrics
 from ..progress_poll import ProgressUnavailable, progress_url, read_progress, reporting_pod
 from ..settings import OperatorSettings
@@ -208,8 +208,10 @@ def job_gone(ctx: Context, ref: Ref, job_name: str) -> None:
 def apply_lifecycle(ctx: Context, body: kopf.Body, lifecycle: Lifecycle) -> None:
     """Carry a changed spec.lifecycle into the existing Job (these Job fields are mutable)."""
     ref = Ref.of(body)
-    job_name = str((body.get("status") or {}).get("jobName") or "")
-    job = ctx.kube.read_job(ref.namespace, job_name) if job_name else None
+    # The deterministic name, not status.jobName: a change that lands between
+    # the Job's creation and the status write must still reach the Job.
+    name = job_name(Owner.of(dict(body)))
+    job = ctx.kube.read_job(ref.namespace, name)
     if job is None or is_finished(dict(body.get("status") or {})):
         return  # no Job yet (it is built from the new spec) or nothing left to change
     desired = {
@@ -221,8 +223,8 @@ def apply_lifecycle(ctx: Context, body: kopf.Body, lifecycle: Lifecycle) -> None
     changes = {key: value for key, value in desired.items() if job["spec"].get(key) != value}
     if not changes:
         return
-    job = ctx.kube.patch_job(ref.namespace, job_name, {"spec": changes})
-    post(body, "Normal", *_lifecycle_event(job_name, changes))
+    job = ctx.kube.patch_job(ref.namespace, name, {"spec": changes})
+    post(body, "Normal", *_lifecycle_event(name, changes))
     sync(ctx, ref, job)
 
 

@@ -1,0 +1,73 @@
+"""Step 10, balance: down-sample over-represented task types until the mix reaches a target.
+
+Two targets, as the spec chooses:
+- `target_entropy`: the largest per-type cap c such that keeping min(count, c)
+  of every type gives a normalised entropy >= the target (entropy only grows
+  as c shrinks, so c is found by bisection). Nothing is cut when the mix is
+  already diverse enough.
+- `target_mix`: explicit shares; the largest total N with N * share <= count
+  for every type in the mix; types outside the mix are dropped.
+Within a type the highest-quality records are kept, ties by file order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from ..formats import Conversation
+from .base import SetStep
+from .dedup import quality
+from .tasks import normalised_entropy
+
+
+def entropy_cap(counts: Counter[str], target: float, categories: int) -> int | None:
+    """Largest cap reaching `target` normalised entropy; None if no cap is needed."""
+    if normalised_entropy(counts, categories) >= target:
+        return None
+    low, high = 1, max(counts.values())  # cap=1 is the most even mix reachable
+    while low < high:
+        mid = (low + high + 1) // 2
+        capped = Counter({t: min(c, mid) for t, c in counts.items()})
+        if normalised_entropy(capped, categories) >= target:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+class Balance(SetStep):
+    name = "balance"
+
+    def __init__(self, *, target_entropy: float = 0.9, target_mix: dict[str, float] | None = None, categories: int | None = None) -> None:
+        super().__init__()
+        self.target_entropy = target_entropy
+        self.target_mix = target_mix
+        self.categories = categories
+        self.quota: dict[str, int] = {}
+
+    def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
+        by_task: dict[str, list[int]] = {}
+        for i, conv in enumerate(convs):
+            by_task.setdefault(conv.meta.get("task", "other"), []).append(i)
+        counts = Counter({t: len(m) for t, m in by_task.items()})
+        if not counts:
+            return {}
+        stopped: dict[int, str] = {}
+        if self.target_mix:
+            share = {t: s for t, s in self.target_mix.items() if s > 0}
+            total = min(counts.get(t, 0) / s for t, s in share.items())
+            self.quota = {t: int(total * share.get(t, 0.0)) for t in counts}
+        else:
+            k = self.categories or len(counts)
+            cap = entropy_cap(counts, self.target_entropy, k)
+            self.quota = {t: c if cap is None else min(c, cap) for t, c in counts.items()}
+        for task, members in by_task.items():
+            keep = self.quota.get(task, 0)
+            if keep >= len(members):
+                continue
+            ranked = sorted(members, key=lambda i: (-quality(convs[i]), convs[i].source_index))
+            code = "not_in_target_mix" if self.target_mix and task not in self.target_mix else "over_represented_task"
+            for i in ranked[keep:]:
+                stopped[i] = code
+        return stopped

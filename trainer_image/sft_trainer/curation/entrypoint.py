@@ -1,0 +1,122 @@
+"""Run a curation from its run config: read, curate, write the five outputs, prove nothing was lost.
+
+Outputs in `output_dir`: curated.jsonl (canonical records with source_index,
+task and scores), rejected.jsonl (source_index, reasons, the original
+record), review.jsonl (canonical records held for review, with reasons),
+report.json (its `status` block is what the operator copies into the
+DatasetCuration status) and report.html.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ..config.curation import CurationRunConfig
+from ..formats import DatasetReadError, read_dataset
+from ..runconfig import EXIT_CONFIG_ERROR
+from .pipeline import CurationResult, curate
+from ..termination import write_termination_summary
+from .report import build_report, render_html
+
+# The accounting check failed: a bug, not a configuration problem.
+EXIT_ACCOUNTING_ERROR = 3
+
+OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json", "report.html")
+
+
+class AccountingError(RuntimeError):
+    """Some input record is missing from the outputs, or is in more than one."""
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    try:
+        line = json.dumps(record, ensure_ascii=False)
+        line.encode("utf-8")  # invalid UTF-8 read from the input survives as lone surrogates
+        return line
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True)
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(_dumps(record) + "\n")
+
+
+def write_outputs(result: CurationResult, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out / "curated.jsonl", (c.to_record() for c in result.curated))
+    _write_jsonl(
+        out / "rejected.jsonl",
+        (
+            {"source_index": r.source_index, "reasons": r.reasons, **({"detail": r.detail} if r.detail else {}), **r.extra, "record": r.raw}
+            for r in result.rejected
+        ),
+    )
+    _write_jsonl(out / "review.jsonl", ({**c.to_record(), "reasons": reasons} for c, reasons in result.review))
+
+
+def verify_accounting(out: Path, input_count: int) -> None:
+    """Read the written files back: every source_index 0..input_count-1 in exactly one of them."""
+    where: dict[int, str] = {}
+    problems: list[str] = []
+    for name in ("curated.jsonl", "rejected.jsonl", "review.jsonl"):
+        with (out / name).open(encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                index = json.loads(line)["source_index"]
+                if index in where:
+                    problems.append(f"source_index {index} is in both {where[index]} and {name} (line {line_no})")
+                where[index] = name
+    missing = sorted(set(range(input_count)) - set(where))
+    extra = sorted(set(where) - set(range(input_count)))
+    if missing:
+        problems.append(f"{len(missing)} input records are in no output, first source_index {missing[:5]}")
+    if extra:
+        problems.append(f"outputs hold source_index values that were never read: {extra[:5]}")
+    if problems:
+        raise AccountingError("; ".join(problems[:5]))
+
+
+def run_from_config(cfg: CurationRunConfig, on_progress: Callable[[str, int, int], None] | None = None) -> int:
+    """Curate `cfg.input` into `cfg.output_dir`; returns the process exit code."""
+    progress = on_progress or (lambda stage, done, total: None)
+    started = time.perf_counter()
+    out = Path(cfg.output_dir)
+    try:
+        progress("read", 0, 1)
+        items = list(read_dataset(cfg.input, cfg.format))
+        if cfg.curation.max_records is not None:
+            items = items[: cfg.curation.max_records]
+        progress("read", 1, 1)
+    except (DatasetReadError, ValueError) as err:
+        print(f"Cannot read the dataset: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    tokenizer = None
+    if cfg.tokenizer:
+        from .tokens import TokenizerView
+
+        try:
+            tokenizer = TokenizerView.load(cfg.tokenizer)
+        except (OSError, ValueError) as err:
+            print(f"Cannot load the tokenizer from tokenizer={cfg.tokenizer!r}: {err}", file=sys.stderr)
+            return EXIT_CONFIG_ERROR
+    result = curate(items, cfg.curation, tokenizer, progress)
+    progress("write", 0, 1)
+    write_outputs(result, out)
+    try:
+        verify_accounting(out, result.input_count)
+    except AccountingError as err:
+        print(f"Curation lost or duplicated records, outputs in {out} are not trustworthy: {err}", file=sys.stderr)
+        (out / "report.json").write_text(json.dumps({"error": str(err)}, indent=2), encoding="utf-8")
+        return EXIT_ACCOUNTING_ERROR
+    report = build_report(result, input_path=cfg.input, seconds=time.perf_counter() - started, config=cfg.curation.to_wire())
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    (out / "report.html").write_text(render_html(report), encoding="utf-8")
+    write_termination_summary(report["status"])  # how the operator gets the figures (it cannot read the volume)
+    progress("write", 1, 1)
+    return 0

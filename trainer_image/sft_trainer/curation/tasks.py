@@ -1,0 +1,181 @@
+"""Step 9, task type: label every record with one of the TaskType values.
+
+Method ("rules", the default): ordered keyword rules over the *instruction*
+(the first user turn's first paragraph), with two looks at the rest of the
+record: whether the prompt carries a context paragraph (an Alpaca input, a
+quoted passage), and whether the response is code. The first rule that
+matches wins; the order encodes how we break ties, the same order as the
+labelling rule of the committed sample (tests/data/curation/README.md):
+
+    coding > summarization > rewriting > classification > extraction >
+    reasoning > creative_writing > brainstorming > closed_qa > open_qa > other
+
+Its accuracy on that hand-labelled sample is measured by
+tests/unit/curation/test_tasks.py and reported in docs/curation.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from ..formats import Conversation
+from .text import looks_like_code
+
+# Rules run on the lower-cased instruction: cheaper than re.IGNORECASE.
+_I = 0
+
+_RULES: list[tuple[str, re.Pattern[str]]] = [
+    (
+        "coding",
+        re.compile(
+            r"\b(?:code|coding|program|programming|function|script|python|java|javascript|typescript|c\+\+|c#|ruby|golang|rust|php|"
+            r"swift|kotlin|sql|query|html|css|json|xml|regex|regular expression|algorithm|api|class|method|variable|array|loop|"
+            r"compile|debug|bug|syntax|pseudo-?code|snippet|bash|shell|command line|git|database schema|data structure|"
+            r"linked list|binary search|recursion|recursive|sort(?:ing)? algorithm|console|react|node\.js|django|excel formula)\b",
+            _I,
+        ),
+    ),
+    ("summarization", re.compile(r"\b(?:summari[sz]e|summary|summarising|summarizing|tl;?dr|condense|sum up|main points|key points|gist|synopsis|abstract of)\b", _I)),
+    (
+        "rewriting",
+        re.compile(
+            r"\b(?:rewrite|re-write|rephrase|paraphrase|reword|revise|edit|proofread|correct (?:the |any |this )?(?:grammar|spelling|sentence|errors?|mistakes?|text)|"
+            r"fix (?:the |any )?(?:grammar|errors?|sentence)|translate|convert (?:the |this |it )?(?:sentence|text|paragraph|following)|"
+            r"change (?:the |this )?(?:sentence|tense|voice|verb)|make (?:the |this |it )?(?:sentence|text|paragraph)?\s*(?:more|less|shorter|longer|concise|formal|informal)|"
+            r"simplify|shorten|passive voice|active voice|in (?:the )?(?:past|future|present) tense|replace (?:the )?(?:word|words|phrase)|"
+            r"reorder|rearrange|arrange|sort|alphabeti[sz]e|transform (?:the |this )?(?:sentence|text)|capitali[sz]e|punctuat\w*|"
+            r"(?:add|insert|delete|remove) (?:\w+ ){0,4}(?:to|into|from) (?:the |this )?(?:following |given )?(?:sentence|text|paragraph|phrase)|"
+            r"complete the (?:following |given )?(?:sentence|phrase|text)|adapt|"
+            r"more (?:formal|polite|concise|professional)|synonym|antonym|plural|singular)\b",
+            _I,
+        ),
+    ),
+    (
+        "classification",
+        re.compile(
+            r"\b(?:classify|classification|categori[sz]e|categori[sz]ation|which category|what category|what type of|what kind of|label (?:the|each|this)|"
+            r"sentiment|positive or negative|fact or (?:an )?opinion|true or false|spam|identify (?:the )?(?:type|genre|category|tone|part of speech|mood)|"
+            r"is (?:this|the following|it) (?:a |an )?(?:positive|negative|fact|opinion|question|statement|sentence|example)|"
+            r"determine (?:whether|if)|decide (?:whether|if)|tell (?:me )?(?:whether|if)|odd one out|does not belong|"
+            r"(?:is|are) (?:the following|these|this) (?:\w+ ){0,3}(?:or)\b|which of the following|part of speech|animal or|mammal|"
+            r"rate (?:the|this)|grade (?:the|this)|detect)\b",
+            _I,
+        ),
+    ),
+    (
+        "extraction",
+        re.compile(
+            r"\b(?:extract|pull out|find (?:all|the|every|any)\b[^.?!]{0,60}\b(?:in|from) (?:the |this |following |given )?(?:text|passage|sentence|paragraph|article|list|document|data|input)|"
+            r"identify (?:all|the|every|any)\b[^.?!]{0,60}\b(?:in|from) (?:the |this |following |given )?(?:text|passage|sentence|paragraph|article)|"
+            r"list (?:all|the) \w+ (?:mentioned|in the (?:text|passage|article|sentence))|mentioned in|named entit\w*|"
+            r"(?:find|identify|underline|highlight|pick out|select) the (?:subject|verb|noun|adjective|adverb|main idea|keyword|key words|keywords)|"
+            r"what (?:is|are) the (?:subject|verb|nouns?|adjectives?|adverbs?)\b)",
+            _I,
+        ),
+    ),
+    (
+        "reasoning",
+        re.compile(
+            r"\b(?:calculate|compute|solve|equation|math|arithmetic|how many|how much|probability|percent(?:age)?|average|mean|median|sum of|"
+            r"product of|difference between \d|convert \d|\d\s*%|\$\s?\d|\d+ ?(?:[-+*/x×÷^]|plus|minus|times|divided by) ?\d+|logic(?:al)?|puzzle|riddle|"
+            r"deduce|infer|prove|derivative|integral|area of|perimeter|volume of|circumference|square root|factorial|prime|"
+            r"fraction|decimal|ratio|estimate|step[- ]by[- ]step|reason(?:ing)? (?:through|about)|what (?:is|would be) the (?:next|missing) (?:number|term)|"
+            r"sequence|evaluate (?:the|this) expression|simplify the expression|interest rate|compound interest)\b",
+            _I,
+        ),
+    ),
+    (
+        "creative_writing",
+        re.compile(
+            r"\b(?:poem|poetry|haiku|limerick|sonnet|verse|rhyme|story|stories|tale|fable|fairy tale|narrative|novel|fiction|lyrics|song|rap|"
+            r"script|screenplay|dialogue|dialog|conversation between|monologue|character|plot|scene|joke|pun|slogan|tagline|motto|jingle|"
+            r"tweet|caption|headline|title for|name for|creative|imagine|pretend|role-?play|metaphor|simile|analogy|personif\w*|"
+            r"(?:write|compose|draft|create) (?:a |an )?(?:\w+ ){0,3}(?:letter|email|speech|essay|blog post|article|post|review|advert\w*|ad|description|invitation|toast|eulogy|bio|biography|cover letter|message|note|paragraph|introduction|conclusion|opening|ending)|"
+            r"describe (?:a|an|the) (?:\w+ ){0,3}(?:scene|setting|place|sunset|landscape|feeling|character|day|moment|experience))\b",
+            _I,
+        ),
+    ),
+    (
+        "brainstorming",
+        re.compile(
+            r"\b(?:brainstorm|ideas?|suggest\w*|come up with|think of|recommend\w*|tips|advice|ways to|ways of|strategies|"
+            r"generate (?:a )?list|list (?:some|possible|potential|different) |"
+            r"what are some|options|alternatives|activities|plan|itinerary|strategy|campaign|slogans|names for)\b",
+            _I,
+        ),
+    ),
+]
+
+_QUESTION = re.compile(r"^\s*(?:what|why|how|who|whom|whose|when|where|which|is|are|was|were|do|does|did|can|could|should|would|will|explain|describe|define|tell me|discuss|compare|contrast|give an? (?:example|explanation|overview|definition)|outline|identify|name)\b|\?\s*$", _I)
+_CONTEXT_QA = re.compile(r"\b(?:based on|according to|from|in) (?:the|this) (?:text|passage|paragraph|article|context|information|input|excerpt|story|document|poem)\b|\banswer (?:the|this|following) question", _I)
+
+
+def instruction_and_context(conv: Conversation) -> tuple[str, str]:
+    """The first user turn split into the instruction (first paragraph) and any context after it."""
+    first = next((m.content for m in conv.messages if m.role == "user"), "")
+    head, _, rest = first.strip().partition("\n\n")
+    return head, rest
+
+
+def label(conv: Conversation) -> str:
+    """The task type of one record by the ordered rules (see the module docstring)."""
+    instruction, context = instruction_and_context(conv)
+    instruction = instruction.lower()
+    response = next((m.content for m in conv.messages if m.role == "assistant"), "")
+    for task, pattern in _RULES:
+        if pattern.search(instruction):
+            if task == "coding" and not _coding_confirmed(instruction, response):
+                continue
+            return task
+    if looks_like_code(response):
+        return "coding"
+    if context and (_QUESTION.search(instruction) or _CONTEXT_QA.search(instruction)):
+        return "closed_qa"
+    if _CONTEXT_QA.search(instruction):
+        return "closed_qa"
+    if _QUESTION.search(instruction) or instruction.endswith("?"):
+        return "open_qa"
+    if _GENERATE.search(instruction):
+        return "brainstorming" if _IDEAS.search(instruction) else "creative_writing"
+    if _ANSWER_VERB.search(instruction):
+        return "closed_qa" if context else "open_qa"
+    return "other"
+
+
+# Fallbacks for instructions no keyword rule caught: an open-ended "make
+# something" is creative writing, unless what is made is a set of ideas; a
+# "find / determine / list" is a question, closed when it comes with context.
+_GENERATE = re.compile(r"^\s*(?:please |you )?(?:create|generate|write|compose|design|construct|develop|devise|formulate|propose|produce|draft|make|come up|invent|build|craft|suggest|brainstorm|think)\b")
+_IDEAS = re.compile(r"\b(?:plan|list|ideas?|examples?|ways|strategy|strategies|campaign|itinerary|menu|schedule|agenda|questions|survey|questionnaire|solutions?|names|steps|outline|checklist|tips|recipe|categories|options|activities|goals|rules|policy|guidelines|criteria)\b")
+_ANSWER_VERB = re.compile(r"^\s*(?:please |you )?(?:find|determine|predict|evaluate|analy[sz]e|assess|state|select|choose|pick|identify|list|name|give|provide|output|tell|estimate|recommend|suggest|explain|describe|compare|in what|for what|take|calculate|check|verify|specify|indicate|report|look up|research|show|present|summari[sz]e|discuss|offer|cite|quote)\b")
+
+
+# Words that name programming things but also occur in plain questions
+# ("What is a function of the liver?"); they count only with code around.
+_WEAK_CODING = re.compile(r"^(?:function|class|method|variable|array|loop|program|query|console|api|bug|algorithm|script)$", _I)
+
+
+def _coding_confirmed(instruction: str, response: str) -> bool:
+    hits = {m.group(0).lower() for m in _RULES[0][1].finditer(instruction)}
+    if any(not _WEAK_CODING.match(h) for h in hits):
+        return True
+    return looks_like_code(response) or bool(re.search(r"\b(?:write|create|implement|generate|debug|fix|design|develop|construct|build) (?:a |an |the )?(?:\w+ ){0,3}(?:function|program|class|method|script|query|algorithm|loop)\b", instruction, _I))
+
+
+def label_all(convs: Iterable[Conversation]) -> None:
+    for conv in convs:
+        conv.meta["task"] = label(conv)
+
+
+def normalised_entropy(counts: Counter[str] | dict[str, int], categories: int | None = None) -> float:
+    """Shannon entropy of the mix divided by ln(categories) (default: the types present); 0 for one type."""
+    total = sum(counts.values())
+    present = [c for c in counts.values() if c > 0]
+    k = categories if categories is not None else len(present)
+    if total == 0 or k <= 1:
+        return 0.0
+    h = -sum((c / total) * math.log(c / total) for c in present)
+    return h / math.log(k)
