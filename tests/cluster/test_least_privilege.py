@@ -41,6 +41,12 @@ KEPT_UNUSED = {
     ("kopf.dev", "clusterkopfpeerings", "watch"),
     ("kopf.dev", "clusterkopfpeerings", "patch"),
     ("kopf.dev", "clusterkopfpeerings", "create"),
+    # spec.lifecycle changes carried into a running Job (test_operator_lifecycle.py covers them).
+    ("batch", "jobs", "patch"),
+    # Reading back a child whose create answered 409, after a restart mid-reconcile
+    # (test_operator_faults.py covers it).
+    ("", "configmaps", "get"),
+    ("", "services", "get"),
 }
 
 
@@ -62,9 +68,7 @@ def chart_identity(kubectl: Kubectl, control_plane: ControlPlane, peering_crds: 
     kubectl.run("create", "namespace", RELEASE_NAMESPACE)
     kubectl.apply_objects(*objects).check_returncode()
     account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
-    token = kubectl.run(
-        "create", "token", account, "-n", RELEASE_NAMESPACE, "--duration=2h", check=True
-    ).stdout.strip()
+    token = kubectl.run("create", "token", account, "-n", RELEASE_NAMESPACE, "--duration=2h", check=True).stdout.strip()
     config = json.loads(control_plane.kubeconfig.read_text())
     config["users"] = [{"name": account, "user": {"token": token}}]
     config["contexts"][0]["context"]["user"] = account
@@ -106,7 +110,10 @@ def run_lifecycle(api: Api, node: Node, namespace: str, progress_port: int, kube
     hub_model = {"huggingFace": {"repo": "org/private-model", "tokenSecretRef": {"name": "hf-token"}}}
     api.create(
         sftjob_manifest(
-            namespace, "sft", model=hub_model, dataset={"curationRef": {"name": "cur"}, "gates": {"minTaskEntropy": 0.5}}
+            namespace,
+            "sft",
+            model=hub_model,
+            dataset={"curationRef": {"name": "cur"}, "gates": {"minTaskEntropy": 0.5}},
         )
     )
     eventually(lambda: api.status("SFTJob", namespace, "sft").get("phase") == "Waiting", what="Waiting")
@@ -121,8 +128,6 @@ def run_lifecycle(api: Api, node: Node, namespace: str, progress_port: int, kube
     eventually(lambda: condition(api.status("SFTJob", namespace, "sft"), "Succeeded").get("status") == "True")
     api.create(sftjob_manifest(namespace, "big", resources={"nodes": 2, "gpusPerNode": 1}))
     eventually(lambda: api.services(namespace), what="the headless Service")
-    api.patch_spec("SFTJob", namespace, "big", {"lifecycle": {"suspend": True}})
-    eventually(lambda: (api.job(namespace, "big-train") or {}).get("spec", {}).get("suspend") is True, what="suspend")
     api.delete("SFTJob", namespace, "big")
     api.delete("SFTJob", namespace, "sft")
 

@@ -120,8 +120,10 @@ class BalanceStep(WireModel):
     """Down-sample over-represented task types, lowest quality first."""
     target_entropy: float = Field(default=0.9, ge=0, le=1)
     """Normalised Shannon entropy of the task mix to reach (1.0 = perfectly even)."""
+    max_drop_fraction: float = Field(default=0.1, ge=0, le=1)
+    """Most of the records an entropy target may drop; balancing stops short of the target rather than cut more (small curated sets keep their examples)."""
     target_mix: dict[str, float] | None = None
-    """Explicit share per task type instead of an entropy target; shares must sum to 1."""
+    """Explicit share per task type instead of an entropy target; shares must sum to 1 (not bounded by maxDropFraction)."""
     method: Literal["rules"] = "rules"
     """How records are labelled with a task type: ordered keyword rules over the instruction (see docs/curation.md for the rules and their measured accuracy)."""
 

@@ -8,6 +8,11 @@ Two targets, as the spec chooses:
 - `target_mix`: explicit shares; the largest total N with N * share <= count
   for every type in the mix; types outside the mix are dropped.
 Within a type the highest-quality records are kept, ties by file order.
+
+`max_drop_fraction` bounds what an entropy target may cost: the cap never
+goes below the one that drops that share of the records, so balancing a
+small, carefully curated set stops short of the target instead of gutting it.
+An explicit `target_mix` is the user's exact choice and is not bounded.
 """
 
 from __future__ import annotations
@@ -36,12 +41,32 @@ def entropy_cap(counts: Counter[str], target: float, categories: int) -> int | N
     return low
 
 
+def budget_cap(counts: Counter[str], max_drop: int) -> int:
+    """Smallest cap that drops at most `max_drop` records."""
+    low, high = 0, max(counts.values())
+    while low < high:
+        mid = (low + high) // 2
+        if sum(max(0, c - mid) for c in counts.values()) <= max_drop:
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
 class Balance(SetStep):
     name = "balance"
 
-    def __init__(self, *, target_entropy: float = 0.9, target_mix: dict[str, float] | None = None, categories: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        target_entropy: float = 0.9,
+        target_mix: dict[str, float] | None = None,
+        categories: int | None = None,
+        max_drop_fraction: float = 1.0,
+    ) -> None:
         super().__init__()
         self.target_entropy = target_entropy
+        self.max_drop_fraction = max_drop_fraction
         self.target_mix = target_mix
         self.categories = categories
         self.quota: dict[str, int] = {}
@@ -61,6 +86,8 @@ class Balance(SetStep):
         else:
             k = self.categories or len(counts)
             cap = entropy_cap(counts, self.target_entropy, k)
+            if cap is not None:
+                cap = max(cap, budget_cap(counts, int(self.max_drop_fraction * sum(counts.values()))))
             self.quota = {t: c if cap is None else min(c, cap) for t, c in counts.items()}
         for task, members in by_task.items():
             keep = self.quota.get(task, 0)

@@ -121,7 +121,11 @@ def _safe(text: str) -> str:
 
 
 def _examples(conv: Conversation) -> dict[str, Any]:
-    return {"source_index": conv.source_index, "prompt": _safe(prompt_text(conv)[:200]), "response": _safe(last_response(conv)[:200])}
+    return {
+        "source_index": conv.source_index,
+        "prompt": _safe(prompt_text(conv)[:200]),
+        "response": _safe(last_response(conv)[:200]),
+    }
 
 
 def curate(
@@ -154,7 +158,14 @@ def curate(
             rejected.append(Rejection(item.source_index, list(item.reasons), item.raw, item.detail))
             bucket = examples.setdefault(item.reasons[0], [])
             if len(bucket) < EXAMPLES_PER_REASON:
-                bucket.append({"source_index": item.source_index, "detail": _safe(item.detail), "prompt": _safe(str(item.raw)[:200]), "response": ""})
+                bucket.append(
+                    {
+                        "source_index": item.source_index,
+                        "detail": _safe(item.detail),
+                        "prompt": _safe(str(item.raw)[:200]),
+                        "response": "",
+                    }
+                )
         else:
             convs.append(item)
     funnel = [("input", total), ("parsed", len(convs))]
@@ -206,7 +217,9 @@ def curate(
     if cfg.dedup.exact:
         run_set_step(ExactDedup(), "dedup")
     if cfg.dedup.near:
-        near = NearDedup(ngram=cfg.dedup.ngram, permutations=cfg.dedup.permutations, threshold=cfg.dedup.threshold, seed=cfg.seed)
+        near = NearDedup(
+            ngram=cfg.dedup.ngram, permutations=cfg.dedup.permutations, threshold=cfg.dedup.threshold, seed=cfg.seed
+        )
         before = list(survivors)
         run_set_step(near, "dedup")
         stats["near_clusters"] = len(near.clusters)
@@ -231,7 +244,9 @@ def curate(
             review.append((before[i], [reason]))
         survivors = [c for c in survivors if id(c) not in held_ids]
         notes += checks.notes
-        stats["skeletons"] = {"/".join(k): v.problem or ("exact" if v.exact else "ok") for k, v in checks.skeletons.items()}
+        stats["skeletons"] = {
+            "/".join(k): v.problem or ("exact" if v.exact else "ok") for k, v in checks.skeletons.items()
+        }
     elif tokenizer is None and token_step_enabled:
         notes.append("no tokenizer given: token bounds, template check and token review were skipped")
     funnel.append(("token checks", len(survivors)))
@@ -251,7 +266,12 @@ def curate(
 
     if cfg.balance.enabled:
         run_set_step(
-            Balance(target_entropy=cfg.balance.target_entropy, target_mix=cfg.balance.target_mix, categories=len(stats["task_counts_before"]) or None),
+            Balance(
+                target_entropy=cfg.balance.target_entropy,
+                target_mix=cfg.balance.target_mix,
+                categories=len(stats["task_counts_before"]) or None,
+                max_drop_fraction=cfg.balance.max_drop_fraction,
+            ),
             "balance",
         )
     funnel.append(("curated", len(survivors)))
