@@ -8,6 +8,7 @@ scheduler and run as local processes by the node agent.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,14 @@ def gpu_node(e2e_plane: ControlPlane, e2e_kubectl: Kubectl) -> Iterator[NodeAgen
 def _node_ready(kubectl: Kubectl, name: str) -> bool:
     node = kubectl.get_json("node", name)
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A folder holding `tiny/`, a tiny Llama with a locally trained tokenizer (see tests/trainer/tiny.py)."""
+    from trainer.tiny import build_tiny_llama, build_tokenizer, training_text
+
+    models = tmp_path_factory.mktemp("models")
+    tokenizer = build_tokenizer(models / "tokenizer", training_text(shared_data))
+    build_tiny_llama(models / "tiny", tokenizer)
+    return models

@@ -10,9 +10,7 @@ and reports that open in a browser.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,8 @@ from typing import Any
 import pytest
 
 from support.browser import render_dom, sections
-from support.e2e import GPU_PRODUCT, bound_claim, wait_for
-from support.kube import ControlPlane, Kubectl, free_port
+from support.e2e import GPU_PRODUCT, bound_claim, operator_process, wait_for
+from support.kube import ControlPlane, Kubectl
 from support.node_agent import NodeAgent
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -29,49 +27,21 @@ NAMESPACE = "e2e-flow"
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    from trainer.tiny import build_tiny_llama, build_tokenizer, training_text
-
-    models = tmp_path_factory.mktemp("models")
-    tokenizer = build_tokenizer(models / "tokenizer", training_text(shared_data))
-    build_tiny_llama(models / "tiny", tokenizer)
-    return models
-
-
-@pytest.fixture(scope="module")
-def claims(e2e_kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, shared_data: Path) -> Path:
+def claims(
+    e2e_kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory, tiny_models: Path, shared_data: Path
+) -> Path:
     e2e_kubectl.run("create", "namespace", NAMESPACE, check=True)
     outputs = tmp_path_factory.mktemp("outputs")
     bound_claim(e2e_kubectl, NAMESPACE, "datasets", shared_data)
-    bound_claim(e2e_kubectl, NAMESPACE, "models", tiny_model)
+    bound_claim(e2e_kubectl, NAMESPACE, "models", tiny_models)
     bound_claim(e2e_kubectl, NAMESPACE, "outputs", outputs)
     return outputs
 
 
 @pytest.fixture(scope="module")
-def operator_process(
-    e2e_plane: ControlPlane, e2e_kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(e2e_plane.kubeconfig),
-        "SFT_OPERATOR_METRICS_PORT": str(free_port()),
-        "SFT_OPERATOR_PROGRESS_POLL_SECONDS": "1",
-        "SFT_OPERATOR_DATASET_WAIT_SECONDS": "1",
-    }
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "sftctl"), "operator", "-n", NAMESPACE, "--standalone"],
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    yield process
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+def operator(e2e_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    with operator_process(e2e_plane, NAMESPACE, tmp_path_factory.mktemp("operator") / "operator.log") as process:
+        yield process
 
 
 def manifests() -> list[dict[str, Any]]:
@@ -124,7 +94,7 @@ def condition(obj: dict[str, Any], kind: str) -> str | None:
 
 
 def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
-    e2e_kubectl: Kubectl, gpu_node: NodeAgent, claims: Path, operator_process: subprocess.Popen[bytes]
+    e2e_kubectl: Kubectl, gpu_node: NodeAgent, claims: Path, operator: subprocess.Popen[bytes]
 ) -> None:
     kubectl = e2e_kubectl
     curation, job = manifests()

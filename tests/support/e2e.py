@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from .kube import Kubectl
+from .kube import ControlPlane, Kubectl, free_port
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 GPU_PRODUCT = "NVIDIA-H100-TEST"
@@ -70,3 +74,34 @@ def bound_claim(kubectl: Kubectl, namespace: str, claim: str, folder: Path) -> N
         30,
         f"claim {namespace}/{claim} to be bound",
     )
+
+
+@contextmanager
+def operator_process(
+    plane: ControlPlane, namespace: str, log: Path, **settings: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`sftctl operator` as its own process on one namespace; SFT_OPERATOR_* `settings` override."""
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(plane.kubeconfig),
+        "SFT_OPERATOR_METRICS_PORT": str(free_port()),
+        # Pod IPs are loopback addresses here: a free port avoids other processes' 9090.
+        "SFT_OPERATOR_PROGRESS_PORT": str(free_port()),
+        "SFT_OPERATOR_PROGRESS_POLL_SECONDS": "1",
+        "SFT_OPERATOR_DATASET_WAIT_SECONDS": "1",
+        **{f"SFT_OPERATOR_{key.upper()}": value for key, value in settings.items()},
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "sftctl"), "operator", "-n", namespace, "--standalone"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

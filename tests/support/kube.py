@@ -250,6 +250,13 @@ class ControlPlane:
             ],
         )
 
+    def restart_controller_manager(self) -> None:
+        """Kill and start kube-controller-manager: it forgets what it held in memory (Job back-off)."""
+        proc = self.processes.pop("kube-controller-manager")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        self._spawn("kube-controller-manager", self._controller_manager_args())
+
     def restart_apiserver(self) -> None:
         """Kill and start kube-apiserver again on the same port (fault tests)."""
         proc = self.processes.pop("kube-apiserver")

@@ -167,11 +167,19 @@ class NodeAgent:
     # --------------------------------------------------------------- pods
 
     def _pod_loop(self) -> None:
+        selector = f"spec.nodeName={self.name}"
         while not self._stop.is_set():
             try:
+                # List, then watch from the list's resourceVersion, as a kubelet's
+                # informer does: a watch without one may wait for the API server's
+                # cache to reach the newest version and see nothing for minutes.
+                listed = self.core.list_pod_for_all_namespaces(field_selector=selector)
+                for pod in listed.items:
+                    self._on_pod_logged(pod)
                 stream = watch.Watch().stream(
                     self.core.list_pod_for_all_namespaces,
-                    field_selector=f"spec.nodeName={self.name}",
+                    field_selector=selector,
+                    resource_version=listed.metadata.resource_version,
                     timeout_seconds=10,
                 )
                 for event in stream:
