@@ -32,6 +32,10 @@ from typing import Any
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+# What a request to an API server that is restarting can raise.
+API_DOWN = (ApiException, OSError, ValueError, HTTPError)
 
 LAUNCHER = Path(__file__).with_name("pod_launcher.py")
 HEARTBEAT_SECONDS = 5.0
@@ -161,7 +165,7 @@ class NodeAgent:
             try:
                 self._renew_lease()
                 self.core.patch_node_status(self.name, {"status": {"conditions": self._node_status()["conditions"]}})
-            except (ApiException, OSError):
+            except API_DOWN:
                 continue  # the API server may be restarting (fault tests); try again next beat
 
     # --------------------------------------------------------------- pods
@@ -187,9 +191,8 @@ class NodeAgent:
                         return
                     self._on_pod_logged(event["object"])
                 self._reap()
-            except (ApiException, OSError, ValueError):
+            except API_DOWN:
                 time.sleep(1)  # API server restart: re-list and carry on
-                self._reap()
 
     def _on_pod_logged(self, pod: client.V1Pod) -> None:
         """Handle one pod; a failure is logged and never stops the agent (a kubelet keeps going)."""
@@ -384,7 +387,7 @@ class NodeAgent:
             try:
                 self._patch_status(pod, status)
                 break
-            except (ApiException, OSError):
+            except API_DOWN:
                 time.sleep(1)
 
     def _patch_status(self, pod: RunningPod, status: dict[str, Any]) -> None:
