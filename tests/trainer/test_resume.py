@@ -1,0 +1,89 @@
+"""kill -9 a CPU run mid-way, start it again: it resumes by itself and ends like an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+STEPS = 24
+
+
+def write_config(path: Path, model: Path, dataset: Path, out: Path) -> Path:
+    config = {
+        "model": str(model),
+        "dataset": str(dataset),
+        "outputDir": str(out),
+        "training": {
+            "maxSeqLength": 1024,
+            "batchSize": 2,
+            "gradientAccumulationSteps": 2,
+            "maxSteps": STEPS,
+            "evalEverySteps": 6,
+            "checkpointEverySteps": 3,
+            "learningRate": 2e-3,
+            "evalFraction": 0.1,
+            "lora": {"dropout": 0.1},  # dropout draws random numbers: resume must restore the RNG too
+            "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        },
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def train_command(config: Path) -> list[str]:
+    return [sys.executable, "-m", "sft_trainer", "train", str(config)]
+
+
+def newest_step(out: Path) -> int:
+    steps = [int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*") if (p / "state.json").exists()]
+    return max(steps, default=0)
+
+
+@pytest.mark.slow
+def test_kill_9_then_restart_matches_an_uninterrupted_run(tiny_model_dir, alpaca_gpt4_small, tmp_path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference_out, killed_out = tmp_path / "reference", tmp_path / "killed"
+    reference_cfg = write_config(tmp_path / "reference.yaml", tiny_model_dir, alpaca_gpt4_small, reference_out)
+    killed_cfg = write_config(tmp_path / "killed.yaml", tiny_model_dir, alpaca_gpt4_small, killed_out)
+
+    # The interrupted run: kill -9 once a mid-way checkpoint exists.
+    process = subprocess.Popen(train_command(killed_cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while newest_step(killed_out) < STEPS // 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()[-2000:] if process.stderr else ""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = newest_step(killed_out)
+    assert 0 < interrupted_at < STEPS
+    assert not (killed_out / "train_report.json").exists()
+
+    # Started again with the same command: resumes from the newest checkpoint by itself.
+    resumed = subprocess.run(train_command(killed_cfg), env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resumed from" in resumed.stderr
+
+    reference = subprocess.run(train_command(reference_cfg), env=env, capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    killed_report = json.loads((killed_out / "train_report.json").read_text())
+    reference_report = json.loads((reference_out / "train_report.json").read_text())
+    assert killed_report["training"]["resumedFrom"] == [interrupted_at]
+    killed_steps = [h["step"] for h in killed_report["training"]["history"]]
+    assert killed_steps == list(range(1, STEPS + 1))  # every optimiser step exactly once
+    assert killed_report["status"]["metrics"]["optimizerSteps"] == reference_report["status"]["metrics"]["optimizerSteps"] == STEPS
+    final_killed = killed_report["status"]["metrics"]["finalLoss"]
+    final_reference = reference_report["status"]["metrics"]["finalLoss"]
+    assert final_killed == pytest.approx(final_reference, rel=1e-3)
+    assert killed_report["status"]["metrics"]["finalEvalLoss"] == pytest.approx(
+        reference_report["status"]["metrics"]["finalEvalLoss"], rel=1e-3
+    )
+    print(f"\nkill -9 at step {interrupted_at}: final loss {final_killed:.6f} resumed vs {final_reference:.6f} uninterrupted")

@@ -1,0 +1,1 @@
+"""Package data: refusal set, safety evaluation prompts, reference text (see README.md)."""
