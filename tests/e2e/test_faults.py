@@ -222,7 +222,7 @@ def test_trainer_killed_ten_times_at_random_points_resumes_and_finishes(
         e2e_plane.restart_controller_manager()
 
     done = wait_succeeded(kubectl, name, 300, diagnose)
-    assert operator_process.poll() is None, "the operator died"
+    assert operator.poll() is None, "the operator died"
     status = done["status"]
     assert status["progress"]["step"] == MAX_STEPS and status["progress"]["totalSteps"] == MAX_STEPS
     assert status["metrics"], "no final metrics reached the status"
@@ -294,7 +294,7 @@ def test_apiserver_restarted_mid_run_the_operator_reconnects_and_the_run_succeed
     assert running_pod(gpu_node, job, set()) == (pod, ip), "the run ended before the API server was back: not mid-run"
 
     done = wait_succeeded(kubectl, name, 240, diagnose)
-    assert operator_process.poll() is None, "the operator died with the API server"
+    assert operator.poll() is None, "the operator died with the API server"
     status = done["status"]
     assert status["progress"]["step"] == 40
     assert status["metrics"], "no final metrics reached the status"
