@@ -95,7 +95,20 @@ def _run(args: argparse.Namespace) -> int:
             str(run.workdir / "status.json"),
         )
     console.print(table)
+    for run in runs:
+        for artifact in _artifacts(run.status.get("outputLocation")):
+            console.print(f"{run.resource.key}: {artifact}")
     return 0 if all(run.phase == "Succeeded" for run in runs) else 1
+
+
+# What a person opens after a run, in this order, where present.
+ARTIFACTS = ("report.html", "curated.jsonl", "adapter", "model", "merged", "train_report.html")
+
+
+def _artifacts(output: str | None) -> list[Path]:
+    if not output:
+        return []
+    return [Path(output) / name for name in ARTIFACTS if (Path(output) / name).exists()]
 
 
 def _figures(status: dict[str, Any]) -> str:
