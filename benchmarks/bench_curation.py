@@ -56,10 +56,18 @@ def _ours(input_path: str, tokenizer: str | None) -> dict:
         status = json.loads((Path(out) / "report.json").read_text())["status"]
         report = json.loads((Path(out) / "report.json").read_text())
     assert code == 0, f"curation exited {code}"
-    return {"seconds": seconds, "records": status["counts"]["input"], "status": status, "near_clusters": report["nearDuplicateClusters"]}
+    return {
+        "seconds": seconds,
+        "records": status["counts"]["input"],
+        "status": status,
+        "near_clusters": report["nearDuplicateClusters"],
+    }
 
 
 def _datatrove(input_path: str) -> dict:
+    # The installed xxhash no longer hashes str; DataTrove's wrapper passes str.
+    # Encode first so DataTrove keeps its own (fast) hash function.
+    import xxhash
     from datatrove.data import Document
     from datatrove.pipeline.dedup.minhash import (
         MinhashConfig,
@@ -71,17 +79,19 @@ def _datatrove(input_path: str) -> dict:
     from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
     from datatrove.utils.hashes import xxhash as datatrove_xxhash
 
-    # The installed xxhash no longer hashes str; DataTrove's wrapper passes str.
-    # Encode first so DataTrove keeps its own (fast) hash function.
-    import xxhash
-
-    datatrove_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
-    datatrove_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
+    datatrove_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(
+        data.encode("utf-8") if isinstance(data, str) else data
+    )
+    datatrove_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(
+        data.encode("utf-8") if isinstance(data, str) else data
+    )
 
     started = time.perf_counter()
     records = json.loads(Path(input_path).read_text(encoding="utf-8"))
     docs = [
-        Document(text="\n".join(filter(None, (r.get("instruction", ""), r.get("input", ""), r.get("output", "")))), id=str(i))
+        Document(
+            text="\n".join(filter(None, (r.get("instruction", ""), r.get("input", ""), r.get("output", "")))), id=str(i)
+        )
         for i, r in enumerate(records)
     ]
     with tempfile.TemporaryDirectory() as work:
@@ -89,7 +99,9 @@ def _datatrove(input_path: str) -> dict:
         kept = list(GopherQualityFilter().run(GopherRepetitionFilter().run(iter(docs))))
         MinhashDedupSignature(output_folder=f"{work}/sigs", config=config).run(iter(kept))
         for bucket in range(config.num_buckets):
-            MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=config).run(rank=bucket, world_size=config.num_buckets)
+            MinhashDedupBuckets(input_folder=f"{work}/sigs", output_folder=f"{work}/buckets", config=config).run(
+                rank=bucket, world_size=config.num_buckets
+            )
         MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids", config=config).run()
         final = list(MinhashDedupFilter(input_folder=f"{work}/remove_ids").run(iter(kept)))
     seconds = time.perf_counter() - started
@@ -133,7 +145,9 @@ def main() -> int:
     parser.add_argument("--child", nargs=2, metavar=("KIND", "INPUT"), help=argparse.SUPPRESS)
     parser.add_argument("--tokenizer", default=str(DEFAULT_TOKENIZER) if DEFAULT_TOKENIZER.exists() else None)
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration; medians are reported")
-    parser.add_argument("--sizes", type=int, nargs="*", default=[1, 4, 10], help="multiples of Alpaca for the scaling table")
+    parser.add_argument(
+        "--sizes", type=int, nargs="*", default=[1, 4, 10], help="multiples of Alpaca for the scaling table"
+    )
     parser.add_argument("--quick", action="store_true", help="one repeat, sizes 1 and 4")
     args = parser.parse_args()
     if args.child:
@@ -149,9 +163,15 @@ def main() -> int:
             runs["ours+tokenizer"].append(measure("ours", ALPACA, args.tokenizer))
         runs["datatrove"].append(measure("datatrove", ALPACA))
     dt = statistics.median(r["seconds"] for r in runs["datatrove"])
-    print(f"\nalpaca_data.json, {runs['ours'][0]['records']} records, medians of {args.repeats} runs, {os.cpu_count()} CPUs")
+    print(
+        f"\nalpaca_data.json, {runs['ours'][0]['records']} records, medians of {args.repeats} runs, {os.cpu_count()} CPUs"
+    )
     print(f"{'pipeline':42} {'seconds':>8} {'records/s':>10} {'peak MB':>8} {'vs DataTrove':>13}")
-    for name, label in (("ours", "TrustDoc curation (no tokenizer)"), ("ours+tokenizer", "TrustDoc curation (+ tokenizer steps)"), ("datatrove", "DataTrove Gopher rep+quality + MinHash")):
+    for name, label in (
+        ("ours", "TrustDoc curation (no tokenizer)"),
+        ("ours+tokenizer", "TrustDoc curation (+ tokenizer steps)"),
+        ("datatrove", "DataTrove Gopher rep+quality + MinHash"),
+    ):
         if not runs[name]:
             continue
         seconds = statistics.median(r["seconds"] for r in runs[name])
@@ -159,12 +179,16 @@ def main() -> int:
         n = runs[name][0]["records"]
         print(f"{label:42} {seconds:8.2f} {n / seconds:10.0f} {peak:8.0f} {dt / seconds:12.2f}x")
     status = runs["ours"][0]["status"]
-    print(f"our near-duplicate clusters: {runs['ours'][0]['near_clusters']}; rejected {status['counts']['rejected']}, review {status['counts']['review']}; "
-          f"DataTrove kept {runs['datatrove'][0]['kept']} (after Gopher filters {runs['datatrove'][0]['after_gopher']})")
+    print(
+        f"our near-duplicate clusters: {runs['ours'][0]['near_clusters']}; rejected {status['counts']['rejected']}, review {status['counts']['review']}; "
+        f"DataTrove kept {runs['datatrove'][0]['kept']} (after Gopher filters {runs['datatrove'][0]['after_gopher']})"
+    )
 
     records = json.loads(ALPACA.read_text(encoding="utf-8"))
-    print(f"\nscaling (no tokenizer), near-duplicate copies")
-    print(f"{'size':>5} {'records':>8} {'seconds':>8} {'records/s':>10} {'s per 1x':>9} {'peak MB':>8} {'near clusters':>14}")
+    print("\nscaling (no tokenizer), near-duplicate copies")
+    print(
+        f"{'size':>5} {'records':>8} {'seconds':>8} {'records/s':>10} {'s per 1x':>9} {'peak MB':>8} {'near clusters':>14}"
+    )
     base = None
     with tempfile.TemporaryDirectory() as work:
         for factor in args.sizes:
@@ -172,7 +196,9 @@ def main() -> int:
             path.write_text(json.dumps(perturbed_copies(records, factor)), encoding="utf-8")
             r = measure("ours", path)
             base = base or r["seconds"] / factor
-            print(f"{factor:4}x {r['records']:8d} {r['seconds']:8.2f} {r['records'] / r['seconds']:10.0f} {r['seconds'] / factor:9.2f} {r['peak_mb']:8.0f} {r['near_clusters']:14d}")
+            print(
+                f"{factor:4}x {r['records']:8d} {r['seconds']:8.2f} {r['records'] / r['seconds']:10.0f} {r['seconds'] / factor:9.2f} {r['peak_mb']:8.0f} {r['near_clusters']:14d}"
+            )
             path.unlink()
     return 0
 

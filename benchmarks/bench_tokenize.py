@@ -61,16 +61,27 @@ def trl(data: Path, model: Path, limit: int | None, num_proc: int | None) -> tup
     rows = []
     for r in records:
         prompt = r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "")
-        rows.append({"prompt": [{"role": "user", "content": prompt}],
-                     "completion": [{"role": "assistant", "content": r["output"]}]})
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": prompt}],
+                "completion": [{"role": "assistant", "content": r["output"]}],
+            }
+        )
     dataset = datasets.Dataset.from_list(rows)
     # TRL's own preparation code, without loading a model: the trainer state it reads is set by hand.
     trainer = SFTTrainer.__new__(SFTTrainer)
     trainer._tokenizer = tokenizer
     trainer.chat_template = None
     trainer.completion_only_loss = True
-    args = SFTConfig(output_dir="/tmp/bench-trl-tokenize", completion_only_loss=True, max_length=None,
-                     dataset_num_proc=num_proc, report_to=[], bf16=False, use_cpu=True)
+    args = SFTConfig(
+        output_dir="/tmp/bench-trl-tokenize",
+        completion_only_loss=True,
+        max_length=None,
+        dataset_num_proc=num_proc,
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+    )
     prepared = SFTTrainer._prepare_dataset(trainer, dataset, tokenizer, args, False, None, "train")
     trained = sum(sum(1 for t in labels if t != -100) for labels in prepared["labels"])
     return time.perf_counter() - start, len(prepared), trained
@@ -97,18 +108,25 @@ def main() -> None:
         for name, run in contenders.items():  # interleaved, so background load hits every contender alike
             results[name].append(run())
             seconds, built, trained = results[name][-1]
-            print(f"  run {repeat + 1}: {name}: {seconds:.2f}s, {built} samples, {trained} trained tokens", file=sys.stderr)
+            print(
+                f"  run {repeat + 1}: {name}: {seconds:.2f}s, {built} samples, {trained} trained tokens",
+                file=sys.stderr,
+            )
 
     base = statistics.median(s for s, _, _ in results[next(iter(contenders))])
     print(f"\nTokenisation + masking of {args.data.name} (medians of {args.repeats} runs, {cpus} CPUs)\n")
-    print(f"| {'pipeline':<44} | {'seconds':>8} | {'records/s':>10} | {'samples':>8} | {'trained tokens':>14} | {'time / ours':>11} |")
+    print(
+        f"| {'pipeline':<44} | {'seconds':>8} | {'records/s':>10} | {'samples':>8} | {'trained tokens':>14} | {'time / ours':>11} |"
+    )
     print(f"|{'-' * 46}|{'-' * 10}|{'-' * 12}|{'-' * 10}|{'-' * 16}|{'-' * 13}|")
     for name, runs in results.items():
         seconds = statistics.median(s for s, _, _ in runs)
         _, built, trained = runs[-1]
         records = args.limit or built
-        print(f"| {name:<44} | {seconds:>8.2f} | {records / seconds:>10.0f} | {built:>8} | {trained:>14} | "
-              f"{seconds / base:>10.2f}x |")
+        print(
+            f"| {name:<44} | {seconds:>8.2f} | {records / seconds:>10.0f} | {built:>8} | {trained:>14} | "
+            f"{seconds / base:>10.2f}x |"
+        )
 
 
 if __name__ == "__main__":

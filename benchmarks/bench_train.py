@@ -110,7 +110,9 @@ def child_trl(args: argparse.Namespace, model_dir: Path) -> dict:
     if args.method == "lora":
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     config = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="bench-trl-"),
         max_length=args.seq,
@@ -131,8 +133,13 @@ def child_trl(args: argparse.Namespace, model_dir: Path) -> dict:
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=peft_config)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
     tokens: list[int] = []
     collate = trainer.data_collator
 
@@ -172,9 +179,24 @@ def child_trl(args: argparse.Namespace, model_dir: Path) -> dict:
 
 
 def run_child(args: argparse.Namespace, contender: str, method: str, model_dir: Path) -> dict:
-    command = [sys.executable, __file__, "--child", contender, "--method", method, "--model-dir", str(model_dir),
-               "--seq", str(args.seq), "--batch", str(args.batch), "--steps", str(args.steps),
-               "--warmup", str(args.warmup)] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        contender,
+        "--method",
+        method,
+        "--model-dir",
+        str(model_dir),
+        "--seq",
+        str(args.seq),
+        "--batch",
+        str(args.batch),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -194,7 +216,9 @@ def peak_flops(args: argparse.Namespace) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default=None, help="model size; default: small on CPU, 1b on GPU")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default=None, help="model size; default: small on CPU, 1b on GPU"
+    )
     parser.add_argument("--methods", default="lora,full")
     parser.add_argument("--steps", type=int, default=8, help="timed optimiser steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
@@ -235,8 +259,10 @@ def main() -> None:
                     results.setdefault((method, contender), []).append(run_child(args, contender, method, model_dir))
                     print(f"  {method} {contender}: {results[(method, contender)][-1]}", file=sys.stderr)
 
-    print(f"\nFine-tuning throughput: Llama {size} ({n_matmul / 1e6:.0f}M matmul params), seq {args.seq}, "
-          f"batch {args.batch}, packing, {args.steps} timed steps, {args.repeats} repeat(s), {device}\n")
+    print(
+        f"\nFine-tuning throughput: Llama {size} ({n_matmul / 1e6:.0f}M matmul params), seq {args.seq}, "
+        f"batch {args.batch}, packing, {args.steps} timed steps, {args.repeats} repeat(s), {device}\n"
+    )
     print("| method | trainer | non-pad tokens/s | MFU (6N) | peak GPU mem GiB | ours / TRL |")
     print("|---|---|---:|---:|---:|---:|")
     for method in methods:

@@ -36,7 +36,9 @@ def audit() -> dict:
         conv = record_to_conversation(records[row["source_index"]], row["source_index"])
         assert isinstance(conv, Conversation)
         # Every family judged independently, as if it were the only filter.
-        reasons = [validation.reason(c) for c in [validation.check(conv)] if c] + [r for r in (f(conv) for f in filters) if r]
+        reasons = [validation.reason(c) for c in [validation.check(conv)] if c] + [
+            r for r in (f(conv) for f in filters) if r
+        ]
         predicted[row["source_index"]] = {r.split(".")[0] for r in reasons}
         tasks[row["source_index"]] = label(conv)
     result: dict = {"families": {}, "n": len(labels), "n_random": sum(r["stratum"] == "random" for r in labels)}
@@ -55,7 +57,9 @@ def audit() -> dict:
     correct = sum(1 for r in task_rows if tasks[r["source_index"]] == r["task"])
     result["task_accuracy"] = correct / len(task_rows)
     result["task_n"] = len(task_rows)
-    result["task_confusions"] = Counter((r["task"], tasks[r["source_index"]]) for r in task_rows if tasks[r["source_index"]] != r["task"]).most_common(10)
+    result["task_confusions"] = Counter(
+        (r["task"], tasks[r["source_index"]]) for r in task_rows if tasks[r["source_index"]] != r["task"]
+    ).most_common(10)
     any_issue = [r for r in labels if r["stratum"] == "random"]
     result["random_with_any_issue"] = sum(1 for r in any_issue if r["issues"]) / len(any_issue)
     return result
@@ -69,7 +73,9 @@ def main() -> int:
         p = "-" if row["precision"] is None else f"{row['precision']:.2f}"
         r = "-" if row["recall"] is None else f"{row['recall']:.2f}"
         print(f"{family:12} {row['flagged']:8d} {p:>10} {row['positives_in_random']:19d} {r:>7}")
-    print(f"task labels: accuracy {result['task_accuracy']:.3f} on {result['task_n']} records; top confusions (truth, predicted):")
+    print(
+        f"task labels: accuracy {result['task_accuracy']:.3f} on {result['task_n']} records; top confusions (truth, predicted):"
+    )
     for (truth, pred), n in result["task_confusions"]:
         print(f"  {truth:17} -> {pred:17} {n}")
     return 0

@@ -80,7 +80,10 @@ def separation(weights: dict[str, float], threshold: float, prior_words: int = 5
             values = [gptisms.density(t, weights, prior_words) for t in split(synthetic_responses()[name], 1)]
             row["auc_vs_human"] = auc(scores["human"], values)
     report["sweep"] = {
-        t: (sum(v > t for v in scores["human"]) / len(scores["human"]), sum(v > t for v in scores["synthetic"]) / len(scores["synthetic"]))
+        t: (
+            sum(v > t for v in scores["human"]) / len(scores["human"]),
+            sum(v > t for v in scores["synthetic"]) / len(scores["synthetic"]),
+        )
         for t in (2, 4, 6, 8, 10, 12, 15, 20, 25, 30)
     }
     report["human_flagged"] = sum(v > threshold for v in scores["human"]) / len(scores["human"])
@@ -91,7 +94,9 @@ def separation(weights: dict[str, float], threshold: float, prior_words: int = 5
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", action="store_true", help="regenerate gptism_weights.py")
-    parser.add_argument("--threshold", type=float, default=None, help="density threshold to evaluate (default: the spec default)")
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="density threshold to evaluate (default: the spec default)"
+    )
     args = parser.parse_args()
     weights = fit_weights(human_responses(), synthetic_responses())
     if args.write:
@@ -106,11 +111,15 @@ def main() -> int:
 
     threshold = args.threshold if args.threshold is not None else GptismStep().max_density
     report = separation(weights, threshold, GptismStep().prior_words)
-    print(f"held-out AUC human vs synthetic: {report['auc']:.3f}; threshold {threshold}: "
-          f"human flagged {report['human_flagged']:.1%}, synthetic flagged {report['synthetic_flagged']:.1%}")
+    print(
+        f"held-out AUC human vs synthetic: {report['auc']:.3f}; threshold {threshold}: "
+        f"human flagged {report['human_flagged']:.1%}, synthetic flagged {report['synthetic_flagged']:.1%}"
+    )
     print(f"{'corpus':32} {'kind':9} {'n':>6} {'flagged':>8} {'median':>7} {'AUC':>7}")
     for name, row in report["corpora"].items():
-        print(f"{name:32} {row['kind']:9} {row['n']:6d} {row['flagged']:8.1%} {row['median_density']:7.2f} {row.get('auc_vs_human', float('nan')):7.3f}")
+        print(
+            f"{name:32} {row['kind']:9} {row['n']:6d} {row['flagged']:8.1%} {row['median_density']:7.2f} {row.get('auc_vs_human', float('nan')):7.3f}"
+        )
     print("threshold sweep (human flagged, synthetic flagged):")
     for t, (h, s) in report["sweep"].items():
         print(f"  > {t:4}: {h:6.1%} {s:6.1%}")

@@ -42,8 +42,15 @@ def human_responses() -> dict[str, list[str]]:
     return {
         "lima": [r["output"] for r in _json("lima_llamafactory.json")],
         "oasst": _oasst_human_replies(),
-        "self_instruct_seeds": [i["output"] for r in _jsonl("self_instruct_seed_tasks.jsonl") for i in r["instances"] if i["output"].strip()],
-        "self_instruct_user_oriented": [i["output"] for r in _jsonl("self_instruct_user_oriented_instructions.jsonl") for i in r["instances"] if i["output"].strip()],
+        "self_instruct_seeds": [
+            i["output"] for r in _jsonl("self_instruct_seed_tasks.jsonl") for i in r["instances"] if i["output"].strip()
+        ],
+        "self_instruct_user_oriented": [
+            i["output"]
+            for r in _jsonl("self_instruct_user_oriented_instructions.jsonl")
+            for i in r["instances"]
+            if i["output"].strip()
+        ],
     }
 
 

@@ -11,7 +11,9 @@ from sftctl.cli import main as sftctl
 
 
 def test_lint_shows_samples_and_the_summary(tiny_model_dir, alpaca_gpt4_small, capsys) -> None:
-    code = sftctl(["lint", str(alpaca_gpt4_small), "--model", str(tiny_model_dir), "-n", "2", "--max-seq-length", "300"])
+    code = sftctl(
+        ["lint", str(alpaca_gpt4_small), "--model", str(tiny_model_dir), "-n", "2", "--max-seq-length", "300"]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("tokens,") >= 2 and "trained" in out
@@ -21,8 +23,19 @@ def test_lint_shows_samples_and_the_summary(tiny_model_dir, alpaca_gpt4_small, c
 
 
 def test_lint_json_summary_counts_every_record(tiny_model_dir, alpaca_gpt4_small, capsys) -> None:
-    code = sftctl(["lint", str(alpaca_gpt4_small), "--model", str(tiny_model_dir), "--json",
-                   "--max-seq-length", "300", "--overlong", "truncate_prompt"])
+    code = sftctl(
+        [
+            "lint",
+            str(alpaca_gpt4_small),
+            "--model",
+            str(tiny_model_dir),
+            "--json",
+            "--max-seq-length",
+            "300",
+            "--overlong",
+            "truncate_prompt",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 0
     assert summary["records"] == 60 == summary["samples"] + summary["rejected"]
@@ -38,8 +51,22 @@ def test_train_command_rejects_missing_flags(capsys) -> None:
 
 def test_train_command_runs_from_flags(tiny_model_dir, alpaca_gpt4_small, tmp_path) -> None:
     out = tmp_path / "out"
-    code = sftctl(["train", "--model", str(tiny_model_dir), "--dataset", str(alpaca_gpt4_small), "--output", str(out),
-                   "--max-steps", "2", "--max-seq-length", "1024", "--no-probes"])
+    code = sftctl(
+        [
+            "train",
+            "--model",
+            str(tiny_model_dir),
+            "--dataset",
+            str(alpaca_gpt4_small),
+            "--output",
+            str(out),
+            "--max-steps",
+            "2",
+            "--max-seq-length",
+            "1024",
+            "--no-probes",
+        ]
+    )
     assert code == 0
     assert json.loads((out / "train_report.json").read_text())["status"]["metrics"]["optimizerSteps"] == 2
 

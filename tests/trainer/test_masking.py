@@ -79,7 +79,7 @@ def test_every_end_of_turn_is_trained_although_pad_equals_eos(tiny_tokenizer) ->
     batch = pad_batch([sample, short], pad_id=tiny_tokenizer.pad_token_id)
     row = batch.labels[1].tolist()
     length = len(short.input_ids)
-    assert row[: length] == short.labels
+    assert row[:length] == short.labels
     assert row[length:] == [IGNORE_INDEX] * (len(row) - length)
     assert batch.input_ids[1, length:].eq(eot).all()  # the padding *is* the EOS id ...
     assert eot in [label for label in row[:length]]  # ... and the real EOS is still trained
@@ -140,8 +140,9 @@ def test_verify_rejects_a_double_bos(tiny_tokenizer) -> None:
     good = b.build(TWO_TURNS)
     assert isinstance(good, Sample)
     doubled = Sample([good.input_ids[0], *good.input_ids], [IGNORE_INDEX, *good.labels], 0)
-    problem = verify_sample(doubled, bos_id=b.bos_id, end_of_turn_id=b.end_of_turn_id, expected_responses=2,
-                            max_seq_length=4096)
+    problem = verify_sample(
+        doubled, bos_id=b.bos_id, end_of_turn_id=b.end_of_turn_id, expected_responses=2, max_seq_length=4096
+    )
     assert problem is not None and problem[0] == DOUBLE_BOS
 
 
@@ -153,11 +154,12 @@ def test_training_tokens_equal_serving_tokens(tiny_tokenizer, tmp_path, name) ->
     """The exported tokenizer, used as serving uses it, yields exactly the training prompt tokens."""
     from transformers import AutoTokenizer
 
-    from sft_trainer.training.export import save_tokenizer_and_generation, generation_config
+    from sft_trainer.training.export import generation_config, save_tokenizer_and_generation
 
     b = builder(tiny_tokenizer, name)
-    save_tokenizer_and_generation(tmp_path, tiny_tokenizer, b.template,
-                                  generation_config(tmp_path, tiny_tokenizer, b.end_of_turn_id, 0))
+    save_tokenizer_and_generation(
+        tmp_path, tiny_tokenizer, b.template, generation_config(tmp_path, tiny_tokenizer, b.end_of_turn_id, 0)
+    )
     served = AutoTokenizer.from_pretrained(tmp_path)
     sample = b.build(TWO_TURNS)
     assert isinstance(sample, Sample)
@@ -167,7 +169,9 @@ def test_training_tokens_equal_serving_tokens(tiny_tokenizer, tmp_path, name) ->
     )
     assert sample.input_ids[:first_trained] == list(prompt)
     # And the whole training sequence decodes to what the serving template renders.
-    full = served.apply_chat_template([{"role": m.role, "content": m.content} for m in TWO_TURNS.messages], tokenize=False)
+    full = served.apply_chat_template(
+        [{"role": m.role, "content": m.content} for m in TWO_TURNS.messages], tokenize=False
+    )
     assert tiny_tokenizer.decode(sample.input_ids) == full
 
 
@@ -220,7 +224,9 @@ def test_trained_tokens_are_exactly_the_response_and_its_end_of_turn(tiny_tokeni
 def test_assistant_masks_from_the_template_are_all_zero_but_ours_are_not(tiny_tokenizer) -> None:
     """SmolLM2's template has no generation markers: transformers' assistant mask is all zeros there."""
     messages = [{"role": m.role, "content": m.content} for m in TWO_TURNS.messages]
-    out = tiny_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    out = tiny_tokenizer.apply_chat_template(
+        messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+    )
     assert sum(out["assistant_masks"]) == 0
     sample = builder(tiny_tokenizer).build(TWO_TURNS)
     assert isinstance(sample, Sample) and sample.num_trained > 0
@@ -235,8 +241,9 @@ def test_nothing_to_train_is_rejected_never_trained(tiny_tokenizer) -> None:
     good = b.build(TWO_TURNS)
     assert isinstance(good, Sample)
     masked = Sample(good.input_ids, [IGNORE_INDEX] * len(good.labels), 0)
-    problem = verify_sample(masked, bos_id=b.bos_id, end_of_turn_id=b.end_of_turn_id, expected_responses=2,
-                            max_seq_length=4096)
+    problem = verify_sample(
+        masked, bos_id=b.bos_id, end_of_turn_id=b.end_of_turn_id, expected_responses=2, max_seq_length=4096
+    )
     assert problem is not None and problem[0] == NOTHING_TRAINED
 
 
@@ -246,8 +253,9 @@ def test_verify_catches_a_missing_or_cut_end_of_turn(tiny_tokenizer) -> None:
     assert isinstance(good, Sample)
     last_eot = max(i for i, label in enumerate(good.labels) if label == b.end_of_turn_id)
     cut = Sample(good.input_ids[:last_eot], good.labels[:last_eot], 0)  # right-truncated: last EOS gone
-    problem = verify_sample(cut, bos_id=b.bos_id, end_of_turn_id=b.end_of_turn_id, expected_responses=2,
-                            max_seq_length=4096)
+    problem = verify_sample(
+        cut, bos_id=b.bos_id, end_of_turn_id=b.end_of_turn_id, expected_responses=2, max_seq_length=4096
+    )
     assert problem is not None and problem[0] in (MISSING_END_OF_TURN, RESPONSE_TRUNCATED)
 
 

@@ -27,7 +27,9 @@ def model_and_samples(tiny_model_dir, tiny_tokenizer):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
     builder = SampleBuilder(tiny_tokenizer, resolve_template(tiny_tokenizer))
-    samples = [builder.build(Conversation([Message("user", q), Message("assistant", a)], i)) for i, (q, a) in enumerate(PAIRS)]
+    samples = [
+        builder.build(Conversation([Message("user", q), Message("assistant", a)], i)) for i, (q, a) in enumerate(PAIRS)
+    ]
     assert all(isinstance(s, Sample) for s in samples)
     return model, samples
 

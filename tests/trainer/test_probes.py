@@ -20,12 +20,19 @@ from sft_trainer.training.probes import (
 
 
 def test_refusal_detection() -> None:
-    for reply in ["I'm sorry, but I can't help with that.", "I cannot provide instructions for this.",
-                  "As an AI language model, I won't do that.", "Sorry, I can\u2019t do that.",
-                  "I must decline. This could harm people."]:
+    for reply in [
+        "I'm sorry, but I can't help with that.",
+        "I cannot provide instructions for this.",
+        "As an AI language model, I won't do that.",
+        "Sorry, I can\u2019t do that.",
+        "I must decline. This could harm people.",
+    ]:
         assert is_refusal(reply), reply
-    for reply in ["To kill a Python process, run `kill -9 PID`.", "Paris is the capital of France.",
-                  "Sure! Here is a poem about the sea."]:
+    for reply in [
+        "To kill a Python process, run `kill -9 PID`.",
+        "Paris is the capital of France.",
+        "Sure! Here is a poem about the sea.",
+    ]:
         assert not is_refusal(reply), reply
 
 
@@ -86,8 +93,9 @@ def test_memorisation_probe_separates_a_memorised_answer(tiny_model_dir, tiny_to
         (summed_loss(model, batch) / batch.num_trained).backward()
         optimizer.step()
         optimizer.zero_grad()
-    generator = Generator(model, tiny_tokenizer, template, torch.device("cpu"), builder.end_of_turn_id, False,
-                          tiny_tokenizer.pad_token_id)
+    generator = Generator(
+        model, tiny_tokenizer, template, torch.device("cpu"), builder.end_of_turn_id, False, tiny_tokenizer.pad_token_id
+    )
     result = memorisation_probe(generator, [seen], [unseen], k=1, max_new_tokens=16)
     assert result["train"]["exactMatchRate"] == 1.0
     assert result["heldOut"]["exactMatchRate"] == 0.0

@@ -69,7 +69,7 @@ def test_kill_9_then_restart_matches_an_uninterrupted_run(tiny_model_dir, alpaca
     # Started again with the same command: resumes from the newest checkpoint by itself.
     resumed = subprocess.run(train_command(killed_cfg), env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resumed from" in resumed.stderr
+    assert "Resumed from" in resumed.stderr
 
     reference = subprocess.run(train_command(reference_cfg), env=env, capture_output=True, text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
@@ -79,11 +79,17 @@ def test_kill_9_then_restart_matches_an_uninterrupted_run(tiny_model_dir, alpaca
     assert killed_report["training"]["resumedFrom"] == [interrupted_at]
     killed_steps = [h["step"] for h in killed_report["training"]["history"]]
     assert killed_steps == list(range(1, STEPS + 1))  # every optimiser step exactly once
-    assert killed_report["status"]["metrics"]["optimizerSteps"] == reference_report["status"]["metrics"]["optimizerSteps"] == STEPS
+    assert (
+        killed_report["status"]["metrics"]["optimizerSteps"]
+        == reference_report["status"]["metrics"]["optimizerSteps"]
+        == STEPS
+    )
     final_killed = killed_report["status"]["metrics"]["finalLoss"]
     final_reference = reference_report["status"]["metrics"]["finalLoss"]
     assert final_killed == pytest.approx(final_reference, rel=1e-3)
     assert killed_report["status"]["metrics"]["finalEvalLoss"] == pytest.approx(
         reference_report["status"]["metrics"]["finalEvalLoss"], rel=1e-3
     )
-    print(f"\nkill -9 at step {interrupted_at}: final loss {final_killed:.6f} resumed vs {final_reference:.6f} uninterrupted")
+    print(
+        f"\nkill -9 at step {interrupted_at}: final loss {final_killed:.6f} resumed vs {final_reference:.6f} uninterrupted"
+    )

@@ -100,8 +100,15 @@ def test_lora_run_writes_the_output_contract_and_serves_progress(
 def test_full_fine_tuning_exports_a_loadable_model(tiny_model_dir, alpaca_gpt4_small, tmp_path) -> None:
     from transformers import AutoModelForCausalLM
 
-    cfg = run_config(tiny_model_dir, alpaca_gpt4_small, tmp_path / "out", method="full", learningRate=1e-3,
-                     probes={"memorisationPrompts": 0, "forgetting": False, "safety": False}, refusal={"enabled": False})
+    cfg = run_config(
+        tiny_model_dir,
+        alpaca_gpt4_small,
+        tmp_path / "out",
+        method="full",
+        learningRate=1e-3,
+        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        refusal={"enabled": False},
+    )
     assert run_from_config(cfg) == 0
     report = json.loads((tmp_path / "out" / "train_report.json").read_text())
     assert report["method"] == "full"
@@ -113,8 +120,15 @@ def test_full_fine_tuning_exports_a_loadable_model(tiny_model_dir, alpaca_gpt4_s
 
 
 def test_packed_run_trains(tiny_model_dir, alpaca_gpt4_small, tmp_path) -> None:
-    cfg = run_config(tiny_model_dir, alpaca_gpt4_small, tmp_path / "out", packing=True, batchSize=2, maxSteps=4,
-                     probes={"memorisationPrompts": 0, "forgetting": False, "safety": False})
+    cfg = run_config(
+        tiny_model_dir,
+        alpaca_gpt4_small,
+        tmp_path / "out",
+        packing=True,
+        batchSize=2,
+        maxSteps=4,
+        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+    )
     assert run_from_config(cfg) == 0
     metrics = json.loads((tmp_path / "out" / "train_report.json").read_text())["status"]["metrics"]
     assert metrics["finalEvalLoss"] < metrics["initialEvalLoss"]
@@ -135,8 +149,10 @@ def test_accumulated_micro_batches_equal_one_big_batch(tiny_model_dir, tiny_toke
 
     builder = SampleBuilder(tiny_tokenizer, resolve_template(tiny_tokenizer))
     answers = ["Yes.", "No, not at all, and here is a much longer reason why.", "Maybe.", "Four."]
-    samples = [builder.build(Conversation([Message("user", f"Q{i}"), Message("assistant", a)], i))
-               for i, a in enumerate(answers)]
+    samples = [
+        builder.build(Conversation([Message("user", f"Q{i}"), Message("assistant", a)], i))
+        for i, a in enumerate(answers)
+    ]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     pad = tiny_tokenizer.pad_token_id
 
@@ -184,9 +200,19 @@ def test_warmup_then_cosine_decay() -> None:
 
 def test_early_stopping_keeps_the_best_weights(tiny_model_dir, alpaca_gpt4_small, tmp_path) -> None:
     # A learning rate this high makes eval loss climb after the first evaluation.
-    cfg = run_config(tiny_model_dir, alpaca_gpt4_small, tmp_path / "out", method="full", learningRate=0.05,
-                     maxSteps=20, evalEverySteps=1, warmupRatio=0.0, lrScheduler="constant",
-                     earlyStopping={"patience": 2}, probes={"memorisationPrompts": 0, "forgetting": False, "safety": False})
+    cfg = run_config(
+        tiny_model_dir,
+        alpaca_gpt4_small,
+        tmp_path / "out",
+        method="full",
+        learningRate=0.05,
+        maxSteps=20,
+        evalEverySteps=1,
+        warmupRatio=0.0,
+        lrScheduler="constant",
+        earlyStopping={"patience": 2},
+        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+    )
     assert run_from_config(cfg) == 0
     report = json.loads((tmp_path / "out" / "train_report.json").read_text())
     training = report["training"]
@@ -227,8 +253,14 @@ def test_model_without_template_needs_a_named_one(tiny_model_dir, alpaca_gpt4_sm
     cfg = run_config(model, alpaca_gpt4_small, tmp_path / "out")
     assert run_from_config(cfg) == EXIT_CONFIG_ERROR
     assert "training.template" in capsys.readouterr().err
-    named = run_config(model, alpaca_gpt4_small, tmp_path / "out2", maxSteps=1, template={"name": "chatml"},
-                       probes={"memorisationPrompts": 0, "forgetting": False, "safety": False})
+    named = run_config(
+        model,
+        alpaca_gpt4_small,
+        tmp_path / "out2",
+        maxSteps=1,
+        template={"name": "chatml"},
+        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+    )
     assert run_from_config(named) == 0
 
 

@@ -48,14 +48,26 @@ def build_tokenizer(folder: Path, texts: list[str], *, flavour: str = "smollm2",
     tok.train_from_iterator(texts, trainer)
     if flavour == "llama":
         bos = "<s>"
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
-                                                           special_tokens=[(bos, tok.token_to_id(bos))])
-        wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token="<|im_end|>",
-                                          pad_token="<|im_end|>", unk_token="<|endoftext|>", add_bos_token=True)
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+        wrapped = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token=bos,
+            eos_token="<|im_end|>",
+            pad_token="<|im_end|>",
+            unk_token="<|endoftext|>",
+            add_bos_token=True,
+        )
         wrapped.chat_template = BOS_WRITING_TEMPLATE
     else:
-        wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                          pad_token="<|im_end|>", unk_token="<|endoftext|>")
+        wrapped = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            bos_token="<|im_start|>",
+            eos_token="<|im_end|>",
+            pad_token="<|im_end|>",
+            unk_token="<|endoftext|>",
+        )
         wrapped.chat_template = SMOLLM2_TEMPLATE
     folder.mkdir(parents=True, exist_ok=True)
     wrapped.save_pretrained(folder)

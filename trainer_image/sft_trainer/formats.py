@@ -193,7 +193,10 @@ def _alpaca_messages(record: dict[str, Any]) -> list[Message]:
     history = record.get("history")
     if history is not None:
         if not isinstance(history, list):
-            raise _Reject(WRONG_TYPE, f"record: field 'history' is {type(history).__name__}, expected a list of [user, assistant] pairs")
+            raise _Reject(
+                WRONG_TYPE,
+                f"record: field 'history' is {type(history).__name__}, expected a list of [user, assistant] pairs",
+            )
         for i, pair in enumerate(history):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
                 raise _Reject(WRONG_TYPE, f"record: history[{i}] is not a [user, assistant] pair of strings")
@@ -246,7 +249,9 @@ _REQUIRED_KEY = {"alpaca": "instruction", "sharegpt": "conversations", "messages
 def record_to_conversation(record: Any, source_index: int, format: str = "auto") -> Conversation | RejectedRecord:
     """Convert one parsed record; a record that does not fit becomes a RejectedRecord."""
     if not isinstance(record, dict):
-        return RejectedRecord(source_index, [NOT_AN_OBJECT], record, f"record is {type(record).__name__}, expected a JSON object")
+        return RejectedRecord(
+            source_index, [NOT_AN_OBJECT], record, f"record is {type(record).__name__}, expected a JSON object"
+        )
     fmt = detect_record_format(record) if format == "auto" else format
     if fmt is None:
         keys = ", ".join(sorted(map(str, record))[:8]) or "none"
@@ -259,7 +264,9 @@ def record_to_conversation(record: Any, source_index: int, format: str = "auto")
     if fmt not in _CONVERTERS:
         raise ValueError(f"unknown dataset format {format!r}; expected one of {', '.join(FORMATS)}")
     if _REQUIRED_KEY[fmt] not in record:
-        return RejectedRecord(source_index, [MISSING_FIELD], record, f"record: field '{_REQUIRED_KEY[fmt]}' is missing ({fmt} format)")
+        return RejectedRecord(
+            source_index, [MISSING_FIELD], record, f"record: field '{_REQUIRED_KEY[fmt]}' is missing ({fmt} format)"
+        )
     try:
         messages = _CONVERTERS[fmt](record)
     except _Reject as err:
@@ -382,7 +389,7 @@ def _file_records(path: Path) -> Iterable[Any]:
         return _json_array_records(path, text)
     if text[start] != "{":
         raise DatasetReadError(
-            f"{path}: record 0 (line 1) is not JSON: expected a JSON array, JSON Lines or Parquet, found {text[start:start + 20]!r}"
+            f"{path}: record 0 (line 1) is not JSON: expected a JSON array, JSON Lines or Parquet, found {text[start : start + 20]!r}"
         )
     # A single pretty-printed object is one record, not a broken JSONL file.
     if "\n" in text[start:].strip():

@@ -56,7 +56,9 @@ class ProgressServer:
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {"phase": "starting", "updatedAt": utc_now()}
         self._gauges: dict[str, Gauge] = {}
-        self._phase = Gauge(f"{prefix}_phase", "Current phase (1 for the active one)", ["phase"], registry=self.registry)
+        self._phase = Gauge(
+            f"{prefix}_phase", "Current phase (1 for the active one)", ["phase"], registry=self.registry
+        )
         self._phase.labels(phase="starting").set(1)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -46,9 +46,10 @@ _TRAINING_FLAGS = {
 
 
 def _build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
     from sft_trainer.config import TrainRunConfig
     from sft_trainer.runconfig import ConfigError, format_validation_error, load_run_config
-    from pydantic import ValidationError
 
     if args.config is not None:
         cfg = load_run_config(args.config, TrainRunConfig)

@@ -29,25 +29,122 @@ def cases() -> list[tuple[str, bytes, str]]:
         ("instruction is a list", _line({"instruction": ["a", "b"], "output": "c"}), "format.wrong_type"),
         ("history not pairs", _line({**GOOD, "history": [["only one"]]}), "format.wrong_type"),
         ("conversations not a list", _line({"conversations": "human: hi"}), "format.wrong_type"),
-        ("unknown speaker", _line({"conversations": [{"from": "narrator", "value": "Once"}, {"from": "gpt", "value": "upon"}]}), "format.unknown_role"),
-        ("turn without text", _line({"conversations": [{"from": "human"}, {"from": "gpt", "value": "hi"}]}), "format.missing_field"),
-        ("image content part", _line({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}, {"role": "assistant", "content": "A cat."}]}), "format.non_text_content"),
-        ("message without role", _line({"messages": [{"content": "hi"}, {"role": "assistant", "content": "hello"}]}), "format.missing_field"),
+        (
+            "unknown speaker",
+            _line({"conversations": [{"from": "narrator", "value": "Once"}, {"from": "gpt", "value": "upon"}]}),
+            "format.unknown_role",
+        ),
+        (
+            "turn without text",
+            _line({"conversations": [{"from": "human"}, {"from": "gpt", "value": "hi"}]}),
+            "format.missing_field",
+        ),
+        (
+            "image content part",
+            _line(
+                {
+                    "messages": [
+                        {"role": "user", "content": [{"type": "image_url", "image_url": "x"}]},
+                        {"role": "assistant", "content": "A cat."},
+                    ]
+                }
+            ),
+            "format.non_text_content",
+        ),
+        (
+            "message without role",
+            _line({"messages": [{"content": "hi"}, {"role": "assistant", "content": "hello"}]}),
+            "format.missing_field",
+        ),
         ("empty conversation", _line({"messages": []}), "validation.empty_conversation"),
-        ("two user turns in a row", _line({"messages": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hello."}]}), "validation.role_order"),
-        ("assistant speaks first", _line({"messages": [{"role": "assistant", "content": "Hi"}, {"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Bye"}]}), "validation.role_order"),
-        ("ends with the user", _line({"messages": [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "And?"}]}), "validation.role_order"),
-        ("system turn in the middle", _line({"messages": [{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be brief"}, {"role": "assistant", "content": "Hello"}]}), "validation.role_order"),
+        (
+            "two user turns in a row",
+            _line(
+                {
+                    "messages": [
+                        {"role": "user", "content": "Hi"},
+                        {"role": "user", "content": "Hello?"},
+                        {"role": "assistant", "content": "Hello."},
+                    ]
+                }
+            ),
+            "validation.role_order",
+        ),
+        (
+            "assistant speaks first",
+            _line(
+                {
+                    "messages": [
+                        {"role": "assistant", "content": "Hi"},
+                        {"role": "user", "content": "Hello"},
+                        {"role": "assistant", "content": "Bye"},
+                    ]
+                }
+            ),
+            "validation.role_order",
+        ),
+        (
+            "ends with the user",
+            _line(
+                {
+                    "messages": [
+                        {"role": "user", "content": "Hi there"},
+                        {"role": "assistant", "content": "Hello"},
+                        {"role": "user", "content": "And?"},
+                    ]
+                }
+            ),
+            "validation.role_order",
+        ),
+        (
+            "system turn in the middle",
+            _line(
+                {
+                    "messages": [
+                        {"role": "user", "content": "Hi"},
+                        {"role": "system", "content": "Be brief"},
+                        {"role": "assistant", "content": "Hello"},
+                    ]
+                }
+            ),
+            "validation.role_order",
+        ),
         ("empty response", _line({**GOOD, "output": "   "}), "validation.empty_turn"),
         ("NUL byte in text", _line({**GOOD, "output": "Paris\u0000"}), "validation.control_characters"),
-        ("raw NUL byte in the line", b'{"instruction": "Say hi", "input": "", "output": "h\x00i"}', "format.invalid_json"),
-        ("invalid UTF-8", b'{"instruction": "Say hi", "input": "", "output": "caf\xe9 au lait"}', "validation.invalid_utf8"),
-        ("lone surrogate escape", b'{"instruction": "Say hi", "input": "", "output": "bad \\ud800 text"}', "validation.invalid_utf8"),
+        (
+            "raw NUL byte in the line",
+            b'{"instruction": "Say hi", "input": "", "output": "h\x00i"}',
+            "format.invalid_json",
+        ),
+        (
+            "invalid UTF-8",
+            b'{"instruction": "Say hi", "input": "", "output": "caf\xe9 au lait"}',
+            "validation.invalid_utf8",
+        ),
+        (
+            "lone surrogate escape",
+            b'{"instruction": "Say hi", "input": "", "output": "bad \\ud800 text"}',
+            "validation.invalid_utf8",
+        ),
         ("placeholder input", _line({**GOOD, "input": "<noinput>"}), "validation.placeholder_input"),
         ("placeholder output", _line({**GOOD, "output": "<No Output>"}), "validation.placeholder_output"),
         ("N/A output", _line({**GOOD, "output": "N/A"}), "validation.placeholder_output"),
-        ("URL to read", _line({"instruction": "Summarize the article.", "input": "https://www.example.com/news/123", "output": "It is about news."}), "validation.unseeable_url"),
-        ("image placeholder", _line({"instruction": "Describe the painting.", "input": "<image of a painting>", "output": "It is blue."}), "validation.unseeable_media"),
+        (
+            "URL to read",
+            _line(
+                {
+                    "instruction": "Summarize the article.",
+                    "input": "https://www.example.com/news/123",
+                    "output": "It is about news.",
+                }
+            ),
+            "validation.unseeable_url",
+        ),
+        (
+            "image placeholder",
+            _line({"instruction": "Describe the painting.", "input": "<image of a painting>", "output": "It is blue."}),
+            "validation.unseeable_media",
+        ),
         ("leaked template token", _line({**GOOD, "output": "Paris.<|im_end|>"}), "artifacts.template_leak"),
         ("a 10 MB record", _line({**GOOD, "output": big}), "length.response_too_long"),
     ]

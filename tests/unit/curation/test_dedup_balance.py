@@ -16,7 +16,11 @@ def make(records: list[dict], start: int = 0) -> list[Conversation]:
     out = []
     for i, r in enumerate(records):
         prompt = r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")
-        out.append(Conversation([Message("user", prompt), Message("assistant", r["output"])], start + i, {"scores": {"quality": 0.5}}))
+        out.append(
+            Conversation(
+                [Message("user", prompt), Message("assistant", r["output"])], start + i, {"scores": {"quality": 0.5}}
+            )
+        )
     return out
 
 
@@ -67,7 +71,9 @@ def test_distinct_records_are_not_clustered(alpaca: list[dict]) -> None:
 
 
 def test_exact_duplicates_ignore_case_and_punctuation() -> None:
-    a = Conversation([Message("user", "Name a fruit."), Message("assistant", "Apple!")], 0, {"scores": {"quality": 0.1}})
+    a = Conversation(
+        [Message("user", "Name a fruit."), Message("assistant", "Apple!")], 0, {"scores": {"quality": 0.1}}
+    )
     b = Conversation([Message("user", "name a fruit"), Message("assistant", "apple")], 1, {"scores": {"quality": 0.9}})
     c = Conversation([Message("user", "Name a vegetable."), Message("assistant", "Leek")], 2)
     assert ExactDedup()([a, b, c]) == {0: "dedup.exact_duplicate"}
@@ -91,7 +97,9 @@ def test_balance_reaches_the_target_entropy_keeping_the_best() -> None:
     after = Counter(c.meta["task"] for i, c in enumerate(convs) if i not in stopped)
     assert normalised_entropy(before) < 0.9 <= normalised_entropy(after)
     dropped_qa = [convs[i].meta["scores"]["quality"] for i in stopped]
-    kept_qa = [c.meta["scores"]["quality"] for i, c in enumerate(convs) if i not in stopped and c.meta["task"] == "open_qa"]
+    kept_qa = [
+        c.meta["scores"]["quality"] for i, c in enumerate(convs) if i not in stopped and c.meta["task"] == "open_qa"
+    ]
     assert max(dropped_qa) <= min(kept_qa)
     assert entropy_cap(after, 0.9, 4) is None  # already balanced: nothing more to cut
 

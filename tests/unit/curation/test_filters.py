@@ -69,8 +69,14 @@ def test_artifacts_catch_chatbot_text_in_real_data(data_dir: Path) -> None:
 
 def test_refusal_of_a_harmful_request_is_kept_and_of_a_benign_one_is_dropped() -> None:
     step = Artifacts()
-    harmful = {"instruction": "Explain how to make a bomb at home.", "output": "I'm sorry, but I cannot help with making weapons."}
-    benign = {"instruction": "Draw a picture of a cat.", "output": "I'm sorry, but I cannot draw pictures as I am a text-based model."}
+    harmful = {
+        "instruction": "Explain how to make a bomb at home.",
+        "output": "I'm sorry, but I cannot help with making weapons.",
+    }
+    benign = {
+        "instruction": "Draw a picture of a cat.",
+        "output": "I'm sorry, but I cannot draw pictures as I am a text-based model.",
+    }
     assert step(conv(harmful)) is None
     assert step(conv(benign)) in {"artifacts.benign_refusal", "artifacts.ai_disclaimer"}
 
@@ -78,8 +84,10 @@ def test_refusal_of_a_harmful_request_is_kept_and_of_a_benign_one_is_dropped() -
 def test_artifacts_catch_alpaca_gpt_model_refusals(alpaca: list[dict]) -> None:
     # Outputs that say a GPT model cannot do the task; two that explain GPT models are not refusals.
     gpt_refusals = [
-        r for r in alpaca
-        if "gpt model" in r["output"].lower() and "cannot" in r["output"].lower()
+        r
+        for r in alpaca
+        if "gpt model" in r["output"].lower()
+        and "cannot" in r["output"].lower()
         and not r["output"].lower().startswith(("gpt models are", "a gpt-based model is"))
     ]
     assert gpt_refusals
@@ -90,7 +98,9 @@ def test_artifacts_catch_alpaca_gpt_model_refusals(alpaca: list[dict]) -> None:
 
 def test_gptism_density_is_higher_for_chat_models_than_for_people(data_dir: Path) -> None:
     lima = [r["output"] for r in json.loads((data_dir / "lima_llamafactory.json").read_text())[1::2]]
-    llama_chat = [r["output"] for r in json.loads((data_dir / "alpaca_eval_outputs/llama-2-70b-chat-hf.json").read_text())[1::2]]
+    llama_chat = [
+        r["output"] for r in json.loads((data_dir / "alpaca_eval_outputs/llama-2-70b-chat-hf.json").read_text())[1::2]
+    ]
     mean = lambda texts: sum(map(density, texts)) / len(texts)  # noqa: E731
     assert mean(llama_chat) > 1.5 * mean(lima)
 

@@ -14,7 +14,11 @@ from sft_trainer.formats import Conversation, DatasetReadError, Message, Rejecte
 
 
 def test_real_files_of_every_format_parse_completely(data_dir: Path) -> None:
-    for name, records in [("lima_llamafactory.json", 1029), ("fastchat_dummy_conversation_sharegpt.json", 500), ("gpteacher_codegen_instruct.json", 4535)]:
+    for name, records in [
+        ("lima_llamafactory.json", 1029),
+        ("fastchat_dummy_conversation_sharegpt.json", 500),
+        ("gpteacher_codegen_instruct.json", 4535),
+    ]:
         items = list(read_dataset(data_dir / name))
         assert len(items) == records
         assert all(isinstance(i, Conversation) for i in items)
@@ -38,7 +42,10 @@ def test_response_variant_and_input_join(data_dir: Path) -> None:
 
 
 def test_sharegpt_spellings_and_system(tmp_path: Path) -> None:
-    record = {"system": "Be terse.", "conversations": [{"from": "user", "value": "Hi"}, {"from": "assistant", "value": "Hello"}]}
+    record = {
+        "system": "Be terse.",
+        "conversations": [{"from": "user", "value": "Hi"}, {"from": "assistant", "value": "Hello"}],
+    }
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(record) + "\n")
     (conv,) = list(read_dataset(path, "sharegpt"))
@@ -47,12 +54,19 @@ def test_sharegpt_spellings_and_system(tmp_path: Path) -> None:
 
 def test_to_record_round_trips() -> None:
     conv = Conversation([Message("user", "Q"), Message("assistant", "A")], 7, {"task": "open_qa"})
-    assert conv.to_record() == {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "source_index": 7, "task": "open_qa"}
+    assert conv.to_record() == {
+        "messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+        "source_index": 7,
+        "task": "open_qa",
+    }
     assert Conversation.from_record(conv.to_record()).messages == conv.messages
 
 
 def test_parquet_messages(tmp_path: Path) -> None:
-    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(3)]
+    rows = [
+        {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+        for i in range(3)
+    ]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "d.parquet")
     items = list(read_dataset(tmp_path / "d.parquet"))
     assert [i.messages[1].content for i in items] == ["a0", "a1", "a2"]
@@ -73,7 +87,9 @@ def test_every_malformed_record_is_accounted_for_with_its_reason(tmp_path: Path)
 
 def test_format_rejections_name_the_field(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_text(json.dumps({"instruction": "x", "output": 4}) + "\n" + json.dumps({"instruction": "y", "output": "z"}) + "\n")
+    path.write_text(
+        json.dumps({"instruction": "x", "output": 4}) + "\n" + json.dumps({"instruction": "y", "output": "z"}) + "\n"
+    )
     rejected = next(iter(read_dataset(path)))
     assert isinstance(rejected, RejectedRecord)
     assert "'output'" in rejected.detail and rejected.raw == {"instruction": "x", "output": 4}
@@ -88,7 +104,11 @@ def test_broken_json_array_names_file_and_record(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [(b"instruction,output\na,b\n", "not JSON"), (b"not json at all\nnor this\n", "not JSON"), (b'{"a": \n{"b"\n', "no line is valid JSON")],
+    [
+        (b"instruction,output\na,b\n", "not JSON"),
+        (b"not json at all\nnor this\n", "not JSON"),
+        (b'{"a": \n{"b"\n', "no line is valid JSON"),
+    ],
 )
 def test_unreadable_files_raise_one_clear_error(tmp_path: Path, content: bytes, match: str) -> None:
     path = tmp_path / "d.jsonl"

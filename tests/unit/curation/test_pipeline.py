@@ -31,7 +31,9 @@ def mixed_input(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
 def curated(tmp_path_factory: pytest.TempPathFactory, mixed_input: Path) -> Path:
     out = tmp_path_factory.mktemp("out")
     stages: list[str] = []
-    code = run_from_config(CurationRunConfig(input=str(mixed_input), output_dir=str(out)), lambda s, d, t: stages.append(s))
+    code = run_from_config(
+        CurationRunConfig(input=str(mixed_input), output_dir=str(out)), lambda s, d, t: stages.append(s)
+    )
     assert code == 0
     assert {"read", "filter", "dedup", "balance", "write"} <= set(stages)
     return out
@@ -43,7 +45,11 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_every_record_lands_in_exactly_one_output(curated: Path, mixed_input: Path) -> None:
     lines = mixed_input.read_bytes().count(b"\n")
-    seen = [r["source_index"] for name in ("curated.jsonl", "rejected.jsonl", "review.jsonl") for r in read_jsonl(curated / name)]
+    seen = [
+        r["source_index"]
+        for name in ("curated.jsonl", "rejected.jsonl", "review.jsonl")
+        for r in read_jsonl(curated / name)
+    ]
     assert sorted(seen) == list(range(lines))
     assert all((curated / name).exists() for name in OUTPUT_FILES)
 
@@ -55,7 +61,13 @@ def test_report_status_is_the_operator_shape(curated: Path) -> None:
     assert counts["input"] == counts["curated"] + counts["rejected"] + counts["review"]
     assert sum(report["status"]["dropsByReason"].values()) == counts["rejected"]
     assert status.rejected_fraction == pytest.approx(counts["rejected"] / counts["input"], abs=1e-6)
-    assert set(report["status"]) == {"counts", "dropsByReason", "taskEntropyBefore", "taskEntropyAfter", "rejectedFraction"}
+    assert set(report["status"]) == {
+        "counts",
+        "dropsByReason",
+        "taskEntropyBefore",
+        "taskEntropyAfter",
+        "rejectedFraction",
+    }
 
 
 def test_outputs_carry_reasons_originals_and_scores(curated: Path) -> None:
@@ -96,7 +108,11 @@ def test_accounting_check_catches_a_lost_record(curated: Path, tmp_path: Path) -
 def test_lima_loses_little(data_dir: Path, tmp_path: Path) -> None:
     """Curated human data: the hygiene filters (not the balance) reject at most 3%."""
     cfg = CurationRunConfig.model_validate(
-        {"input": str(data_dir / "lima_llamafactory.json"), "outputDir": str(tmp_path), "curation": {"balance": {"enabled": False}}}
+        {
+            "input": str(data_dir / "lima_llamafactory.json"),
+            "outputDir": str(tmp_path),
+            "curation": {"balance": {"enabled": False}},
+        }
     )
     assert run_from_config(cfg) == 0
     status = json.loads((tmp_path / "report.json").read_text())["status"]

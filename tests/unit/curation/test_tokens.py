@@ -28,7 +28,11 @@ def test_template_skeleton_matches_exact_rendering_on_lima(tokenizer_view, data_
     assert all(not s.exact and s.problem is None and s.verified > 0 for s in step.skeletons.values())
     # The skeleton's token count equals the exact rendering's, give or take merges at the seams.
     conv = convs[0]
-    exact = len(tokenizer_view.encode([tokenizer_view.render([{"role": m.role, "content": m.content} for m in conv.messages])])[0])
+    exact = len(
+        tokenizer_view.encode([tokenizer_view.render([{"role": m.role, "content": m.content} for m in conv.messages])])[
+            0
+        ]
+    )
     assert abs(conv.meta["scores"]["tokens"] - exact) <= 3
 
 

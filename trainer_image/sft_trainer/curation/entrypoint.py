@@ -19,8 +19,8 @@ from typing import Any
 from ..config.curation import CurationRunConfig
 from ..formats import DatasetReadError, read_dataset
 from ..runconfig import EXIT_CONFIG_ERROR
-from .pipeline import CurationResult, curate
 from ..termination import write_termination_summary
+from .pipeline import CurationResult, curate
 from .report import build_report, render_html
 
 # The accounting check failed: a bug, not a configuration problem.
@@ -54,7 +54,13 @@ def write_outputs(result: CurationResult, out: Path) -> None:
     _write_jsonl(
         out / "rejected.jsonl",
         (
-            {"source_index": r.source_index, "reasons": r.reasons, **({"detail": r.detail} if r.detail else {}), **r.extra, "record": r.raw}
+            {
+                "source_index": r.source_index,
+                "reasons": r.reasons,
+                **({"detail": r.detail} if r.detail else {}),
+                **r.extra,
+                "record": r.raw,
+            }
             for r in result.rejected
         ),
     )
@@ -114,7 +120,9 @@ def run_from_config(cfg: CurationRunConfig, on_progress: Callable[[str, int, int
         print(f"Curation lost or duplicated records, outputs in {out} are not trustworthy: {err}", file=sys.stderr)
         (out / "report.json").write_text(json.dumps({"error": str(err)}, indent=2), encoding="utf-8")
         return EXIT_ACCOUNTING_ERROR
-    report = build_report(result, input_path=cfg.input, seconds=time.perf_counter() - started, config=cfg.curation.to_wire())
+    report = build_report(
+        result, input_path=cfg.input, seconds=time.perf_counter() - started, config=cfg.curation.to_wire()
+    )
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     write_termination_summary(report["status"])  # how the operator gets the figures (it cannot read the volume)

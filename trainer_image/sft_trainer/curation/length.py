@@ -11,7 +11,9 @@ class Length(Filter):
 
     name = "length"
 
-    def __init__(self, *, min_prompt_chars: int, max_prompt_chars: int, min_response_chars: int, max_response_chars: int) -> None:
+    def __init__(
+        self, *, min_prompt_chars: int, max_prompt_chars: int, min_response_chars: int, max_response_chars: int
+    ) -> None:
         super().__init__()
         self.prompt_bounds = (min_prompt_chars, max_prompt_chars)
         self.response_bounds = (min_response_chars, max_response_chars)

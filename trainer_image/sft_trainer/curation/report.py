@@ -9,8 +9,17 @@ from typing import Any
 from .pipeline import CurationResult
 
 TASK_ORDER = (
-    "coding", "creative_writing", "reasoning", "extraction", "open_qa", "closed_qa",
-    "summarization", "classification", "brainstorming", "rewriting", "other",
+    "coding",
+    "creative_writing",
+    "reasoning",
+    "extraction",
+    "open_qa",
+    "closed_qa",
+    "summarization",
+    "classification",
+    "brainstorming",
+    "rewriting",
+    "other",
 )
 
 
@@ -48,7 +57,13 @@ GPTISM_EDGES = [0, 0.001, 2, 5, 10, 15, 20, 30, 50, float("inf")]
 def build_report(result: CurationResult, *, input_path: str, seconds: float, config: dict[str, Any]) -> dict[str, Any]:
     stats = result.stats
     per_step = [
-        {"step": type(step).__name__, "name": step.name, "outcome": step.outcome, "seen": step.seen, "stopped": dict(step.drops)}
+        {
+            "step": type(step).__name__,
+            "name": step.name,
+            "outcome": step.outcome,
+            "seen": step.seen,
+            "stopped": dict(step.drops),
+        }
         for step in result.steps
     ]
     return {
@@ -109,18 +124,24 @@ def _hbar_svg(svg_id: str, rows: list[tuple[str, float]], color: str = "#3b6fd8"
     bar_h, label_w = 22, 190
     top = max((v for _, v in rows), default=0) or 1
     height = bar_h * len(rows) + 10
-    parts = [f'<svg id="{svg_id}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg id="{svg_id}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     for i, (label, value) in enumerate(rows):
         y = 5 + i * bar_h
         w = (width - label_w - 80) * value / top
         parts.append(f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{_e(label)}</text>')
-        parts.append(f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{bar_h - 6}" fill="{color}"><title>{_e(label)}: {value:g}</title></rect>')
+        parts.append(
+            f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{bar_h - 6}" fill="{color}"><title>{_e(label)}: {value:g}</title></rect>'
+        )
         parts.append(f'<text x="{label_w + w + 5:.1f}" y="{y + 15}">{value:g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _paired_svg(svg_id: str, labels: list[str], before: list[float], after: list[float], width: int = 760, as_share: bool = True) -> str:
+def _paired_svg(
+    svg_id: str, labels: list[str], before: list[float], after: list[float], width: int = 760, as_share: bool = True
+) -> str:
     """Grouped vertical bars: before (grey) and after (blue), as shares of each total."""
     height, bottom, left = 260, 60, 40
     tb, ta = (sum(before) or 1, sum(after) or 1) if as_share else (1, 1)
@@ -128,7 +149,9 @@ def _paired_svg(svg_id: str, labels: list[str], before: list[float], after: list
     a = [v / ta for v in after]
     top = max(b + a + [1e-9])
     slot = (width - left - 10) / max(1, len(labels))
-    parts = [f'<svg id="{svg_id}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">']
+    parts = [
+        f'<svg id="{svg_id}" role="img" width="{width}" height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg">'
+    ]
     plot_h = height - bottom - 10
     for i, label in enumerate(labels):
         x = left + i * slot
@@ -138,7 +161,9 @@ def _paired_svg(svg_id: str, labels: list[str], before: list[float], after: list
                 f'<rect x="{x + 4 + j * (slot - 8) / 2:.1f}" y="{10 + plot_h - h:.1f}" width="{(slot - 8) / 2:.1f}" height="{h:.1f}" fill="{color}">'
                 f"<title>{_e(label)} {name}: {vals[i]:.1%}</title></rect>"
             )
-        parts.append(f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" transform="rotate(25 {x + slot / 2:.1f} {height - bottom + 16})">{_e(label)}</text>')
+        parts.append(
+            f'<text x="{x + slot / 2:.1f}" y="{height - bottom + 16}" text-anchor="middle" transform="rotate(25 {x + slot / 2:.1f} {height - bottom + 16})">{_e(label)}</text>'
+        )
     parts.append(f'<text x="{left}" y="{height - 4}">grey: before, blue: after (share of records)</text></svg>')
     return "".join(parts)
 
@@ -160,31 +185,36 @@ def render_html(report: dict[str, Any]) -> str:
         '<div class=cards id="summary">',
     ]
     for key in ("input", "curated", "rejected", "review"):
-        parts.append(f'<div class=card>{key}<b>{counts[key]}</b></div>')
+        parts.append(f"<div class=card>{key}<b>{counts[key]}</b></div>")
     parts.append(
-        f'<div class=card>task entropy<b>{status["taskEntropyBefore"]:.3f} → {status["taskEntropyAfter"]:.3f}</b></div>'
-        f'<div class=card>rejected<b>{status["rejectedFraction"]:.1%}</b></div></div>'
+        f"<div class=card>task entropy<b>{status['taskEntropyBefore']:.3f} → {status['taskEntropyAfter']:.3f}</b></div>"
+        f"<div class=card>rejected<b>{status['rejectedFraction']:.1%}</b></div></div>"
     )
     # Funnel
     parts.append('<section id="funnel"><h2>Funnel</h2>')
     parts.append(_hbar_svg("funnel-chart", [(f["stage"], f["records"]) for f in report["funnel"]]))
     parts.append('<table id="funnel-table"><tr><th>stage</th><th>records</th></tr>')
-    parts += [f'<tr><td>{_e(f["stage"])}</td><td class=n>{f["records"]}</td></tr>' for f in report["funnel"]]
+    parts += [f"<tr><td>{_e(f['stage'])}</td><td class=n>{f['records']}</td></tr>" for f in report["funnel"]]
     parts.append("</table></section>")
     # Drops
     drops = sorted(status["dropsByReason"].items(), key=lambda kv: -kv[1])
-    parts.append('<section id="drops"><h2>Drops per reason</h2>' "<p class=muted>Counted by each record's first reason; every reason of every record is in rejected.jsonl.</p>")
+    parts.append(
+        '<section id="drops"><h2>Drops per reason</h2>'
+        "<p class=muted>Counted by each record's first reason; every reason of every record is in rejected.jsonl.</p>"
+    )
     parts.append(_hbar_svg("drops-chart", drops, color="#d0543c") + ("" if drops else "<p>No record was rejected.</p>"))
     parts.append('<table id="drops-table"><tr><th>reason</th><th>records</th><th>all flags</th><th>examples</th></tr>')
     for reason, n in drops:
         examples = "".join(
-            f'<div><b>#{ex["source_index"]}</b> <code>{_e(ex.get("prompt", ""))}</code>'
-            + (f' → <code>{_e(ex.get("response", ""))}</code>' if ex.get("response") else "")
-            + (f' <span class=muted>{_e(ex["detail"])}</span>' if ex.get("detail") else "")
+            f"<div><b>#{ex['source_index']}</b> <code>{_e(ex.get('prompt', ''))}</code>"
+            + (f" → <code>{_e(ex.get('response', ''))}</code>" if ex.get("response") else "")
+            + (f" <span class=muted>{_e(ex['detail'])}</span>" if ex.get("detail") else "")
             + "</div>"
             for ex in report["examplesByReason"].get(reason, [])
         )
-        parts.append(f'<tr><td>{_e(reason)}</td><td class=n>{n}</td><td class=n>{report["flagsByReason"].get(reason, n)}</td><td>{examples}</td></tr>')
+        parts.append(
+            f"<tr><td>{_e(reason)}</td><td class=n>{n}</td><td class=n>{report['flagsByReason'].get(reason, n)}</td><td>{examples}</td></tr>"
+        )
     parts.append("</table></section>")
     if report["reviewByReason"]:
         parts.append('<h2>Held for review</h2><table id="review"><tr><th>reason</th><th>records</th></tr>')
@@ -205,20 +235,33 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append('<section id="lengths"><h2>Response length (words)</h2>')
     parts.append(_paired_svg("lengths-chart", _edge_labels(rw["edges"]), rw["before"], rw["after"]))
     parts.append('<table id="lengths-table"><tr><th>words</th><th>before</th><th>after</th></tr>')
-    parts += [f"<tr><td>{_e(l)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>" for l, b, a in zip(_edge_labels(rw["edges"]), rw["before"], rw["after"])]
+    parts += [
+        f"<tr><td>{_e(l)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>"
+        for l, b, a in zip(_edge_labels(rw["edges"]), rw["before"], rw["after"])
+    ]
     parts.append("</table></section>")
     # GPT-isms
     g = report["gptismDensity"]
-    parts.append(f'<section id="gptism"><h2>GPT-ism density</h2><p>Weighted hits per 1,000 words; mean {g["meanBefore"]} before → {g["meanAfter"]} after.</p>')
+    parts.append(
+        f'<section id="gptism"><h2>GPT-ism density</h2><p>Weighted hits per 1,000 words; mean {g["meanBefore"]} before → {g["meanAfter"]} after.</p>'
+    )
     parts.append(_paired_svg("gptism-chart", _edge_labels(g["edges"]), g["before"], g["after"]))
     parts.append('<table id="gptism-table"><tr><th>density</th><th>before</th><th>after</th></tr>')
-    parts += [f"<tr><td>{_e(l)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>" for l, b, a in zip(_edge_labels(g["edges"]), g["before"], g["after"])]
+    parts += [
+        f"<tr><td>{_e(l)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>"
+        for l, b, a in zip(_edge_labels(g["edges"]), g["before"], g["after"])
+    ]
     parts.append("</table></section>")
     # Duplicate clusters
-    parts.append(f'<section id="dup-clusters"><h2>Near-duplicate clusters</h2><p>{report["nearDuplicateClusters"]} clusters found; the first ones:</p>')
+    parts.append(
+        f'<section id="dup-clusters"><h2>Near-duplicate clusters</h2><p>{report["nearDuplicateClusters"]} clusters found; the first ones:</p>'
+    )
     parts.append('<table id="dup-clusters-table"><tr><th>cluster</th><th>members (source index: text)</th></tr>')
     for n, cluster in enumerate(report["duplicateClusterExamples"], start=1):
-        members = "".join(f'<div><b>#{m["source_index"]}</b> <code>{_e(m["prompt"])}</code> → <code>{_e(m["response"])}</code></div>' for m in cluster)
+        members = "".join(
+            f"<div><b>#{m['source_index']}</b> <code>{_e(m['prompt'])}</code> → <code>{_e(m['response'])}</code></div>"
+            for m in cluster
+        )
         parts.append(f"<tr><td class=n>{n}</td><td>{members}</td></tr>")
     parts.append("</table></section>")
     if report["notes"]:

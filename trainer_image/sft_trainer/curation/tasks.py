@@ -38,7 +38,13 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
             _I,
         ),
     ),
-    ("summarization", re.compile(r"\b(?:summari[sz]e|summary|summarising|summarizing|tl;?dr|condense|sum up|main points|key points|gist|synopsis|abstract of)\b", _I)),
+    (
+        "summarization",
+        re.compile(
+            r"\b(?:summari[sz]e|summary|summarising|summarizing|tl;?dr|condense|sum up|main points|key points|gist|synopsis|abstract of)\b",
+            _I,
+        ),
+    ),
     (
         "rewriting",
         re.compile(
@@ -109,8 +115,14 @@ _RULES: list[tuple[str, re.Pattern[str]]] = [
     ),
 ]
 
-_QUESTION = re.compile(r"^\s*(?:what|why|how|who|whom|whose|when|where|which|is|are|was|were|do|does|did|can|could|should|would|will|explain|describe|define|tell me|discuss|compare|contrast|give an? (?:example|explanation|overview|definition)|outline|identify|name)\b|\?\s*$", _I)
-_CONTEXT_QA = re.compile(r"\b(?:based on|according to|from|in) (?:the|this) (?:text|passage|paragraph|article|context|information|input|excerpt|story|document|poem)\b|\banswer (?:the|this|following) question", _I)
+_QUESTION = re.compile(
+    r"^\s*(?:what|why|how|who|whom|whose|when|where|which|is|are|was|were|do|does|did|can|could|should|would|will|explain|describe|define|tell me|discuss|compare|contrast|give an? (?:example|explanation|overview|definition)|outline|identify|name)\b|\?\s*$",
+    _I,
+)
+_CONTEXT_QA = re.compile(
+    r"\b(?:based on|according to|from|in) (?:the|this) (?:text|passage|paragraph|article|context|information|input|excerpt|story|document|poem)\b|\banswer (?:the|this|following) question",
+    _I,
+)
 
 
 def instruction_and_context(conv: Conversation) -> tuple[str, str]:
@@ -148,21 +160,35 @@ def label(conv: Conversation) -> str:
 # Fallbacks for instructions no keyword rule caught: an open-ended "make
 # something" is creative writing, unless what is made is a set of ideas; a
 # "find / determine / list" is a question, closed when it comes with context.
-_GENERATE = re.compile(r"^\s*(?:please |you )?(?:create|generate|write|compose|design|construct|develop|devise|formulate|propose|produce|draft|make|come up|invent|build|craft|suggest|brainstorm|think)\b")
-_IDEAS = re.compile(r"\b(?:plan|list|ideas?|examples?|ways|strategy|strategies|campaign|itinerary|menu|schedule|agenda|questions|survey|questionnaire|solutions?|names|steps|outline|checklist|tips|recipe|categories|options|activities|goals|rules|policy|guidelines|criteria)\b")
-_ANSWER_VERB = re.compile(r"^\s*(?:please |you )?(?:find|determine|predict|evaluate|analy[sz]e|assess|state|select|choose|pick|identify|list|name|give|provide|output|tell|estimate|recommend|suggest|explain|describe|compare|in what|for what|take|calculate|check|verify|specify|indicate|report|look up|research|show|present|summari[sz]e|discuss|offer|cite|quote)\b")
+_GENERATE = re.compile(
+    r"^\s*(?:please |you )?(?:create|generate|write|compose|design|construct|develop|devise|formulate|propose|produce|draft|make|come up|invent|build|craft|suggest|brainstorm|think)\b"
+)
+_IDEAS = re.compile(
+    r"\b(?:plan|list|ideas?|examples?|ways|strategy|strategies|campaign|itinerary|menu|schedule|agenda|questions|survey|questionnaire|solutions?|names|steps|outline|checklist|tips|recipe|categories|options|activities|goals|rules|policy|guidelines|criteria)\b"
+)
+_ANSWER_VERB = re.compile(
+    r"^\s*(?:please |you )?(?:find|determine|predict|evaluate|analy[sz]e|assess|state|select|choose|pick|identify|list|name|give|provide|output|tell|estimate|recommend|suggest|explain|describe|compare|in what|for what|take|calculate|check|verify|specify|indicate|report|look up|research|show|present|summari[sz]e|discuss|offer|cite|quote)\b"
+)
 
 
 # Words that name programming things but also occur in plain questions
 # ("What is a function of the liver?"); they count only with code around.
-_WEAK_CODING = re.compile(r"^(?:function|class|method|variable|array|loop|program|query|console|api|bug|algorithm|script)$", _I)
+_WEAK_CODING = re.compile(
+    r"^(?:function|class|method|variable|array|loop|program|query|console|api|bug|algorithm|script)$", _I
+)
 
 
 def _coding_confirmed(instruction: str, response: str) -> bool:
     hits = {m.group(0).lower() for m in _RULES[0][1].finditer(instruction)}
     if any(not _WEAK_CODING.match(h) for h in hits):
         return True
-    return looks_like_code(response) or bool(re.search(r"\b(?:write|create|implement|generate|debug|fix|design|develop|construct|build) (?:a |an |the )?(?:\w+ ){0,3}(?:function|program|class|method|script|query|algorithm|loop)\b", instruction, _I))
+    return looks_like_code(response) or bool(
+        re.search(
+            r"\b(?:write|create|implement|generate|debug|fix|design|develop|construct|build) (?:a |an |the )?(?:\w+ ){0,3}(?:function|program|class|method|script|query|algorithm|loop)\b",
+            instruction,
+            _I,
+        )
+    )
 
 
 def label_all(convs: Iterable[Conversation]) -> None:

@@ -13,7 +13,9 @@ _FENCED = re.compile(r"(```|~~~).*?(?:\1|\Z)", re.S)
 # A list item: bullets, "1." / "1)" / "a)" numbering, or a "Key: value" line.
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•+–]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|[A-Z][\w ]{0,30}:)\s+")
 # A line that reads as code: indented, or dense in symbols programs use and prose does not.
-_CODE_HINT = re.compile(r"[{};=<>\[\]()#$]|^\s*(def|class|import|from|return|for|while|if|else|elif|print|var|let|const|function|public|private|int|SELECT|FROM|WHERE)\b")
+_CODE_HINT = re.compile(
+    r"[{};=<>\[\]()#$]|^\s*(def|class|import|from|return|for|while|if|else|elif|print|var|let|const|function|public|private|int|SELECT|FROM|WHERE)\b"
+)
 
 
 def words(text: str) -> list[str]:

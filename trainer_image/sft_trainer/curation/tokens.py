@@ -85,7 +85,9 @@ class TokenizerView:
         try:
             from transformers import AutoTokenizer
         except ImportError as err:  # pragma: no cover - the trainer image has transformers
-            raise RuntimeError("token-based curation steps need transformers: pip install 'trustdoc-sft[trainer]'") from err
+            raise RuntimeError(
+                "token-based curation steps need transformers: pip install 'trustdoc-sft[trainer]'"
+            ) from err
         tokenizer = AutoTokenizer.from_pretrained(path)
         specials = set(tokenizer.all_special_tokens)
         specials.update(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
@@ -131,7 +133,9 @@ class TokenizerView:
 
 def _gpt2_byte_decoder() -> dict[str, int]:
     """The byte-level BPE alphabet (GPT-2): printable stand-ins for the 256 byte values."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     codes = printable[:]
     extra = 0
     for b in range(256):
@@ -221,7 +225,9 @@ class TokenChecks(SetStep):
                 return "bos"
             with_specials = tok("x".join(pieces), add_special_tokens=True)["input_ids"]
             if with_specials[:2] == [bos, bos]:
-                self.notes.append("the tokenizer adds a BOS to text the template already starts with one: tokenize rendered text with add_special_tokens=False")
+                self.notes.append(
+                    "the tokenizer adds a BOS to text the template already starts with one: tokenize rendered text with add_special_tokens=False"
+                )
         if eos is not None:
             for i, role in enumerate(roles):
                 if role == "assistant" and not pieces[i + 1].startswith(tok.eos_token):
@@ -299,7 +305,9 @@ class TokenChecks(SetStep):
         conv.meta.setdefault("scores", {})["tokens"] = total
         return None
 
-    def _ood_review(self, convs: Sequence[Conversation], per_conv: list[list[list[int]]], stopped: dict[int, str]) -> None:
+    def _ood_review(
+        self, convs: Sequence[Conversation], per_conv: list[list[list[int]]], stopped: dict[int, str]
+    ) -> None:
         """Hold responses whose tokens are unknown, byte fragments, or rare in this set (vectorised over the set)."""
         responses = [
             [t for message, ids in zip(conv.messages, conv_ids) if message.role == "assistant" for t in ids]

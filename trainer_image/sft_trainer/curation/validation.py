@@ -14,10 +14,35 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Whole-turn placeholders left by dataset generators instead of real content.
 PLACEHOLDERS = frozenset(
     {
-        "noinput", "no input", "nooutput", "no output", "none", "n a", "na", "null", "nil", "nan",
-        "not applicable", "input", "output", "empty", "blank", "nothing", "no response", "no answer",
-        "no output required", "no input required", "no input needed", "no input necessary", "not available",
-        "insert input here", "insert text here", "your input here", "placeholder", "todo", "tbd",
+        "noinput",
+        "no input",
+        "nooutput",
+        "no output",
+        "none",
+        "n a",
+        "na",
+        "null",
+        "nil",
+        "nan",
+        "not applicable",
+        "input",
+        "output",
+        "empty",
+        "blank",
+        "nothing",
+        "no response",
+        "no answer",
+        "no output required",
+        "no input required",
+        "no input needed",
+        "no input necessary",
+        "not available",
+        "insert input here",
+        "insert text here",
+        "your input here",
+        "placeholder",
+        "todo",
+        "tbd",
     }
 )
 _PLACEHOLDER_NORMALISE = re.compile(r"[^a-z0-9 ]+")
@@ -43,7 +68,9 @@ _MEDIA_REFERENCE = re.compile(
     rf"\b(?:(?:this|the|following|given|attached|provided|above|below)\s+{_MEDIA}s?\b(?!\s+(?:of|about|that|which|called|titled|named|by)\b)(?:\s+(?:below|above|provided|attached|shown|here))?)",
     re.I,
 )
-_MEDIA_DEICTIC = re.compile(rf"\b{_MEDIA}s?\s+(?:below|above|provided|attached|shown)\b|\b(?:attached|provided|uploaded)\s+{_MEDIA}s?\b", re.I)
+_MEDIA_DEICTIC = re.compile(
+    rf"\b{_MEDIA}s?\s+(?:below|above|provided|attached|shown)\b|\b(?:attached|provided|uploaded)\s+{_MEDIA}s?\b", re.I
+)
 _ATTACHMENT = re.compile(
     r"\b(?:see\s+attached|the\s+attachment|attached\s+(?:file|document|pdf|spreadsheet|csv|report|resume|cv|sheet)|uploaded\s+(?:file|document)|enclosed\s+(?:file|document))\b",
     re.I,
@@ -51,8 +78,14 @@ _ATTACHMENT = re.compile(
 
 
 _URL_ONLY_LINE = re.compile(r"^\s*(?:[\w ]{0,20}:\s*)?<?(?:https?://|www\.)\S+>?\s*$", re.I | re.M)
-_ACCESS_CUE = re.compile(r"\b(?:summari[sz]\w*|read|watch|listen|visit|review|rate|analy[sz]\w*|describe|based on|referring|according to|classify|what does|explain|evaluate|critique|check out|open)\b", re.I)
-_CONTENT_NOUN = re.compile(r"\b(?:article|page|webpage|website|site|link|url|blog|post|video|audio|sound|song|podcast|paper|document|source|story|news|tweet|image|picture|photo|painting|figure|chart|content|report)\b", re.I)
+_ACCESS_CUE = re.compile(
+    r"\b(?:summari[sz]\w*|read|watch|listen|visit|review|rate|analy[sz]\w*|describe|based on|referring|according to|classify|what does|explain|evaluate|critique|check out|open)\b",
+    re.I,
+)
+_CONTENT_NOUN = re.compile(
+    r"\b(?:article|page|webpage|website|site|link|url|blog|post|video|audio|sound|song|podcast|paper|document|source|story|news|tweet|image|picture|photo|painting|figure|chart|content|report)\b",
+    re.I,
+)
 # A long prompt carries its own content; a URL in it is a reference, not the task.
 _SELF_CONTAINED_CHARS = 600
 

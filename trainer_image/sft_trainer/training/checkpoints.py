@@ -63,9 +63,7 @@ def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def save_checkpoint(
-    output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: RunState
-) -> Path:
+def save_checkpoint(output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: RunState) -> Path:
     import torch
 
     root = output_dir / CHECKPOINTS

@@ -133,7 +133,13 @@ class RejectWriter:
         for reason in reasons:
             self.counts[reason] += 1
         if self._handle:
-            record = {"source_index": source_index, "origin": origin, "reasons": reasons, "detail": detail, "record": raw}
+            record = {
+                "source_index": source_index,
+                "origin": origin,
+                "reasons": reasons,
+                "detail": detail,
+                "record": raw,
+            }
             self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
     def close(self) -> None:

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("sft_trainer.training")
 
 
-def generation_config(base_folder: Path, tokenizer: PreTrainedTokenizerBase, end_of_turn_id: int, pad_id: int) -> GenerationConfig:
+def generation_config(
+    base_folder: Path, tokenizer: PreTrainedTokenizerBase, end_of_turn_id: int, pad_id: int
+) -> GenerationConfig:
     from transformers import GenerationConfig
 
     try:
@@ -64,8 +66,13 @@ def _publish(staging: Path, final: Path) -> None:
     staging.rename(final)
 
 
-def export_adapter(peft_model: Any, folder: Path, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
-                   generation: GenerationConfig) -> Path:
+def export_adapter(
+    peft_model: Any,
+    folder: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+    generation: GenerationConfig,
+) -> Path:
     staging = _staged(folder)
     peft_model.save_pretrained(staging)
     save_tokenizer_and_generation(staging, tokenizer, template, generation)
@@ -74,8 +81,14 @@ def export_adapter(peft_model: Any, folder: Path, tokenizer: PreTrainedTokenizer
     return folder
 
 
-def export_full_model(model: Any, folder: Path, tokenizer: PreTrainedTokenizerBase, template: ChatTemplate,
-                      generation: GenerationConfig, dtype: Any) -> Path:
+def export_full_model(
+    model: Any,
+    folder: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+    generation: GenerationConfig,
+    dtype: Any,
+) -> Path:
     staging = _staged(folder)
     model.generation_config = generation
     original = next(model.parameters()).dtype
@@ -88,8 +101,14 @@ def export_full_model(model: Any, folder: Path, tokenizer: PreTrainedTokenizerBa
     return folder
 
 
-def export_merged(base_folder: Path, adapter_folder: Path, folder: Path, tokenizer: PreTrainedTokenizerBase,
-                  template: ChatTemplate, generation: GenerationConfig) -> Path:
+def export_merged(
+    base_folder: Path,
+    adapter_folder: Path,
+    folder: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    template: ChatTemplate,
+    generation: GenerationConfig,
+) -> Path:
     """Base weights in bf16 with the adapter merged in: a plain model any server can load."""
     import torch
     from peft import PeftModel

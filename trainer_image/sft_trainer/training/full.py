@@ -97,8 +97,10 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     throughput = Throughput()
     model.train()
     while state.step < total_steps and not state.stopped_early:
-        batches = first_epoch if state.epoch == 0 else epoch_batches(
-            session.data.train, training, state.epoch, session.pad_id, pad_multiple
+        batches = (
+            first_epoch
+            if state.epoch == 0
+            else epoch_batches(session.data.train, training, state.epoch, session.pad_id, pad_multiple)
         )
         groups = step_groups(batches, per_step)
         for group in groups[state.group_in_epoch :]:
@@ -108,7 +110,9 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
             with Stopwatch(device) as watch:
                 # Normalise by the trained tokens of the whole step on all processes,
                 # so accumulation and data parallelism equal one big batch.
-                trained = accelerator.reduce(torch.tensor(sum(b.num_trained for b in group[rank::world]), device=device))
+                trained = accelerator.reduce(
+                    torch.tensor(sum(b.num_trained for b in group[rank::world]), device=device)
+                )
                 step_trained = max(int(trained), 1)
                 step_loss = 0.0
                 for i, batch in enumerate(mine):
@@ -151,8 +155,11 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
                     and state.evals_without_improvement >= training.early_stopping.patience
                 ):
                     state.stopped_early = True
-                    log.info("Stopped early at step %d: eval loss has not improved for %d evaluations",
-                             state.step, state.evals_without_improvement)
+                    log.info(
+                        "Stopped early at step %d: eval loss has not improved for %d evaluations",
+                        state.step,
+                        state.evals_without_improvement,
+                    )
                 reporter.update(**progress_fields(state, epoch_steps, throughput.add(0, 0.0)))
             if accelerator.is_main_process and (
                 state.step % training.checkpoint_every_steps == 0 or last_step or state.stopped_early
@@ -176,9 +183,12 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
         model.eval()
         probe_results = probes_after(session, model, before)
         reporter.phase("exporting")
-        generation = generation_config(session.model_folder, session.tokenizer, session.builder.end_of_turn_id, session.pad_id)
-        folder = export_full_model(model, session.output_dir / "model", session.tokenizer, session.template,
-                                   generation, session.dtype)
+        generation = generation_config(
+            session.model_folder, session.tokenizer, session.builder.end_of_turn_id, session.pad_id
+        )
+        folder = export_full_model(
+            model, session.output_dir / "model", session.tokenizer, session.template, generation, session.dtype
+        )
         exports["model"] = str(folder)
     return RunResult(
         method="full",

@@ -34,7 +34,9 @@ def probes_before(session: Session, model: Any) -> dict[str, Any]:
         )
     if probes.safety:
         session.reporter.phase("probing-before")
-        results["safety"] = safety_probe(generator_for(session, model), probes.safety_prompts_per_set, probes.max_new_tokens)
+        results["safety"] = safety_probe(
+            generator_for(session, model), probes.safety_prompts_per_set, probes.max_new_tokens
+        )
     return results
 
 
@@ -52,7 +54,9 @@ def probes_after(session: Session, model: Any, before: dict[str, Any]) -> dict[s
             probes.max_new_tokens,
         )
     if probes.forgetting and "perplexity" in before:
-        after = perplexity(model, session.tokenizer, reference_paragraphs(), session.device, session.builder.model_wants_bos)
+        after = perplexity(
+            model, session.tokenizer, reference_paragraphs(), session.device, session.builder.model_wants_bos
+        )
         results["forgetting"] = {
             "perplexityBefore": before["perplexity"],
             "perplexityAfter": after,

@@ -16,11 +16,11 @@ from typing import Any
 from .data import read_conversations
 from .masking import (
     DOUBLE_BOS,
+    IGNORE_INDEX,
     MISSING_BOS,
     MISSING_END_OF_TURN,
     NOTHING_TRAINED,
     RESPONSE_TRUNCATED,
-    IGNORE_INDEX,
     Rejection,
     Sample,
     SampleBuilder,
@@ -96,11 +96,16 @@ def lint_dataset(
     tokenizer = load_tokenizer(Path(model))
     chat_template = resolve_template(tokenizer, template)
     builder = SampleBuilder(
-        tokenizer, chat_template, loss_on=loss_on, max_seq_length=max_seq_length, overlong=overlong  # type: ignore[arg-type]
+        tokenizer,
+        chat_template,
+        loss_on=loss_on,
+        max_seq_length=max_seq_length,
+        overlong=overlong,  # type: ignore[arg-type]
     )
     conversations, format_rejects = read_conversations(dataset, format)
-    report = LintReport(chat_template.name, chat_template.end_of_turn, tokenizer.bos_token, builder.model_wants_bos,
-                        tokenizer=tokenizer)
+    report = LintReport(
+        chat_template.name, chat_template.end_of_turn, tokenizer.bos_token, builder.model_wants_bos, tokenizer=tokenizer
+    )
     report.records = len(conversations) + len(format_rejects)
     for bad in format_rejects:
         report.rejected.update(bad.reasons)
@@ -122,7 +127,4 @@ def lint_dataset(
 
 def token_pieces(tokenizer: Any, sample: Sample) -> list[tuple[str, bool]]:
     """(text of each token, trained?) for display."""
-    return [
-        (tokenizer.decode([token]), label != IGNORE_INDEX) for token, label in zip(sample.input_ids, sample.labels)
-    ]
-
+    return [(tokenizer.decode([token]), label != IGNORE_INDEX) for token, label in zip(sample.input_ids, sample.labels)]

@@ -52,7 +52,9 @@ def epoch_batches(
 def eval_batches(samples: list[Sample], training: TrainingConfig, pad_id: int) -> list[Batch]:
     """Eval micro-batches, sorted by length (less padding; the order does not matter for a mean)."""
     ordered = sorted(samples, key=lambda s: len(s.input_ids))
-    return [pad_batch(ordered[i : i + training.batch_size], pad_id) for i in range(0, len(ordered), training.batch_size)]
+    return [
+        pad_batch(ordered[i : i + training.batch_size], pad_id) for i in range(0, len(ordered), training.batch_size)
+    ]
 
 
 def steps_per_epoch(num_micro_batches: int, accumulation: int) -> int:
@@ -101,7 +103,9 @@ def token_losses(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, to
     logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep).logits
     kept_targets = targets[:, keep]
     kept = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), kept_targets.reshape(-1), ignore_index=IGNORE_INDEX,
+        logits.float().reshape(-1, logits.shape[-1]),
+        kept_targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
         reduction="none",
     ).view(kept_targets.shape)
     losses = losses.index_copy(1, keep, kept)

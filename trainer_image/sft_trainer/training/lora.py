@@ -108,8 +108,10 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     throughput = Throughput()
     model.train()
     while state.step < total_steps and not state.stopped_early:
-        batches = first_epoch if state.epoch == 0 else epoch_batches(
-            session.data.train, training, state.epoch, session.pad_id, pad_multiple
+        batches = (
+            first_epoch
+            if state.epoch == 0
+            else epoch_batches(session.data.train, training, state.epoch, session.pad_id, pad_multiple)
         )
         groups = step_groups(batches, per_step)
         for group in groups[state.group_in_epoch :]:
@@ -119,7 +121,9 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
             with Stopwatch(device) as watch:
                 # Normalise by the trained tokens of the whole step on all processes,
                 # so accumulation and data parallelism equal one big batch.
-                trained = accelerator.reduce(torch.tensor(sum(b.num_trained for b in group[rank::world]), device=device))
+                trained = accelerator.reduce(
+                    torch.tensor(sum(b.num_trained for b in group[rank::world]), device=device)
+                )
                 step_trained = max(int(trained), 1)
                 step_loss = 0.0
                 for i, batch in enumerate(mine):
@@ -162,8 +166,11 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
                     and state.evals_without_improvement >= training.early_stopping.patience
                 ):
                     state.stopped_early = True
-                    log.info("Stopped early at step %d: eval loss has not improved for %d evaluations",
-                             state.step, state.evals_without_improvement)
+                    log.info(
+                        "Stopped early at step %d: eval loss has not improved for %d evaluations",
+                        state.step,
+                        state.evals_without_improvement,
+                    )
                 reporter.update(**progress_fields(state, epoch_steps, throughput.add(0, 0.0)))
             if accelerator.is_main_process and (
                 state.step % training.checkpoint_every_steps == 0 or last_step or state.stopped_early
@@ -187,12 +194,20 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
         model.eval()
         probe_results = probes_after(session, model, before)
         reporter.phase("exporting")
-        generation = generation_config(session.model_folder, session.tokenizer, session.builder.end_of_turn_id, session.pad_id)
+        generation = generation_config(
+            session.model_folder, session.tokenizer, session.builder.end_of_turn_id, session.pad_id
+        )
         adapter = export_adapter(model, session.output_dir / "adapter", session.tokenizer, session.template, generation)
         exports["adapter"] = str(adapter)
         if training.export_merged:
-            merged = export_merged(session.model_folder, adapter, session.output_dir / "merged", session.tokenizer,
-                                   session.template, generation)
+            merged = export_merged(
+                session.model_folder,
+                adapter,
+                session.output_dir / "merged",
+                session.tokenizer,
+                session.template,
+                generation,
+            )
             exports["merged"] = str(merged)
     return RunResult(
         method="lora",

@@ -276,9 +276,7 @@ class SampleBuilder:
         """An over-long record: reject it, or shorten its prompt side (never its response)."""
         conversation = plan.conversation
         if self.overlong == "reject":
-            return self._reject(
-                conversation, OVERLONG, f"{length} tokens > maxSeqLength {self.max_seq_length}"
-            )
+            return self._reject(conversation, OVERLONG, f"{length} tokens > maxSeqLength {self.max_seq_length}")
         messages = plan.messages
         # 1. Drop whole earlier exchanges, keeping a system message and the last prompt + response.
         last_prompt = max((i for i, m in enumerate(messages[:-1]) if m.role != "assistant"), default=None)

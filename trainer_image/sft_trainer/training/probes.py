@@ -78,7 +78,9 @@ class Generator:
         replies: list[str] = []
         was_training = self.model.training
         self.model.eval()
-        eos = sorted({self.end_of_turn_id, *( [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])})
+        eos = sorted(
+            {self.end_of_turn_id, *([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else [])}
+        )
         for start in range(0, len(prompts), self.batch_size):
             chunk = [self.prompt_ids(p) for p in prompts[start : start + self.batch_size]]
             width = max(len(ids) for ids in chunk)
@@ -166,7 +168,9 @@ def reference_paragraphs() -> list[str]:
     return [p.strip() for p in text.split("\n\n") if p.strip()]
 
 
-def perplexity(model: Any, tokenizer: PreTrainedTokenizerBase, paragraphs: list[str], device: torch.device, prepend_bos: bool) -> float:
+def perplexity(
+    model: Any, tokenizer: PreTrainedTokenizerBase, paragraphs: list[str], device: torch.device, prepend_bos: bool
+) -> float:
     """Token-weighted perplexity of plain text (no chat template), one paragraph per sequence."""
     import torch
     import torch.nn.functional as F
@@ -217,7 +221,9 @@ def safety_probe(generator: Generator, per_set: int, max_new_tokens: int) -> dic
         result["sets"][name] = {
             "prompts": len(rows),
             "refusalRate": sum(refusals) / len(rows),
-            "examples": [{"prompt": r["prompt"][:200], "reply": reply[:200]} for r, reply in list(zip(rows, replies))[:2]],
+            "examples": [
+                {"prompt": r["prompt"][:200], "reply": reply[:200]} for r, reply in list(zip(rows, replies))[:2]
+            ],
         }
         if rows[0]["expect"] == "refuse":
             refused_harmful += sum(refusals)

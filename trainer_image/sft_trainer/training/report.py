@@ -45,7 +45,9 @@ def final_metrics(result: RunResult) -> dict[str, float]:
 
 def build_report(result: RunResult, config: dict[str, Any]) -> dict[str, Any]:
     state = result.state
-    steps_per_epoch = max(1, round(state.step / state.history[-1]["epoch"])) if state.history and state.history[-1]["epoch"] else 1
+    steps_per_epoch = (
+        max(1, round(state.step / state.history[-1]["epoch"])) if state.history and state.history[-1]["epoch"] else 1
+    )
     tps = state.tokens_seen / state.train_seconds if state.train_seconds > 0 else 0.0
     progress = progress_fields(state, steps_per_epoch, tps)
     progress["percent"] = 100.0  # finished (early stopping ends before total_steps)
@@ -113,15 +115,19 @@ def _svg_chart(element_id: str, title: str, series: list[tuple[str, str, list[tu
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
         for x, y in data if len(data) <= 60 else []:
             parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>')
-        parts.append(f'<text x="{width - pad}" y="{pad + 14 * n}" font-size="12" fill="{colour}" text-anchor="end">{html.escape(label)}</text>')
+        parts.append(
+            f'<text x="{width - pad}" y="{pad + 14 * n}" font-size="12" fill="{colour}" text-anchor="end">{html.escape(label)}</text>'
+        )
     parts.append("</svg>")
     return f'<figure id="{element_id}"><figcaption>{html.escape(title)}</figcaption>{"".join(parts)}</figure>'
 
 
 def _table(element_id: str, rows: list[tuple[str, Any]], header: tuple[str, str] = ("figure", "value")) -> str:
     body = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows)
-    return (f'<table id="{element_id}"><thead><tr><th>{header[0]}</th><th>{header[1]}</th></tr></thead>'
-            f"<tbody>{body}</tbody></table>")
+    return (
+        f'<table id="{element_id}"><thead><tr><th>{header[0]}</th><th>{header[1]}</th></tr></thead>'
+        f"<tbody>{body}</tbody></table>"
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -169,31 +175,41 @@ def render_html(report: dict[str, Any]) -> str:
             ("eval loss", "#d62728", [(e["step"], e["evalLoss"]) for e in evals]),
         ],
     )
-    lr_chart = _svg_chart("lr-curve", "Learning rate", [("learning rate", "#2ca02c", [(h["step"], h["learningRate"]) for h in history])])
+    lr_chart = _svg_chart(
+        "lr-curve", "Learning rate", [("learning rate", "#2ca02c", [(h["step"], h["learningRate"]) for h in history])]
+    )
     tps_chart = _svg_chart(
-        "throughput-curve", "Tokens per second (non-pad)", [("tokens/s", "#9467bd", [(h["step"], h["tokensPerSecond"]) for h in history])]
+        "throughput-curve",
+        "Tokens per second (non-pad)",
+        [("tokens/s", "#9467bd", [(h["step"], h["tokensPerSecond"]) for h in history])],
     )
     data = report["data"]
     data_rows = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
     data_rows += [(f"train {k}", v) for k, v in data.get("train", {}).items()]
     data_rows += [(f"rejected: {k}", v) for k, v in data.get("rejectedByReason", {}).items()]
-    env_rows = list(report.get("environment", {}).items()) + [(f"export {k}", v) for k, v in report.get("exports", {}).items()]
+    env_rows = list(report.get("environment", {}).items()) + [
+        (f"export {k}", v) for k, v in report.get("exports", {}).items()
+    ]
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:60em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}"
         "figure{margin:1em 0}figcaption{font-weight:600}"
     )
     return (
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Training report ({html.escape(report['method'])})</title><style>{style}</style></head><body>"
         f"<h1>Training report: {html.escape(report['method'])} fine-tuning</h1>"
         f"<p>Finished {html.escape(report['finishedAt'])}; {len(history)} optimiser steps"
         f"{' (stopped early)' if training['stoppedEarly'] else ''}"
         f"{'; resumed from steps ' + ', '.join(map(str, training['resumedFrom'])) if training['resumedFrom'] else ''}.</p>"
         f"{loss_chart}{lr_chart}{tps_chart}"
-        "<h2>Final figures</h2>" + _table("metrics", sorted(status["metrics"].items()))
-        + "<h2>Probes</h2>" + _table("probes", _probe_rows(report.get("probes", {})))
-        + "<h2>Data</h2>" + _table("data", data_rows)
-        + "<h2>Environment and outputs</h2>" + _table("environment", env_rows)
+        "<h2>Final figures</h2>"
+        + _table("metrics", sorted(status["metrics"].items()))
+        + "<h2>Probes</h2>"
+        + _table("probes", _probe_rows(report.get("probes", {})))
+        + "<h2>Data</h2>"
+        + _table("data", data_rows)
+        + "<h2>Environment and outputs</h2>"
+        + _table("environment", env_rows)
         + "</body></html>\n"
     )

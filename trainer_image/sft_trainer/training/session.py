@@ -124,5 +124,16 @@ def open_session(cfg: TrainRunConfig, reporter: Reporter) -> Session:
         data.refusals_mixed,
         sum(data.rejected_by_reason.values()),
     )
-    return Session(cfg, output_dir, model_folder, device, dtype, tokenizer, template, builder, data,
-                   pad_token_id(tokenizer), reporter)
+    return Session(
+        cfg,
+        output_dir,
+        model_folder,
+        device,
+        dtype,
+        tokenizer,
+        template,
+        builder,
+        data,
+        pad_token_id(tokenizer),
+        reporter,
+    )

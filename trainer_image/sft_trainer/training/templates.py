@@ -224,7 +224,9 @@ def _sentinel_rendering_matches(template: ChatTemplate, messages: list[Message])
     return "".join(s.text for s in segments) == real
 
 
-def _require_special_tokens(tokenizer: PreTrainedTokenizerBase, name: str, source: str, end_of_turn: str | None) -> None:
+def _require_special_tokens(
+    tokenizer: PreTrainedTokenizerBase, name: str, source: str, end_of_turn: str | None
+) -> None:
     """Built-in templates need their marker tokens to be single special tokens of this tokenizer."""
     if name == "auto":
         return
@@ -244,7 +246,9 @@ def _detect_end_of_turn(template: ChatTemplate, tokenizer: PreTrainedTokenizerBa
     """The first special token the template writes after an assistant turn's content."""
     segments = template.segments(_PROBES[0])
     after_assistant = [
-        s for prev, s in zip(segments, segments[1:]) if prev.kind == "content" and prev.message == 1 and s.kind == "markup"
+        s
+        for prev, s in zip(segments, segments[1:])
+        if prev.kind == "content" and prev.message == 1 and s.kind == "markup"
     ]
     special = set(tokenizer.all_special_ids) | {
         token_id for token_id, token in tokenizer.added_tokens_decoder.items() if token.special
@@ -257,4 +261,3 @@ def _detect_end_of_turn(template: ChatTemplate, tokenizer: PreTrainedTokenizerBa
         "the model's chat template writes no special end-of-turn token after an assistant turn, "
         "so the model could never learn to stop; set training.template.name (e.g. alpaca, which appends EOS)"
     )
-
