@@ -188,18 +188,27 @@ def test_sftctl_operator_cluster_wide_creates_its_cluster_peering_and_serves_eve
     env.pop("SFT_OPERATOR_NAMESPACES")  # no namespaces: `sftctl operator` runs with --all-namespaces
     replica = start_replica(env, 5, tmp_path / "cluster-wide.log")
     try:
-        eventually(lambda: healthy(int(env["SFT_OPERATOR_METRICS_PORT"])), what="/healthz")
+        eventually(lambda: healthy(int(env["SFT_OPERATOR_METRICS_PORT"])), what="/healthz", timeout=120)
         # The operator created the cluster-wide peering object; its keep-alive follows right after start.
         peering = eventually(
             lambda: api.custom.get_cluster_custom_object(
                 "kopf.dev", "v1", "clusterkopfpeerings", f"cluster-{namespace}"
             ).get("status"),
             what="the keep-alive in the ClusterKopfPeering",
+            # Cluster-wide, it also reconciles what earlier tests left in other namespaces.
+            timeout=120,
         )
         assert [peer["priority"] for peer in peering.values()] == [5]
         api.create(sftjob_manifest(namespace, "anywhere"))
-        eventually(lambda: api.status("SFTJob", namespace, "anywhere").get("jobName"), what="the object handled")
+        eventually(
+            lambda: api.status("SFTJob", namespace, "anywhere").get("jobName"), what="the object handled", timeout=120
+        )
     finally:
         replica.send_signal(signal.SIGTERM)
-        replica.wait(timeout=30)
+        try:
+            # Cluster-wide, it may still be finishing work on earlier tests' objects.
+            replica.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            replica.kill()
+            replica.wait()
         api.custom.delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", f"cluster-{namespace}")
