@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from typing import Any
+from typing import Any, get_args
 
+from ..config import TaskType
 from .pipeline import CurationResult
 
-TASK_ORDER = (
-    "coding",
-    "creative_writing",
-    "reasoning",
-    "extraction",
-    "open_qa",
-    "closed_qa",
-    "summarization",
-    "classification",
-    "brainstorming",
-    "rewriting",
-    "other",
-)
+# The task types in the order the config declares them (one list, in config).
+TASK_ORDER: tuple[str, ...] = get_args(TaskType)
 
 
 def status_block(result: CurationResult) -> dict[str, Any]:
