@@ -87,6 +87,16 @@ class Owner:
         meta = body["metadata"]
         return cls(body["kind"], meta["name"], meta.get("namespace", "default"), meta.get("uid", ""))
 
+    @property
+    def subcommand(self) -> str:
+        """`python -m sft_trainer <subcommand>`, also the Job name's suffix."""
+        return "curate" if self.kind == "DatasetCuration" else "train"
+
+    @property
+    def component(self) -> str:
+        """The `app.kubernetes.io/component` label of everything made for this owner."""
+        return "curation" if self.kind == "DatasetCuration" else "training"
+
     def reference(self) -> dict[str, Any]:
         return {
             "apiVersion": API_VERSION,
@@ -124,13 +134,13 @@ def child_name(owner_name: str, suffix: str, limit: int = 63) -> str:
 
 
 def job_name(owner: Owner) -> str:
-    return child_name(owner.name, "curate" if owner.kind == "DatasetCuration" else "train")
+    return child_name(owner.name, owner.subcommand)
 
 
-def labels(owner: Owner, component: str) -> dict[str, str]:
+def labels(owner: Owner) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": PART_OF,
-        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/component": owner.component,
         MANAGED_BY_LABEL: MANAGED_BY,
         "app.kubernetes.io/instance": owner.name,
         OWNER_LABEL[owner.kind]: owner.name,
@@ -246,7 +256,7 @@ def _resources(resources: Resources) -> dict[str, Any]:
 
 
 def _command(owner: Owner, spec: DatasetCurationSpec | SFTJobSpec, layout: MountLayout) -> list[str]:
-    subcommand = "curate" if owner.kind == "DatasetCuration" else "train"
+    subcommand = owner.subcommand
     if spec.resources.nodes == 1:
         return ["python", "-m", "sft_trainer", subcommand, layout.run_config_path]
     job = job_name(owner)
@@ -273,7 +283,6 @@ def pod_template(
     claims: list[str],
     env: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    component = "curation" if owner.kind == "DatasetCuration" else "training"
     volumes: list[dict[str, Any]] = [
         {"name": "run-config", "configMap": {"name": config_map}},
         {"name": "scratch", "emptyDir": {}},
@@ -326,7 +335,7 @@ def pod_template(
         pod_spec["tolerations"] = [t.to_wire() for t in spec.resources.tolerations]
     if spec.resources.nodes > 1:
         pod_spec["subdomain"] = job_name(owner)
-    return {"metadata": {"labels": labels(owner, component)}, "spec": pod_spec}
+    return {"metadata": {"labels": labels(owner)}, "spec": pod_spec}
 
 
 def job(
@@ -338,10 +347,9 @@ def job(
     claims: list[str],
     env: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    component = "curation" if owner.kind == "DatasetCuration" else "training"
     lifecycle = spec.lifecycle
     nodes = spec.resources.nodes
-    job_labels = labels(owner, component)
+    job_labels = labels(owner)
     if lifecycle.queue_name:
         job_labels[QUEUE_LABEL] = lifecycle.queue_name
     job_spec: dict[str, Any] = {
@@ -392,11 +400,11 @@ def _metadata(owner: Owner, name: str, object_labels: dict[str, str]) -> dict[st
     }
 
 
-def config_map(owner: Owner, run_config: CurationRunConfig | TrainRunConfig, component: str) -> dict[str, Any]:
+def config_map(owner: Owner, run_config: CurationRunConfig | TrainRunConfig) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, child_name(owner.name, "run-config"), labels(owner, component)),
+        "metadata": _metadata(owner, child_name(owner.name, "run-config"), labels(owner)),
         "data": {RUN_CONFIG_FILE: yaml.safe_dump(run_config.to_wire(), sort_keys=False)},
     }
 
@@ -407,7 +415,7 @@ def headless_service(owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, name, labels(owner, "training")),
+        "metadata": _metadata(owner, name, labels(owner)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -426,7 +434,7 @@ def curation_children(body: dict[str, Any], settings: OperatorSettings, layout: 
     owner = Owner.of(body)
     spec = DatasetCurationSpec.model_validate(body["spec"])
     layout = layout or MountLayout(volumes_root=settings.volumes_root)
-    cm = config_map(owner, curation_run_config(spec, layout, settings), "curation")
+    cm = config_map(owner, curation_run_config(spec, layout, settings))
     claims = _pvcs(spec)
     env = _hf_token_env(spec.source, spec.tokenizer)
     return Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
@@ -447,7 +455,7 @@ def training_children(
     spec = SFTJobSpec.model_validate(body["spec"])
     layout = layout or MountLayout(volumes_root=settings.volumes_root)
     curation_spec = DatasetCurationSpec.model_validate(curation["spec"]) if curation else None
-    cm = config_map(owner, training_run_config(spec, layout, settings, curation_spec), "training")
+    cm = config_map(owner, training_run_config(spec, layout, settings, curation_spec))
     claims = _pvcs(spec, [curation_spec.output.pvc if curation_spec else None])
     env = _hf_token_env(spec.model, spec.dataset)
     children = Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
