@@ -38,6 +38,7 @@ from urllib3.exceptions import HTTPError
 API_DOWN = (ApiException, OSError, ValueError, HTTPError)
 
 LAUNCHER = Path(__file__).with_name("pod_launcher.py")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_SECONDS = 5.0
 
 
@@ -236,6 +237,7 @@ class NodeAgent:
             "env": env,
             "mounts": self._mounts(raw, container, folder),
             "terminationLog": str(termination_log),
+            "keepVisible": [str(REPO_ROOT), sys.prefix],
             "workingDir": container.get("workingDir"),
         }
         (folder / "spec.json").write_text(json.dumps(spec, indent=2))

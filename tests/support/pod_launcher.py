@@ -36,6 +36,14 @@ def main(spec_path: str) -> None:
         os.makedirs(stage, exist_ok=True)
         mount("--bind", item["source"], stage)
         staged.append((stage, item))
+    # Host folders the process runs from (the checkout, the virtualenv) stay
+    # visible even when a volume is mounted over a folder holding them (/tmp).
+    kept = []
+    for index, path in enumerate(spec.get("keepVisible", [])):
+        stage = f"/mnt/.kept/{index}"
+        os.makedirs(stage, exist_ok=True)
+        mount("--bind", path, stage)
+        kept.append((stage, path))
     open(TERMINATION_LOG, "w").close()  # the mount point of the pod's termination log
     mount("--bind", spec["terminationLog"], TERMINATION_LOG)
     for stage, item in staged:
@@ -44,6 +52,10 @@ def main(spec_path: str) -> None:
         mount("--bind", stage, target)
         if item.get("readOnly"):
             mount("-o", "remount,bind,ro", target)
+    for stage, path in kept:
+        if not os.path.isdir(path):  # hidden by a mount above: put it back
+            os.makedirs(path, exist_ok=True)
+            mount("--bind", stage, path)
     os.chdir(spec.get("workingDir") or "/")
     os.execvpe(spec["command"][0], spec["command"], spec["env"])
 
