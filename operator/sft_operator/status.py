@@ -15,8 +15,10 @@ from . import conditions as c
 from .api import (
     CommonStatus,
     CurationCounts,
+    DatasetCurationSpec,
     DatasetCurationStatus,
     PvcLocation,
+    SFTJobSpec,
     SFTJobStatus,
     TrainingProgress,
 )
@@ -192,6 +194,21 @@ def is_finished(status: dict[str, Any]) -> bool:
 def output_location(location: PvcLocation) -> str:
     """`pvc://CLAIM/PATH`, the form status.outputLocation uses."""
     return f"pvc://{location.claim_name}" + ("" if location.path in ("", ".") else f"/{location.path}")
+
+
+def fields_from_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Status fields that follow from the spec alone (outputLocation, curationName).
+
+    Every status write that names the Job carries them, so no reader ever
+    sees status.jobName without them, whichever handler wrote first.
+    """
+    if kind == "DatasetCuration":
+        return {"outputLocation": output_location(DatasetCurationSpec.model_validate(spec).output.pvc)}
+    parsed = SFTJobSpec.model_validate(spec)
+    fields = {"outputLocation": output_location(parsed.output.pvc)}
+    if parsed.dataset.curation_ref is not None:
+        fields["curationName"] = parsed.dataset.curation_ref.name
+    return fields
 
 
 def cluster_run_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunState:

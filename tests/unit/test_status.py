@@ -16,6 +16,7 @@ from sft_operator.status import (
     cluster_run_state,
     curation_figures,
     curation_readiness,
+    fields_from_spec,
     gate_failures,
     last_pod_failure,
     observe_job,
@@ -226,3 +227,19 @@ def test_curation_readiness() -> None:
 def test_output_location() -> None:
     assert output_location(PvcLocation(claim_name="outputs", path="runs/a")) == "pvc://outputs/runs/a"
     assert output_location(PvcLocation(claim_name="outputs")) == "pvc://outputs"
+
+
+def test_fields_from_spec_name_the_output_and_the_curation() -> None:
+    sftjob = {
+        "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
+        "dataset": {"curationRef": {"name": "cur"}},
+        "output": {"pvc": {"claimName": "outputs", "path": "sft/a"}},
+    }
+    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a", "curationName": "cur"}
+    sftjob["dataset"] = {"pvc": {"claimName": "datasets", "path": "train.jsonl"}}
+    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a"}
+    curation = {
+        "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
+        "output": {"pvc": {"claimName": "outputs"}},
+    }
+    assert fields_from_spec("DatasetCuration", curation) == {"outputLocation": "pvc://outputs"}

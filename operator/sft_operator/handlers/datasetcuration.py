@@ -8,7 +8,6 @@ import kopf
 
 from ..api import GROUP, VERSION, DatasetCurationSpec, Lifecycle
 from ..manifests import curation_children
-from ..status import output_location
 from . import runs
 
 KIND, PLURAL = "DatasetCuration", "datasetcurations"
@@ -21,10 +20,10 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
     ctx = runs.context(memo)
     with runs.instrumented(ctx, KIND, "reconcile", body):
         try:
-            location = output_location(DatasetCurationSpec.model_validate(dict(spec)).output.pvc)
+            DatasetCurationSpec.model_validate(dict(spec))
         except ValueError as err:  # pydantic's ValidationError is a ValueError
             raise runs.invalid_spec(ctx, runs.Ref.of(body), err) from err
-        runs.start(ctx, body, lambda: curation_children(dict(body), ctx.settings), {"outputLocation": location})
+        runs.start(ctx, body, lambda: curation_children(dict(body), ctx.settings))
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec.lifecycle", id="lifecycle", backoff=5)

@@ -27,6 +27,7 @@ from ..progress_poll import ProgressUnavailable, progress_url, read_progress, re
 from ..settings import OperatorSettings
 from ..status import (
     failed,
+    fields_from_spec,
     is_finished,
     job_missing,
     observe_job,
@@ -149,7 +150,7 @@ def invalid_spec(ctx: Context, ref: Ref, err: ValidationError | ValueError) -> k
 # --------------------------------------------------------------------------
 
 
-def start(ctx: Context, body: kopf.Body, build: Callable[[], Children], extra_status: Obj) -> None:
+def start(ctx: Context, body: kopf.Body, build: Callable[[], Children]) -> None:
     """Make sure the children exist (creating only what is missing), then sync status from the Job."""
     ref = Ref.of(body)
     status = dict(body.get("status") or {})
@@ -172,10 +173,10 @@ def start(ctx: Context, body: kopf.Body, build: Callable[[], Children], extra_st
             post(body, "Normal", "Created", f"Created {child['kind']} {child['metadata']['name']}")
         if child["kind"] == "Job":
             job = ensured.obj
-    sync(ctx, ref, job, extra_status)
+    sync(ctx, ref, job)
 
 
-def sync(ctx: Context, ref: Ref, job: Obj, extra_status: Obj | None = None) -> None:
+def sync(ctx: Context, ref: Ref, job: Obj) -> None:
     """Rewrite the object's status from its Job and the Job's pods."""
     pods = ctx.kube.pods_of(job)
 
@@ -183,7 +184,8 @@ def sync(ctx: Context, ref: Ref, job: Obj, extra_status: Obj | None = None) -> N
         status = _status(obj)
         if is_finished(status) and not _report_missing(status):
             return None
-        return observe_job(ref.kind, {**status, **(extra_status or {})}, job, pods, _generation(obj))
+        status.update(fields_from_spec(ref.kind, dict(obj.get("spec") or {})))
+        return observe_job(ref.kind, status, job, pods, _generation(obj))
 
     write_status(ctx, ref, change)
 

@@ -10,7 +10,7 @@ from .. import conditions as c
 from ..api import GROUP, VERSION, Lifecycle, SFTJobSpec
 from ..manifests import training_children
 from ..settings import OperatorSettings
-from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures, output_location
+from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures
 from . import runs
 
 KIND, PLURAL = "SFTJob", "sftjobs"
@@ -33,10 +33,7 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
         curation = ready_curation(ctx, ref, parsed) if parsed.dataset.curation_ref else None
         if parsed.dataset.curation_ref and curation is None:
             return  # the dataset failed or missed a gate: status says which
-        extra = {"outputLocation": output_location(parsed.output.pvc)}
-        if curation is not None:
-            extra["curationName"] = curation["metadata"]["name"]
-        runs.start(ctx, body, lambda: training_children(dict(body), ctx.settings, curation), extra)
+        runs.start(ctx, body, lambda: training_children(dict(body), ctx.settings, curation))
 
 
 def ready_curation(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec) -> dict[str, Any] | None:
