@@ -50,6 +50,8 @@ check-crds: $(STAMP)
 	$(PY) -m sft_operator.crdgen --check
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

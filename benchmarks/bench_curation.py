@@ -118,7 +118,7 @@ def measure(kind: str, input_path: Path, tokenizer: str | None = None) -> dict:
     command = [sys.executable, __file__, "--child", kind, str(input_path), "--tokenizer", tokenizer or ""]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{kind} run failed:\n{done.stderr[-3000:]}")
     return json.loads(line[len("RESULT ") :])

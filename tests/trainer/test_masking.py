@@ -51,7 +51,7 @@ def builder(tokenizer, name: str = "auto", **kwargs) -> SampleBuilder:
 def trained_stretches(sample: Sample) -> list[list[int]]:
     """Maximal runs of trained token ids."""
     runs, current = [], []
-    for token, label in zip(sample.input_ids, sample.labels):
+    for token, label in zip(sample.input_ids, sample.labels, strict=True):
         if label != IGNORE_INDEX:
             current.append(token)
         elif current:

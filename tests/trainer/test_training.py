@@ -189,7 +189,7 @@ def test_warmup_then_cosine_decay() -> None:
     factors = [lr_factor(step, 100, training) for step in range(100)]
     assert factors[0] < factors[5] < factors[9] <= 1.0  # warmup over the first 10 steps
     assert max(factors) == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))  # monotone decay
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))  # monotone decay
     assert factors[-1] < 0.01
     assert TrainingConfig().resolved_learning_rate() == 2e-4
     assert TrainingConfig(method="full").resolved_learning_rate() == 1e-5

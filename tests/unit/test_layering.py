@@ -22,6 +22,13 @@ def test_operator_passes_strict_mypy() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_finds_nothing() -> None:
+    """Lint and formatting are part of the gate, so they stay at zero findings."""
+    for args in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run([str(BIN / "ruff"), *args], cwd=REPO_ROOT, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_operator_package_loads_without_torch() -> None:
     """The operator image has no torch: importing the API must not pull it in."""
     code = "import sys, sft_operator.api, sft_operator.crdgen; assert 'torch' not in sys.modules"

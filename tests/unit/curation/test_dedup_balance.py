@@ -35,7 +35,7 @@ def perturb(text: str, rng: random.Random) -> str:
 def jaccard(a: Conversation, b: Conversation, n: int = 5) -> float:
     def grams(c: Conversation) -> set[tuple[str, ...]]:
         words = re.findall(r"\w+", conversation_text(c).lower())
-        return set(zip(*(words[k:] for k in range(n))))
+        return set(zip(*(words[k:] for k in range(n)), strict=False))
 
     ga, gb = grams(a), grams(b)
     return len(ga & gb) / len(ga | gb)

@@ -8,6 +8,7 @@ cannot share an n-gram and are ignored (reported as such).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Iterator
@@ -48,10 +49,8 @@ def eval_texts(path: str | Path) -> list[str]:
         else:
             raw = item.raw
             if isinstance(raw, str):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):  # an unparsable line is scanned as text
                     raw = json.loads(raw)
-                except json.JSONDecodeError:
-                    pass
             texts += list(_strings(raw))
     return texts
 

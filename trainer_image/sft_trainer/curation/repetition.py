@@ -64,7 +64,7 @@ def top_ngram_share(tokens: list[str], n: int) -> float:
     """Characters in the most frequent n-gram's occurrences / characters in all words (0 if it occurs once)."""
     if len(tokens) < n + 1:
         return 0.0
-    counts = Counter(zip(*(tokens[i:] for i in range(n))))
+    counts = Counter(zip(*(tokens[i:] for i in range(n)), strict=False))
     gram, count = counts.most_common(1)[0]
     if count < 2:
         return 0.0
@@ -78,13 +78,13 @@ def duplicate_ngram_fraction(tokens: list[str], n: int) -> float:
         return 0.0
     seen: set[tuple[str, ...]] = set()
     covered = bytearray(len(tokens))
-    for i, gram in enumerate(zip(*(tokens[j:] for j in range(n)))):
+    for i, gram in enumerate(zip(*(tokens[j:] for j in range(n)), strict=False)):
         if gram in seen:
             covered[i : i + n] = b"\x01" * n
         else:
             seen.add(gram)
     total = sum(map(len, tokens))
-    dup = sum(len(t) for t, c in zip(tokens, covered) if c)
+    dup = sum(len(t) for t, c in zip(tokens, covered, strict=True) if c)
     return dup / total if total else 0.0
 
 

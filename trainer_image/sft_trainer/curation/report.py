@@ -160,7 +160,7 @@ def _paired_svg(
 
 def _edge_labels(edges: list[float | None]) -> list[str]:
     out = []
-    for lo, hi in zip(edges, edges[1:]):
+    for lo, hi in zip(edges, edges[1:], strict=False):
         out.append(f"{lo:g}+" if hi is None else f"{lo:g}–{hi:g}")
     return out
 
@@ -226,8 +226,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(_paired_svg("lengths-chart", _edge_labels(rw["edges"]), rw["before"], rw["after"]))
     parts.append('<table id="lengths-table"><tr><th>words</th><th>before</th><th>after</th></tr>')
     parts += [
-        f"<tr><td>{_e(l)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>"
-        for l, b, a in zip(_edge_labels(rw["edges"]), rw["before"], rw["after"])
+        f"<tr><td>{_e(label)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>"
+        for label, b, a in zip(_edge_labels(rw["edges"]), rw["before"], rw["after"], strict=True)
     ]
     parts.append("</table></section>")
     # GPT-isms
@@ -238,8 +238,8 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(_paired_svg("gptism-chart", _edge_labels(g["edges"]), g["before"], g["after"]))
     parts.append('<table id="gptism-table"><tr><th>density</th><th>before</th><th>after</th></tr>')
     parts += [
-        f"<tr><td>{_e(l)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>"
-        for l, b, a in zip(_edge_labels(g["edges"]), g["before"], g["after"])
+        f"<tr><td>{_e(label)}</td><td class=n>{b}</td><td class=n>{a}</td></tr>"
+        for label, b, a in zip(_edge_labels(g["edges"]), g["before"], g["after"], strict=True)
     ]
     parts.append("</table></section>")
     # Duplicate clusters

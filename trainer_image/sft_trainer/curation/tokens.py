@@ -143,7 +143,7 @@ def _gpt2_byte_decoder() -> dict[str, int]:
             printable.append(b)
             codes.append(256 + extra)
             extra += 1
-    return {chr(c): b for b, c in zip(printable, codes)}
+    return {chr(c): b for b, c in zip(printable, codes, strict=True)}
 
 
 @dataclass
@@ -236,7 +236,7 @@ class TokenChecks(SetStep):
 
     def _fill(self, skeleton: Skeleton, conv: Conversation) -> str:
         out = [skeleton.pieces[0]]
-        for message, piece in zip(conv.messages, skeleton.pieces[1:]):
+        for message, piece in zip(conv.messages, skeleton.pieces[1:], strict=False):
             out += [message.content, piece]
         return "".join(out)
 
@@ -251,7 +251,7 @@ class TokenChecks(SetStep):
         for conv in convs:
             per_conv.append(token_ids[k : k + len(conv.messages)])
             k += len(conv.messages)
-        for i, (conv, ids) in enumerate(zip(convs, per_conv)):
+        for i, (conv, ids) in enumerate(zip(convs, per_conv, strict=True)):
             code = self._bounds(conv, ids) or (self._template(conv, ids) if self.template_enabled else None)
             if code:
                 stopped[i] = code
@@ -264,7 +264,7 @@ class TokenChecks(SetStep):
         return code if "." in code else f"{self.name}.{code}"
 
     def _bounds(self, conv: Conversation, ids: list[list[int]]) -> str | None:
-        for message, message_ids in zip(conv.messages, ids):
+        for message, message_ids in zip(conv.messages, ids, strict=True):
             kind = {"user": "prompt", "assistant": "response"}.get(message.role)
             if kind is None:
                 continue
@@ -310,8 +310,13 @@ class TokenChecks(SetStep):
     ) -> None:
         """Hold responses whose tokens are unknown, byte fragments, or rare in this set (vectorised over the set)."""
         responses = [
-            [t for message, ids in zip(conv.messages, conv_ids) if message.role == "assistant" for t in ids]
-            for conv, conv_ids in zip(convs, per_conv)
+            [
+                t
+                for message, ids in zip(conv.messages, conv_ids, strict=True)
+                if message.role == "assistant"
+                for t in ids
+            ]
+            for conv, conv_ids in zip(convs, per_conv, strict=True)
         ]
         lengths = np.fromiter(map(len, responses), dtype=np.int64, count=len(responses))
         if not lengths.sum():

@@ -127,4 +127,7 @@ def lint_dataset(
 
 def token_pieces(tokenizer: Any, sample: Sample) -> list[tuple[str, bool]]:
     """(text of each token, trained?) for display."""
-    return [(tokenizer.decode([token]), label != IGNORE_INDEX) for token, label in zip(sample.input_ids, sample.labels)]
+    return [
+        (tokenizer.decode([token]), label != IGNORE_INDEX)
+        for token, label in zip(sample.input_ids, sample.labels, strict=True)
+    ]

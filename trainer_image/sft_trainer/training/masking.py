@@ -228,7 +228,7 @@ class SampleBuilder:
         plans = [p for p in batch if isinstance(p, _Plan)]
         token_runs = self._tokenize_runs(plans)
         results: dict[int, Sample | Rejection] = {}
-        for plan, ids_per_run in zip(plans, token_runs):
+        for plan, ids_per_run in zip(plans, token_runs, strict=True):
             results[id(plan)] = self._assemble(plan, ids_per_run)
         for item in batch:
             yield item if isinstance(item, Rejection) else results[id(item)]
@@ -249,7 +249,7 @@ class SampleBuilder:
         if self.model_wants_bos and not self.template_writes_bos:
             input_ids.append(self.bos_id)  # type: ignore[arg-type]
             labels.append(IGNORE_INDEX)
-        for run, ids in zip(plan.runs, ids_per_run):
+        for run, ids in zip(plan.runs, ids_per_run, strict=True):
             if run.closes_turn:
                 ids = [*ids, self.end_of_turn_id]
             input_ids.extend(ids)

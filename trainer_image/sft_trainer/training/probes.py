@@ -137,10 +137,10 @@ def memorisation_probe(
         if not chosen:
             result[name] = None
             continue
-        prompts, references = zip(*(_prompt_and_reference(c) for c in chosen))
+        prompts, references = zip(*(_prompt_and_reference(c) for c in chosen), strict=True)
         replies = generator.generate(list(prompts), max_new_tokens)
         exact, ratios = 0, []
-        for reply, reference in zip(replies, references):
+        for reply, reference in zip(replies, references, strict=True):
             # Compare with what fits in the generation budget: the reference's first max_new_tokens tokens.
             ids = generator.tokenizer(reference, add_special_tokens=False).input_ids[:max_new_tokens]
             target = generator.tokenizer.decode(ids).strip()
@@ -150,7 +150,10 @@ def memorisation_probe(
             "prompts": len(chosen),
             "exactMatchRate": exact / len(chosen),
             "lcsRatio": sum(ratios) / len(ratios),
-            "examples": [{"prompt": p[-1].content[:200], "reply": r[:300]} for p, r in list(zip(prompts, replies))[:3]],
+            "examples": [
+                {"prompt": p[-1].content[:200], "reply": r[:300]}
+                for p, r in list(zip(prompts, replies, strict=True))[:3]
+            ],
         }
     if result.get("train") and result.get("heldOut"):
         result["lcsGap"] = result["train"]["lcsRatio"] - result["heldOut"]["lcsRatio"]
@@ -222,7 +225,8 @@ def safety_probe(generator: Generator, per_set: int, max_new_tokens: int) -> dic
             "prompts": len(rows),
             "refusalRate": sum(refusals) / len(rows),
             "examples": [
-                {"prompt": r["prompt"][:200], "reply": reply[:200]} for r, reply in list(zip(rows, replies))[:2]
+                {"prompt": r["prompt"][:200], "reply": reply[:200]}
+                for r, reply in list(zip(rows, replies, strict=True))[:2]
             ],
         }
         if rows[0]["expect"] == "refuse":

@@ -247,7 +247,7 @@ def _detect_end_of_turn(template: ChatTemplate, tokenizer: PreTrainedTokenizerBa
     segments = template.segments(_PROBES[0])
     after_assistant = [
         s
-        for prev, s in zip(segments, segments[1:])
+        for prev, s in zip(segments, segments[1:], strict=False)
         if prev.kind == "content" and prev.message == 1 and s.kind == "markup"
     ]
     special = set(tokenizer.all_special_ids) | {
