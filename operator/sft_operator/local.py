@@ -211,8 +211,7 @@ class LocalExecutor:
     ) -> int:
         """Run the pod's command as a local process, mirroring its /progress into status.json."""
         _write_json(log.parent / "resource.json", resource.body)
-        command = [sys.executable if container["command"][0] == "python" else container["command"][0]]
-        command += container["command"][1:] + container.get("args", [])
+        command = _local_launcher(container["command"][0]) + container["command"][1:] + container.get("args", [])
         env = {**os.environ, **_literal_env(container), "SFT_PROGRESS_HOST": "127.0.0.1"}
         with log.open("wb") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -280,3 +279,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     tmp.replace(path)
+
+
+def _local_launcher(program: str) -> list[str]:
+    """The image's `python` / `torchrun` as this interpreter (a virtualenv need not be on PATH)."""
+    launchers = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
+    return launchers.get(program, [program])

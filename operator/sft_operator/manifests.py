@@ -257,8 +257,13 @@ def _resources(resources: Resources) -> dict[str, Any]:
 
 def _command(owner: Owner, spec: DatasetCurationSpec | SFTJobSpec, layout: MountLayout) -> list[str]:
     subcommand = owner.subcommand
+    module = ["-m", "sft_trainer", subcommand, layout.run_config_path]
+    # Curation is one process whatever it is given; training runs one process per GPU.
+    if owner.kind == "DatasetCuration" or (spec.resources.nodes == 1 and spec.resources.gpus_per_node <= 1):
+        return ["python", *module]
     if spec.resources.nodes == 1:
-        return ["python", "-m", "sft_trainer", subcommand, layout.run_config_path]
+        # One process per GPU; --standalone runs the rendezvous inside the pod.
+        return ["torchrun", "--standalone", f"--nproc-per-node={spec.resources.gpus_per_node}", *module]
     job = job_name(owner)
     return [
         "torchrun",
@@ -267,10 +272,7 @@ def _command(owner: Owner, spec: DatasetCurationSpec | SFTJobSpec, layout: Mount
         "--node-rank=$(NODE_RANK)",
         f"--master-addr={job}-0.{job}",
         f"--master-port={RENDEZVOUS_PORT}",
-        "-m",
-        "sft_trainer",
-        subcommand,
-        layout.run_config_path,
+        *module,
     ]
 
 

@@ -13,6 +13,7 @@ from sft_operator.manifests import (
     EXIT_CONFIG_ERROR,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    MountLayout,
     Owner,
     child_name,
     curation_children,
@@ -153,6 +154,22 @@ def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous_on_index_zero() -
     assert children.service is not None
     assert children.service["spec"]["clusterIP"] == "None" and children.service["spec"]["publishNotReadyAddresses"]
     assert children.service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "demo-train"}
+
+
+def test_one_node_with_several_gpus_runs_one_process_per_gpu() -> None:
+    children = training_children(sftjob(resources={"gpusPerNode": 4}), SETTINGS)
+    assert container(children.job)["command"] == [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node=4",
+        "-m",
+        "sft_trainer",
+        "train",
+        MountLayout().run_config_path,
+    ]
+    assert children.service is None and "completionMode" not in children.job["spec"]
+    curation_job = curation_children(curation(resources={"gpusPerNode": 2}), SETTINGS).job
+    assert container(curation_job)["command"][:3] == ["python", "-m", "sft_trainer"]
 
 
 def test_single_node_has_no_service_and_runs_the_module_directly() -> None:

@@ -124,6 +124,8 @@ class TrainingConfig(WireModel):
     """Trade compute for memory by recomputing activations."""
     attention: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
     """Attention kernel: `auto` is SDPA (FlashAttention 2 must be installed to be chosen)."""
+    distributed: Literal["ddp", "fsdp"] = "ddp"
+    """With several processes: `ddp` keeps a whole model on each; `fsdp` shards parameters, gradients and optimizer state across them (for models that do not fit one GPU). Ignored in one process."""
     eval_fraction: float = Field(default=0.05, ge=0, lt=1)
     """Share of the dataset held out for evaluation."""
     eval_every_steps: int = Field(default=50, ge=1)

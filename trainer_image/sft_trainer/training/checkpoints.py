@@ -2,12 +2,19 @@
 
 A checkpoint is a folder `step-000120/` holding:
 
-* `trainable.safetensors`: the trainable parameters only (the adapter for
-  LoRA, every weight for full fine-tuning): the frozen base is never copied;
-* `optimizer.pt`, `scheduler.pt`, `rng.pt`: everything needed to continue
-  exactly where the run stopped (dropout masks included);
+* `trainable.safetensors`: the full trainable parameters only (the adapter for
+  LoRA, every weight for full fine-tuning), by the model's own names: the
+  frozen base is never copied;
+* `optimizer.pt` (state keyed by parameter name), `scheduler.pt`, and
+  `rng-<rank>.pt` for every process: everything needed to continue exactly
+  where the run stopped (dropout masks included);
 * `state.json`: the RunState (step, epoch, position in the epoch, history,
   best eval loss), written last, so a folder without it is incomplete.
+
+With several processes the tensors are gathered onto rank 0 (FSDP shards
+included; see parallel.py), which writes the folder; so a checkpoint does not
+depend on how many processes wrote it. Every save and load is a collective:
+all ranks call it at the same step.
 
 It is written under a temporary name and renamed, so a kill -9 at any moment
 leaves either the previous checkpoints or a complete new one. `best/` holds
@@ -29,32 +36,49 @@ from .loop import RunState
 if TYPE_CHECKING:
     import torch
 
+    from .parallel import Parallel
+
 CHECKPOINTS = "checkpoints"
 BEST = "best"
+TRAINABLE = "trainable.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that train, detached and on CPU, by name."""
-    return {name: p.detach().to("cpu").contiguous() for name, p in model.named_parameters() if p.requires_grad}
+def check_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Saved tensors must be exactly the parameters the model trains, by name."""
+    params = {name: p for name, p in getattr(model, "module", model).named_parameters()}
+    unknown = [name for name in tensors if name not in params]
+    if unknown:
+        raise ValueError(f"{source}: parameters not in the model: {unknown[:5]}")
+    expected = {name for name, p in params.items() if p.requires_grad}
+    if set(tensors) != expected:
+        raise ValueError(f"{source}: holds {len(tensors)} tensors, the model trains {len(expected)}")
 
 
-def load_trainable(model: torch.nn.Module, path: Path) -> None:
-    """Copy saved trainable parameters back into the model; every saved name must exist and match."""
+def copy_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Full trainable tensors into a plain (unsharded) model, after checking the names."""
     import torch
+
+    check_trainable(model, tensors, source)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+
+
+def read_trainable(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    saved = load_file(str(path))
-    params = dict(model.named_parameters())
-    missing = [name for name in saved if name not in params]
-    if missing:
-        raise ValueError(f"{path}: parameters not in the model: {missing[:5]}")
-    expected = {name for name, p in params.items() if p.requires_grad}
-    if set(saved) != expected:
-        raise ValueError(f"{path}: holds {len(saved)} tensors, the model trains {len(expected)}")
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            params[name].copy_(tensor.to(params[name].device, params[name].dtype))
+    return load_file(str(path))
+
+
+def load_trainable_file(parallel: Parallel, model: torch.nn.Module, path: Path) -> None:
+    """Saved trainable weights into the model (rank 0 reads, every rank receives its part). A collective."""
+    tensors: dict[str, torch.Tensor] = {}
+    if parallel.is_main:
+        tensors = read_trainable(path)
+        check_trainable(model, tensors, path)
+    parallel.load_trainable(model, tensors)
 
 
 def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -63,45 +87,56 @@ def _write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file(tensors, str(path))
 
 
-def save_checkpoint(output_dir: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: RunState) -> Path:
+def save_checkpoint(
+    output_dir: Path, parallel: Parallel, model: torch.nn.Module, optimizer: Any, scheduler: Any, state: RunState
+) -> Path:
+    """Write `step-NNNNNN/` (every rank calls this; rank 0 writes all but its own RNG file)."""
     import torch
 
+    tensors = parallel.gather_trainable(model)
+    optimizer_state = parallel.gather_optimizer(model, optimizer)
     root = output_dir / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.step:06d}"
     staging = root / f".tmp-step-{state.step:06d}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    _write_tensors(trainable_state(model), staging / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-    torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-    rng = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, staging / "rng.pt")
-    (staging / "state.json").write_text(json.dumps(state.to_json()), encoding="utf-8")
-    _fsync_dir(staging)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)
-    _fsync_dir(root)
+    if parallel.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        _write_tensors(tensors, staging / TRAINABLE)
+        torch.save(optimizer_state, staging / "optimizer.pt")
+        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+    parallel.barrier()  # staging exists for everyone
+    torch.save(_rng_state(), staging / f"rng-{parallel.rank}.pt")
+    parallel.barrier()  # every RNG file is in
+    if parallel.is_main:
+        (staging / "state.json").write_text(json.dumps(state.to_json()), encoding="utf-8")
+        _fsync_dir(staging)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        _fsync_dir(root)
+    parallel.barrier()  # nobody goes on (or prunes) before the checkpoint is complete
     return final
 
 
-def save_best(output_dir: Path, model: torch.nn.Module, step: int, eval_loss: float) -> None:
+def save_best(output_dir: Path, parallel: Parallel, model: torch.nn.Module, step: int, eval_loss: float) -> None:
+    """Keep the trainable weights of the best evaluation in `best/`. A collective."""
+    tensors = parallel.gather_trainable(model)
+    if not parallel.is_main:
+        return
     root = output_dir / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     staging = root / ".tmp-best"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    _write_tensors(trainable_state(model), staging / "trainable.safetensors")
+    _write_tensors(tensors, staging / TRAINABLE)
     (staging / "best.json").write_text(json.dumps({"step": step, "evalLoss": eval_loss}), encoding="utf-8")
     shutil.rmtree(root / BEST, ignore_errors=True)
     os.replace(staging, root / BEST)
 
 
 def best_weights(output_dir: Path) -> Path | None:
-    path = output_dir / CHECKPOINTS / BEST / "trainable.safetensors"
+    path = output_dir / CHECKPOINTS / BEST / TRAINABLE
     return path if path.is_file() and (path.parent / "best.json").is_file() else None
 
 
@@ -123,19 +158,38 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> RunState:
-    """Restore model, optimiser, scheduler and RNG from `path`; returns the saved RunState."""
+def load_checkpoint(path: Path, parallel: Parallel, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> RunState:
+    """Restore model, optimiser, scheduler and this rank's RNG from `path`. A collective."""
     import torch
 
-    load_trainable(model, path / "trainable.safetensors")
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    load_trainable_file(parallel, model, path / TRAINABLE)
+    optimizer_state = (
+        torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True) if parallel.is_main else {}
+    )
+    parallel.load_optimizer(model, optimizer, optimizer_state)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    rng = torch.load(path / "rng.pt", weights_only=False)
+    # A run resumed on more processes than wrote the checkpoint seeds the new ranks from rank 0's state.
+    own = path / f"rng-{parallel.rank}.pt"
+    _set_rng_state(torch.load(own if own.is_file() else path / "rng-0.pt", weights_only=False))
+    return RunState.from_json(json.loads((path / "state.json").read_text(encoding="utf-8")))
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    rng: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    import torch
+
     random.setstate(rng["python"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return RunState.from_json(json.loads((path / "state.json").read_text(encoding="utf-8")))
 
 
 def prune_checkpoints(output_dir: Path, keep: int) -> None:

@@ -70,6 +70,18 @@ def total_optimizer_steps(num_micro_batches: int, micro_batches_per_step: int, t
     return max(total, 1)
 
 
+def rank_share(group: list[Batch], rank: int, world: int) -> list[tuple[Batch, float]]:
+    """This process's micro-batches of one optimiser step, each with its loss weight.
+
+    Every process must run as many forward/backward passes as the others
+    (DDP's all-reduce and FSDP's gathers are collectives), so a process short
+    of a batch at the end of an epoch repeats one with weight 0.
+    """
+    mine = [(batch, 1.0) for batch in group[rank::world]]
+    per_process = -(-len(group) // world)
+    return mine + [(group[0], 0.0)] * (per_process - len(mine))
+
+
 def step_groups(batches: list[Batch], accumulation: int) -> list[list[Batch]]:
     """Micro-batches grouped into optimiser steps (the last group of an epoch may be shorter)."""
     return [batches[i : i + accumulation] for i in range(0, len(batches), accumulation)]
