@@ -211,7 +211,7 @@ def fields_from_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def cluster_run_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunState:
+def cluster_run_state(kind: str, job: dict[str, Any], pods: list[dict[str, Any]]) -> RunState:
     """`job_run_state` refined with what only a cluster shows.
 
     The Job counts a pod as active from creation, so "running" here means a
@@ -239,7 +239,9 @@ def cluster_run_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> RunSta
         return run
     if failures:
         detail = last_pod_failure(pods) or "a pod failed"
-        message = f"{detail}; {_retries(job, failures)}, the next pod resumes from the newest checkpoint"
+        # Training resumes from its checkpoints; a curation is cheap enough to run again from the start.
+        retry = "the next pod resumes from the newest checkpoint" if kind == "SFTJob" else "the next pod starts over"
+        message = f"{detail}; {_retries(job, failures)}, {retry}"
         return RunState(PENDING, c.RETRYING, _clip(message), run.start_time)
     return RunState(PENDING, c.PODS_PENDING, f"Job {name} is waiting for its pods to start", run.start_time)
 
@@ -337,7 +339,7 @@ def observe_job(
     deleted by its TTL a moment after it completes); a completed run without
     them is still Succeeded, with reason ReportMissing.
     """
-    run = cluster_run_state(job, pods)
+    run = cluster_run_state(kind, job, pods)
     updated = {**status, "jobName": job["metadata"]["name"]}
     found = report_from_pods(pods)
     if found.report is not None:

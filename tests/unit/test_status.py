@@ -70,26 +70,28 @@ FIGURES = {
 
 
 def test_a_job_whose_pods_are_not_ready_is_pending_not_running() -> None:
-    assert cluster_run_state(job({"active": 1, "ready": 0}), []).reason == c.PODS_PENDING
-    assert cluster_run_state(job({}), []).reason == c.PODS_PENDING
-    running = cluster_run_state(job({"active": 1, "ready": 1}), [])
+    assert cluster_run_state("SFTJob", job({"active": 1, "ready": 0}), []).reason == c.PODS_PENDING
+    assert cluster_run_state("SFTJob", job({}), []).reason == c.PODS_PENDING
+    running = cluster_run_state("SFTJob", job({"active": 1, "ready": 1}), [])
     assert (running.state, running.reason) == ("Running", c.JOB_RUNNING)
 
 
 def test_a_failed_pod_being_retried_says_which_exit_code_and_how_many_retries() -> None:
     pods = [pod("x-train-a", "Failed", 1, "loading\nRuntimeError: CUDA out of memory\n")]
-    state = cluster_run_state(job({"failed": 1, "active": 1, "ready": 0}), pods)
+    state = cluster_run_state("SFTJob", job({"failed": 1, "active": 1, "ready": 0}), pods)
     assert state.reason == c.RETRYING
     assert state.message == (
         "pod x-train-a exited with code 1: RuntimeError: CUDA out of memory; "
         "1 of 3 retries used, the next pod resumes from the newest checkpoint"
     )
-    again = cluster_run_state(job({"failed": 1, "active": 1, "ready": 1}), pods)
+    curation = cluster_run_state("DatasetCuration", job({"failed": 1, "active": 1, "ready": 0}), pods)
+    assert curation.message.endswith("1 of 3 retries used, the next pod starts over")
+    again = cluster_run_state("SFTJob", job({"failed": 1, "active": 1, "ready": 1}), pods)
     assert again.reason == c.JOB_RUNNING and again.message.endswith("after 1 of 3 retries used")
 
 
 def test_a_suspended_job_names_its_kueue_queue() -> None:
-    state = cluster_run_state(job(suspend=True, labels={"kueue.x-k8s.io/queue-name": "team-a"}), [])
+    state = cluster_run_state("SFTJob", job(suspend=True, labels={"kueue.x-k8s.io/queue-name": "team-a"}), [])
     assert (state.reason, state.message) == (
         c.JOB_SUSPENDED,
         "Job x-train is suspended until Kueue admits it to queue team-a",
@@ -101,7 +103,7 @@ def test_a_failed_job_carries_the_last_pod_failure() -> None:
         "conditions": [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "exit code 42"}]
     }
     pods = [pod("x-train-a", "Failed", 42, "Configuration error: run.yaml: epochs: must be > 0")]
-    state = cluster_run_state(job(failed), pods)
+    state = cluster_run_state("SFTJob", job(failed), pods)
     assert state.reason == c.CONFIG_ERROR
     assert (
         state.message
