@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from sft_trainer.config import CurationConfig
-from sft_trainer.curation.artifacts import Artifacts
+from sft_trainer.curation.artifacts import AI_DISCLAIMER, IDENTITY_CLAIM, KNOWLEDGE_CUTOFF, Artifacts
 from sft_trainer.curation.gptisms import density
 from sft_trainer.curation.pipeline import build_record_filters
 from sft_trainer.curation.repetition import Repetition
@@ -65,6 +65,16 @@ def test_artifacts_catch_chatbot_text_in_real_data(data_dir: Path) -> None:
     disclaimers = [r for r in safety if "as an ai language model" in r["output"].lower()]
     assert disclaimers
     assert all(step(conv(r)) == "artifacts.ai_disclaimer" for r in disclaimers[:50])
+
+
+def test_needles_never_hide_a_match(data_dir: Path, alpaca: list[dict]) -> None:
+    """The substring guards in front of the artifact patterns agree with the bare patterns on real text."""
+    safety = json.loads((data_dir / "safety/safety_tuned_llamas_safety_only_data_Instructions.json").read_text())
+    texts = [r["output"].lower() for r in alpaca + safety]
+    for guarded in (AI_DISCLAIMER, KNOWLEDGE_CUTOFF, IDENTITY_CLAIM):
+        bare = [bool(guarded.pattern.search(t)) for t in texts]
+        assert [bool(guarded.search(t)) for t in texts] == bare
+        assert any(bare), "the sample must exercise the pattern"
 
 
 def test_refusal_of_a_harmful_request_is_kept_and_of_a_benign_one_is_dropped() -> None:

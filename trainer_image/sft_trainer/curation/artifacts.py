@@ -15,7 +15,24 @@ from .base import Filter
 # Content patterns run on lower-cased text: cheaper than re.IGNORECASE.
 _I = 0
 
-AI_DISCLAIMER = re.compile(
+
+class Needled:
+    """A pattern behind a substring test: every match contains one of `needles`.
+
+    `in` is a C scan, while a pattern that opens with a word boundary and a
+    long alternation is tried at every position; most responses contain none
+    of the needles, so most never reach the pattern. The needles are part of
+    the pattern's contract: tests check both agree on real records.
+    """
+
+    def __init__(self, pattern: re.Pattern[str], needles: tuple[str, ...]) -> None:
+        self.pattern, self.needles = pattern, needles
+
+    def search(self, text: str) -> re.Match[str] | None:
+        return self.pattern.search(text) if any(n in text for n in self.needles) else None
+
+
+AI_DISCLAIMER_PATTERN = re.compile(
     r"\bas an? (?:ai|a\.i\.|artificial intelligence|(?:large )?language model|ai language model|text[- ]based (?:ai|model|assistant)"
     r"|virtual assistant|digital assistant|ai assistant|ai model|machine learning model|computer program|chatbot)\b"
     r"|\bi(?:'m| am) (?:just |only |merely )?an? (?:ai|artificial intelligence|(?:large )?language model|ai language model|ai assistant"
@@ -23,7 +40,7 @@ AI_DISCLAIMER = re.compile(
     r"|\b(?:being|since i am|because i am|i'm) (?:an? )?(?:ai|language model|machine)\b,? i (?:do not|don't|cannot|can't)\b",
     _I,
 )
-KNOWLEDGE_CUTOFF = re.compile(
+KNOWLEDGE_CUTOFF_PATTERN = re.compile(
     r"\b(?:knowledge cut-?off|training cut-?off|my training data(?: only)? (?:goes|extends|runs)|"
     r"as of my (?:last |latest )?(?:knowledge |training )?(?:update|cutoff|cut-off|training)|"
     r"i (?:do not|don't|cannot|can't) (?:have )?(?:access to |browse )(?:the )?(?:internet|web|real[- ]time|current events|up-to-date)|"
@@ -31,11 +48,16 @@ KNOWLEDGE_CUTOFF = re.compile(
     r"(?:not|unable to) (?:able to )?browse the (?:internet|web))",
     _I,
 )
-IDENTITY_CLAIM = re.compile(
+IDENTITY_CLAIM_PATTERN = re.compile(
     r"\b(?:i am|i'm|my name is|this is) (?:chatgpt|gpt-?\d|an? openai|openai|claude|bard|vicuna|llama|alpaca|koala|gemini|bing chat)\b"
     r"|\b(?:i was|i am|i'm|i've been)\b[^.\n]{0,40}\b(?:trained|developed|created|built|made|programmed) by (?:openai|anthropic|google|meta|lmsys|large model systems|microsoft)\b"
     r"|\b(?:a|an) (?:large )?language model (?:trained|developed|created|built) by\b",
     _I,
+)
+AI_DISCLAIMER = Needled(AI_DISCLAIMER_PATTERN, ("as a", "i'm", "i am", "being"))
+KNOWLEDGE_CUTOFF = Needled(KNOWLEDGE_CUTOFF_PATTERN, ("cut", "training data", "as of my", "browse", "access"))
+IDENTITY_CLAIM = Needled(
+    IDENTITY_CLAIM_PATTERN, ("i am", "i'm", "my name is", "this is", "i was", "i've been", "language model")
 )
 # Inability statements typical of a model that could not do the task
 # ("This task cannot be completed by a GPT model", "I'm sorry, but I cannot ...").
