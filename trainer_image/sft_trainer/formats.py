@@ -6,9 +6,11 @@ that says why the record could not be understood. Nothing is dropped: the
 `source_index` of each yielded item is the record's position in the file, so
 the callers can prove that every input record ended up somewhere.
 
-Only a file that cannot be read at all (missing, not JSON/JSONL/Parquet, a
-JSON array broken in the middle, no line of a JSONL file parses) raises
-`DatasetReadError`, whose message names the file and the first bad record.
+Only a file that cannot be read at all (missing, not a regular file, not
+JSON/JSONL/Parquet, a JSON array broken in the middle, no line of a JSONL
+file parses) raises `DatasetReadError`, whose message names the file and the
+first bad record. Text is UTF-8 (a BOM is skipped); UTF-16 and UTF-32 are
+recognised by their first bytes, as RFC 4627 and Python's `json` do.
 
 This module judges structure only (types, required fields, known roles).
 Whether the content is any good (empty turns, role order, placeholders,
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,13 @@ MISSING_FIELD = "format.missing_field"
 WRONG_TYPE = "format.wrong_type"
 UNKNOWN_ROLE = "format.unknown_role"
 NON_TEXT_CONTENT = "format.non_text_content"
+TOO_DEEP = "format.too_deeply_nested"
+
+# Deepest nesting of objects and arrays a record may have. Real records are
+# 2 to 5 levels deep. A record nested close to Python's recursion limit
+# (about 1,000) parses, but cannot then be written back (json.dumps), printed
+# or copied from a deeper call stack; one nested beyond it does not even parse.
+MAX_NESTING = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,59 +292,141 @@ def record_to_conversation(record: Any, source_index: int, format: str = "auto")
 # --------------------------------------------------------------------------
 
 _WS = re.compile(r"[ \t\r\n]*")
+# Lines end at LF, CRLF or CR only: str.splitlines() also splits at U+2028,
+# U+0085 and others that JSON strings may hold raw (our own ensure_ascii=False
+# writers emit them), which cut one record in two.
+_LINE_END = re.compile(r"\r\n?|\n")
 
 
-def _decode(data: bytes) -> str:
-    # surrogateescape keeps invalid UTF-8 bytes as lone surrogates instead of
-    # failing the whole file: the validation step then rejects exactly the
-    # records that contain them.
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    return data.decode("utf-8", errors="surrogateescape")
+def _decode(path: Path, data: bytes) -> str:
+    # The encoding is told by a BOM or by where the NUL bytes of the first
+    # ASCII characters fall (RFC 4627; what json.loads(bytes) does itself):
+    # Windows tools write UTF-16.
+    encoding = json.detect_encoding(data)
+    if encoding.startswith("utf-8"):
+        # surrogateescape keeps invalid UTF-8 bytes as lone surrogates instead
+        # of failing the whole file: the validation step then rejects exactly
+        # the records that contain them.
+        return data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DatasetReadError(
+            f"{path}: the first bytes say {encoding}, but bytes {err.start}-{err.end} are not valid {encoding}"
+        ) from None
 
 
 def _json_array_records(path: Path, text: str) -> list[Any]:
     """Parse a JSON array; on failure name the element that breaks it."""
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
-        _raise_for_first_bad_element(path, text)
-        raise  # unreachable: the scan above always raises
+    except (ValueError, RecursionError):
+        # Broken, or one element too deep or too odd for the parser: walk the
+        # elements one by one to name the broken one or reject only the odd one.
+        return _json_array_elements(path, text)
     if not isinstance(data, list):
         raise DatasetReadError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+    if any(isinstance(record, (dict, list)) and _nesting_exceeds(record) for record in data):
+        return _json_array_elements(path, text)  # keeps the too-deep records' text for rejected.jsonl
     return data
 
 
-def _raise_for_first_bad_element(path: Path, text: str) -> None:
+def _json_array_elements(path: Path, text: str) -> list[Any]:
+    """The elements of a JSON array one at a time; a syntax error names the element and fails the file."""
     decoder = json.JSONDecoder()
+    records: list[Any] = []
     pos = _WS.match(text, 0).end() + 1  # past '['
-    index = 0
+    line, counted_to = 1, 0
     while True:
         pos = _WS.match(text, pos).end()
-        if pos < len(text) and text[pos] == "]" and index == 0:
+        if pos < len(text) and text[pos] == "]" and not records:
             break
+        line, counted_to = line + text.count("\n", counted_to, pos), pos  # counted on: a rescan per record is quadratic
+        where = f"record {len(records)} (line {line})"
         try:
-            _, pos = decoder.raw_decode(text, pos)
+            _, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             raise DatasetReadError(
-                f"{path}: record {index} (line {err.lineno}, column {err.colno}) is not valid JSON: {err.msg}"
+                f"{path}: record {len(records)} (line {err.lineno}, column {err.colno}) is not valid JSON: {err.msg}"
             ) from None
-        pos = _WS.match(text, pos).end()
+        except (ValueError, RecursionError):
+            end = _value_end(text, pos)  # parses as JSON syntax, but not as a Python value
+        records.append(_parse_record(text[pos:end], where))
+        pos = _WS.match(text, end).end()
         if pos < len(text) and text[pos] == ",":
             pos += 1
-            index += 1
             continue
         if pos < len(text) and text[pos] == "]":
             break
         line = text.count("\n", 0, pos) + 1
-        raise DatasetReadError(f"{path}: after record {index} (line {line}) expected ',' or ']'")
-    raise DatasetReadError(f"{path}: not valid JSON after the closing ']'")
+        raise DatasetReadError(f"{path}: after record {len(records) - 1} (line {line}) expected ',' or ']'")
+    if text[pos + 1 :].strip(" \t\r\n"):
+        raise DatasetReadError(f"{path}: not valid JSON after the closing ']'")
+    return records
+
+
+_JSON_SYNTAX = re.compile(r'["\[\]{},]')
+_STRING_END = re.compile(r'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+
+
+def _value_end(text: str, pos: int) -> int:
+    """Where the JSON value starting at `pos` ends, found by counting brackets (no recursion)."""
+    depth = 0
+    while True:
+        found = _JSON_SYNTAX.search(text, pos)
+        if found is None:
+            return len(text)
+        pos = found.start()
+        char = text[pos]
+        if char == '"':
+            closing = _STRING_END.match(text, pos + 1)
+            pos = closing.end() if closing else len(text)
+            continue
+        if char in "[{":
+            depth += 1
+        elif depth == 0:  # ',' or a closing bracket of the enclosing array
+            return pos
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return pos + 1
+        pos += 1
 
 
 @dataclass(slots=True)
 class _BadLine:
+    """A record that could not be parsed (or is too deep to use), kept as its text."""
+
     text: str
     detail: str
+    reason: str = INVALID_JSON
+
+
+def _nesting_exceeds(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether objects/arrays nest more than `limit` levels deep; iterative, so it cannot hit the recursion limit."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
+    return False
+
+
+def _parse_record(text: str, where: str) -> Any:
+    """One record's JSON text -> the value, or a _BadLine saying why not (never raises)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return _BadLine(text, f"{where}, column {err.colno}: {err.msg}")
+    except RecursionError:
+        return _BadLine(text, f"{where}: nested deeper than the JSON parser can follow", TOO_DEEP)
+    except ValueError as err:  # e.g. an integer of more than 4,300 digits (CPython's int limit)
+        return _BadLine(text, f"{where}: {err}")
+    if isinstance(value, (dict, list)) and _nesting_exceeds(value):
+        return _BadLine(text, f"{where}: nested more than {MAX_NESTING} levels deep", TOO_DEEP)
+    return value
 
 
 def _jsonl_records(path: Path, text: str) -> list[Any]:
@@ -342,19 +434,18 @@ def _jsonl_records(path: Path, text: str) -> list[Any]:
     records: list[Any] = []
     parsed_any = False
     first_bad = None
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(_LINE_END.split(text), start=1):
         if not line.strip():
             continue
-        try:
-            records.append(json.loads(line))
+        record = _parse_record(line, f"line {line_no}")
+        records.append(record)
+        if isinstance(record, _BadLine):
+            first_bad = first_bad or (len(records) - 1, record.detail)
+        else:
             parsed_any = True
-        except json.JSONDecodeError as err:
-            detail = f"line {line_no}, column {err.colno}: {err.msg}"
-            records.append(_BadLine(line, detail))
-            first_bad = first_bad or (len(records) - 1, detail)
     if records and not parsed_any:
         index, detail = first_bad  # type: ignore[misc]
-        raise DatasetReadError(f"{path}: no line is valid JSON; first bad record {index} ({detail})")
+        raise DatasetReadError(f"{path}: not JSON Lines, no line is valid JSON; first bad record {index} ({detail})")
     return records
 
 
@@ -368,12 +459,22 @@ def _parquet_records(path: Path) -> Iterator[Any]:
         batches = list(parquet.iter_batches())
     except Exception as err:  # pyarrow raises several unrelated types for a broken file
         raise DatasetReadError(f"{path}: not a readable Parquet file: {err}") from err
-    for batch in batches:
-        yield from batch.to_pylist()
+    rows = (row for batch in batches for row in batch.to_pylist())
+    for index, row in enumerate(rows):
+        if _nesting_exceeds(row):
+            yield _BadLine(
+                "<not reproduced: too deep>", f"row {index}: nested more than {MAX_NESTING} levels", TOO_DEEP
+            )
+        else:
+            yield row
 
 
 def _file_records(path: Path) -> Iterable[Any]:
     try:
+        kind = path.stat().st_mode
+        # A FIFO would block the read forever and /dev/zero would never end.
+        if not stat.S_ISREG(kind):
+            raise DatasetReadError(f"{path}: not a regular file ({_file_kind(kind)})")
         data = path.read_bytes()
     except OSError as err:
         raise DatasetReadError(f"{path}: cannot read: {err.strerror or err}") from err
@@ -381,25 +482,35 @@ def _file_records(path: Path) -> Iterable[Any]:
         return _parquet_records(path)
     if path.suffix.lower() == ".parquet":
         raise DatasetReadError(f"{path}: not a Parquet file (no PAR1 header)")
-    text = _decode(data)
+    text = _decode(path, data)
     start = _WS.match(text, 0).end()
     if start == len(text):
         return []
-    if text[start] == "[":
+    # A .jsonl file is JSON Lines whatever its first line holds: sniffing
+    # took a first record that is an array for a JSON array file, and one
+    # that is not an object for a file that is not JSON at all.
+    json_lines = path.suffix.lower() in (".jsonl", ".ndjson")
+    if text[start] == "[" and not json_lines:
         return _json_array_records(path, text)
-    if text[start] != "{":
+    if text[start] != "{" and not json_lines:
         raise DatasetReadError(
             f"{path}: record 0 (line 1) is not JSON: expected a JSON array, JSON Lines or Parquet, found {text[start : start + 20]!r}"
         )
     # A single pretty-printed object is one record, not a broken JSONL file.
     if "\n" in text[start:].strip():
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None
+        whole = _parse_record(text, "line 1")
         if isinstance(whole, dict):
             return [whole]
+        if isinstance(whole, _BadLine) and whole.reason == TOO_DEEP and not text[_value_end(text, start) :].strip():
+            return [whole]  # one object, too deep to use: one rejected record
     return _jsonl_records(path, text)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a device")):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def read_dataset(path: str | Path, format: str = "auto") -> Iterator[Conversation | RejectedRecord]:
@@ -422,6 +533,6 @@ def read_dataset(path: str | Path, format: str = "auto") -> Iterator[Conversatio
 def _convert_all(records: list[Any], format: str) -> Iterator[Conversation | RejectedRecord]:
     for index, record in enumerate(records):
         if isinstance(record, _BadLine):
-            yield RejectedRecord(index, [INVALID_JSON], record.text, record.detail)
+            yield RejectedRecord(index, [record.reason], record.text, record.detail)
         else:
             yield record_to_conversation(record, index, format)

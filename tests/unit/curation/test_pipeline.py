@@ -40,7 +40,8 @@ def curated(tmp_path_factory: pytest.TempPathFactory, mixed_input: Path) -> Path
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    # split("\n"): records hold raw U+0085 and U+2028 (ensure_ascii=False), where splitlines() would cut.
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def test_every_record_lands_in_exactly_one_output(curated: Path, mixed_input: Path) -> None:
@@ -96,7 +97,7 @@ def test_accounting_check_catches_a_lost_record(curated: Path, tmp_path: Path) -
         (tmp_path / name).write_text((curated / name).read_text())
     total = sum(1 for name in ("curated.jsonl", "rejected.jsonl", "review.jsonl") for _ in (tmp_path / name).open())
     verify_accounting(tmp_path, total)
-    lines = (tmp_path / "curated.jsonl").read_text().splitlines()
+    lines = (tmp_path / "curated.jsonl").read_text().rstrip("\n").split("\n")
     (tmp_path / "curated.jsonl").write_text("\n".join(lines[1:]) + "\n")
     with pytest.raises(AccountingError, match="in no output"):
         verify_accounting(tmp_path, total)
