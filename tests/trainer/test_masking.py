@@ -316,6 +316,20 @@ def test_a_response_that_cannot_fit_is_rejected(tiny_tokenizer) -> None:
     assert isinstance(result, Rejection) and result.reason == RESPONSE_TOO_LONG
 
 
+def test_huge_records_are_settled_by_characters_without_tokenizing(tiny_tokenizer) -> None:
+    """20 MB of text: rejected, or its prompt cut, before the tokenizer sees it (it would take minutes)."""
+    huge = "lorem ipsum " * 1_700_000
+    strict = builder(tiny_tokenizer, max_seq_length=64)
+    assert strict.build(conv(("user", "Hi"), ("assistant", huge))).reason == OVERLONG
+    lenient = builder(tiny_tokenizer, max_seq_length=256, overlong="truncate_prompt")
+    assert lenient.build(conv(("user", "Hi"), ("assistant", huge))).reason == RESPONSE_TOO_LONG
+    cut = lenient.build(
+        conv(("system", "You answer briefly."), ("user", "Summarise: " + huge), ("assistant", "A short summary."))
+    )
+    assert isinstance(cut, Sample) and cut.truncated and len(cut.input_ids) <= 256
+    assert tiny_tokenizer.decode(trained_stretches(cut)[-1]) == "A short summary.<|im_end|>"
+
+
 # ------------------------------------------------------------ counted rejects
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from ..config.curation import CurationRunConfig
 from ..formats import DatasetReadError, read_dataset
-from ..runconfig import EXIT_CONFIG_ERROR
+from ..paths import check_run_paths
+from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from ..termination import write_termination_summary
 from .pipeline import CurationResult, curate
 from .report import build_report, render_html
@@ -34,12 +35,14 @@ class AccountingError(RuntimeError):
 
 
 def _dumps(record: dict[str, Any]) -> str:
+    # default=str: a Parquet input can hand us bytes, timestamps and decimals,
+    # which a rejected record must still be written with.
     try:
-        line = json.dumps(record, ensure_ascii=False)
+        line = json.dumps(record, ensure_ascii=False, default=str)
         line.encode("utf-8")  # invalid UTF-8 read from the input survives as lone surrogates
         return line
     except UnicodeEncodeError:
-        return json.dumps(record, ensure_ascii=True)
+        return json.dumps(record, ensure_ascii=True, default=str)
 
 
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -93,6 +96,11 @@ def run_from_config(cfg: CurationRunConfig, on_progress: Callable[[str, int, int
     progress = on_progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     out = Path(cfg.output_dir)
+    try:
+        check_run_paths({"input": cfg.input, "tokenizer": cfg.tokenizer}, "outputDir", cfg.output_dir)
+    except ConfigError as err:
+        print(f"Configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     try:
         progress("read", 0, 1)
         items = list(read_dataset(cfg.input, cfg.format))

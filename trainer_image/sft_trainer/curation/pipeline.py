@@ -1,8 +1,9 @@
 """The pipeline: a flat list of steps over `Conversation`s, and where every record ends up.
 
-Order: per-record filters (validation first; a record that fails validation
-is not looked at further, the quality filters all run so that a rejected
-record lists every reason it has), then exact and near deduplication, then
+Order: per-record filters (a record over the length bounds is rejected
+before any other filter reads it; validation next, and a record that fails
+validation is not looked at further; the quality filters all run so that a
+rejected record lists every reason it has), then exact and near deduplication, then
 the tokenizer steps (token bounds and template check reject; odd token
 statistics go to review), the review filter for invisible characters and
 mixed scripts, and last the task balance. Every record read is in exactly one
@@ -175,9 +176,16 @@ def curate(
     steps: list[Step] = ([validation] if validation else []) + list(filters)
     validated: list[Conversation] = []
     survivors: list[Conversation] = []
+    length = next((f for f in filters if isinstance(f, Length)), None)
     for n, conv in enumerate(convs):
         if n % PROGRESS_EVERY == 0:
             progress("filter", n, len(convs))
+        # Over-long records stop here: every other filter scans the whole text,
+        # and one 100 MB record took 45 s and 3 GB of memory in them.
+        too_long = length(conv) if length is not None and length.exceeds(conv) else None
+        if too_long:
+            reject(conv, [too_long])
+            continue
         if validation is not None:
             reason = validation(conv)
             if reason:

@@ -4,12 +4,15 @@ Order of operations: read the dataset (format rejects are kept), split the
 conversations into train and eval with the run's seed, build and verify
 samples for each split, then mix the refusal set into the *train* split at the
 configured ratio. Every record that is not trained on is written to
-`rejected_samples.jsonl` with its reason; nothing is dropped silently.
+`rejected_samples.jsonl` with its reason and source_index; nothing is dropped
+silently, and `data_split.json` lists by source_index where every record went
+(train, eval, rejected): checked here, and by anyone reading the outputs.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Iterable
@@ -24,6 +27,11 @@ from ..runconfig import ConfigError
 from .masking import Rejection, Sample, SampleBuilder
 
 REJECTED_FILE = "rejected_samples.jsonl"
+SPLIT_FILE = "data_split.json"
+
+
+class AccountingError(RuntimeError):
+    """A dataset record is in none of train, eval and rejected, or in more than one: a bug, never a data problem."""
 
 
 @dataclass
@@ -79,8 +87,14 @@ class PreparedData:
 
 def read_conversations(path: str, format: str) -> tuple[list[Conversation], list[RejectedRecord]]:
     """All records of a dataset file, as conversations and format rejects. A missing or unreadable file is a ConfigError."""
-    if not Path(path).exists():
-        raise ConfigError(f"dataset: {path} does not exist")
+    # Only a missing file "does not exist": exists() says so of a symbolic link
+    # loop too, whose real problem the reader names.
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise ConfigError(f"dataset: {path} does not exist") from None
+    except OSError:
+        pass
     conversations: list[Conversation] = []
     rejects: list[RejectedRecord] = []
     try:
@@ -121,17 +135,33 @@ def refusal_count(ratio: float, train_records: int, available: int) -> int:
     return min(max(wanted, 1), available)
 
 
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSON line; readable UTF-8 where possible, ASCII escapes where the record holds invalid UTF-8."""
+    line = json.dumps(record, ensure_ascii=False, default=str)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        # Invalid UTF-8 read from the input survives as lone surrogates, which
+        # a UTF-8 file cannot hold; escaped, the original bytes stay visible.
+        line = json.dumps(record, ensure_ascii=True, default=str)
+    return line
+
+
 class RejectWriter:
     """Appends rejected records to rejected_samples.jsonl and counts them per reason."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.counts: Counter[str] = Counter()
+        self.dataset_indices: list[int] = []
+        """source_index of every rejected dataset record (refusal-set rejections are not dataset records)."""
         self._handle = path.open("w", encoding="utf-8") if path else None
 
     def write(self, source_index: int, reasons: list[str], detail: str, raw: Any, origin: str) -> None:
         for reason in reasons:
             self.counts[reason] += 1
+        if origin == "dataset":
+            self.dataset_indices.append(source_index)
         if self._handle:
             record = {
                 "source_index": source_index,
@@ -140,7 +170,7 @@ class RejectWriter:
                 "detail": detail,
                 "record": raw,
             }
-            self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._handle.write(_json_line(record) + "\n")
 
     def close(self) -> None:
         if self._handle:
@@ -160,10 +190,26 @@ def build_split(
     return samples
 
 
+def account_for_records(records_read: int, places: dict[str, list[int]]) -> dict[str, Any]:
+    """Where every dataset record went, by source_index; raises AccountingError if one is lost or doubled."""
+    seen = Counter(index for indices in places.values() for index in indices)
+    expected = set(range(records_read))
+    problems = []
+    if doubled := sorted(index for index, times in seen.items() if times > 1):
+        problems.append(f"{len(doubled)} records are in two places, first source_index {doubled[:5]}")
+    if missing := sorted(expected - seen.keys()):
+        problems.append(f"{len(missing)} records are nowhere, first source_index {missing[:5]}")
+    if unknown := sorted(seen.keys() - expected):
+        problems.append(f"source_index values that were never read: {unknown[:5]}")
+    if problems:
+        raise AccountingError("; ".join(problems))
+    return {"recordsRead": records_read, **{place: sorted(indices) for place, indices in places.items()}}
+
+
 def prepare_data(
     dataset: str, format: str, training: TrainingConfig, builder: SampleBuilder, output_dir: Path | None
 ) -> PreparedData:
-    """Read, split, build, verify and mix; writes rejected_samples.jsonl into output_dir."""
+    """Read, split, build, verify and mix; writes rejected_samples.jsonl and data_split.json into output_dir."""
     conversations, format_rejects = read_conversations(dataset, format)
     rejects = RejectWriter(output_dir / REJECTED_FILE if output_dir else None)
     try:
@@ -178,6 +224,17 @@ def prepare_data(
         prepared.train_conversations = [c for c in train_conv if c.source_index in kept]
         kept_eval = {s.source_index for s in prepared.eval}
         prepared.eval_conversations = [c for c in eval_conv if c.source_index in kept_eval]
+        split = account_for_records(
+            prepared.records_read,
+            {
+                # Lists, not the sets above: a record built twice must show up as doubled.
+                "train": [s.source_index for s in prepared.train],
+                "eval": [s.source_index for s in prepared.eval],
+                "rejected": rejects.dataset_indices,
+            },
+        )
+        if output_dir:
+            (output_dir / SPLIT_FILE).write_text(json.dumps(split, separators=(",", ":")), encoding="utf-8")
         if training.refusal.enabled and prepared.train:
             pool = load_refusals(training.refusal.dataset)
             wanted = refusal_count(training.refusal.ratio, len(prepared.train), len(pool))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainRunConfig
+from ..paths import check_run_paths
 from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from .session import Reporter
 
@@ -40,6 +41,11 @@ def run_from_config(cfg: TrainRunConfig, on_progress: Callable[[dict[str, Any]],
         log.info("Serving /progress and /metrics on %s:%d", server.host, server.port)
     reporter = Reporter(server, on_progress)
     try:
+        check_run_paths(
+            {"model": cfg.model, "dataset": cfg.dataset, "training.refusal.dataset": cfg.training.refusal.dataset},
+            "outputDir",
+            cfg.output_dir,
+        )
         if cfg.training.method == "lora":
             from .lora import run
         else:

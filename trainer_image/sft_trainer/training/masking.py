@@ -56,6 +56,12 @@ DOUBLE_BOS = "tokens.double_bos"
 MISSING_BOS = "tokens.missing_bos"
 NOTHING_TRAINED = "tokens.nothing_trained"
 RESPONSE_TRUNCATED = "tokens.response_truncated"
+INVALID_UTF8 = "tokens.invalid_utf8"
+
+# Invalid UTF-8 in the input survives reading as lone surrogates
+# (formats._decode); the Rust tokenizer cannot encode them and would fail the
+# whole batch, so such a record is rejected before tokenizing.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 # Batch size for the Rust tokenizer (which parallelises within a batch).
 _TOKENIZE_BATCH = 2048
@@ -137,6 +143,13 @@ class SampleBuilder:
         specials.add(template.end_of_turn)
         specials.discard("")
         self._special_text = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        # No token spans more characters than the longest vocabulary entry, so a
+        # text longer than maxSeqLength times that is over-long whatever it says,
+        # and is decided without tokenizing it (a 100 MB record would otherwise
+        # cost the tokenizer minutes and gigabytes). Holds for every tokenizer
+        # whose normalizer does not delete characters, which chat models' don't.
+        longest_token = max((len(token) for token in tokenizer.get_vocab()), default=1)
+        self.char_limit = max_seq_length * max(longest_token, 1)
 
     # ------------------------------------------------------------------ public
 
@@ -165,7 +178,20 @@ class SampleBuilder:
             return self._reject(
                 conversation, LAST_TURN_NOT_ASSISTANT, f"the last turn is {roles[-1]!r}; nothing answers it"
             )
+        sized = self._bound_size(conversation, messages)
+        if isinstance(sized, Rejection):
+            return sized
+        messages, cut = sized
+        truncated = truncated or cut
         for position, message in enumerate(messages):
+            bad_text = _SURROGATE.search(message.content)
+            if bad_text:
+                return self._reject(
+                    conversation,
+                    INVALID_UTF8,
+                    f"message {position} ({message.role}) holds bytes that are not UTF-8 "
+                    f"(at character {bad_text.start()})",
+                )
             found = self._special_text.search(message.content)
             if found:
                 return self._reject(
@@ -221,6 +247,37 @@ class SampleBuilder:
             # Markup after the final end-of-turn is never generated: masked in every mode.
             runs.append(_Run(masked, False))
         return _Plan(conversation, messages, runs, truncated)
+
+    def _bound_size(
+        self, conversation: Conversation, messages: list[Message]
+    ) -> tuple[list[Message], bool] | Rejection:
+        """Settle records far over maxSeqLength by their characters (see `char_limit`), before tokenizing.
+
+        Returns the messages to plan with and whether any was cut, or the rejection.
+        """
+        limit = self.char_limit
+        if self.overlong == "reject":
+            chars = sum(len(m.content) for m in messages)
+            if chars > limit:
+                return self._reject(
+                    conversation,
+                    OVERLONG,
+                    f"{chars} characters cannot fit in maxSeqLength {self.max_seq_length} tokens",
+                )
+            return messages, False
+        if len(messages[-1].content) > limit:  # the final response is never cut
+            return self._reject(
+                conversation,
+                RESPONSE_TOO_LONG,
+                f"the response alone has {len(messages[-1].content)} characters, "
+                f"more than maxSeqLength {self.max_seq_length} tokens can hold",
+            )
+        if all(len(m.content) <= limit for m in messages):
+            return messages, False
+        # Truncation cuts these turns from the start anyway; their last `limit`
+        # characters are still at least maxSeqLength tokens, so `_fit` ends the
+        # same way, on far less text.
+        return [m if len(m.content) <= limit else Message(m.role, m.content[-limit:]) for m in messages], True
 
     # -------------------------------------------------------------- tokenizing
 
