@@ -2,7 +2,8 @@
 # Debian packages the test suite uses as real peers: etcd for the control
 # plane, openssl for its keys, lua5.4 to run the Argo CD health check,
 # prometheus to scrape the operator's and a trainer's /metrics, chromium to
-# open the HTML reports. Installs only what is missing, so a second
+# open the HTML reports, strace to prove the bad-data runs write nothing
+# outside their output folders. Installs only what is missing, so a second
 # run does nothing.
 set -euo pipefail
 declare -A wanted=(
@@ -11,6 +12,7 @@ declare -A wanted=(
   [lua5.4]=lua5.4
   [prometheus]=prometheus
   [chromium]=chromium
+  [strace]=strace
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
