@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,10 @@ class Run:
     def output(self) -> Path:
         return Path(self.case.output)
 
+    def ended(self, result: dict[str, Any]) -> None:
+        """Take cli_batch's result for this run."""
+        self.exit, self.stderr, self.seconds = result["exit"], result["stderr"], result["seconds"]
+
     def allowed(self, path: str) -> bool:
         """Inside the output folder as configured (its last component not resolved: it may be the trick)."""
         folder = os.path.join(os.path.realpath(os.path.dirname(self.case.output)), os.path.basename(self.case.output))
@@ -114,7 +119,8 @@ def run_config(pipeline: hostile.Pipeline, case: hostile.Case, model: Path) -> d
 
 def plan_runs(
     layout: hostile.Layout, model: Path, configs: Path
-) -> tuple[dict[str, Run], dict[str, dict[str, str]], list]:
+) -> tuple[dict[str, Run], dict[str, dict[str, str]], list[tuple[str, int, str | None]]]:
+    """Every run (the record corpus and each file and path kind, per pipeline) with its run config written."""
     corpus_path = layout.data / "records" / "corpus.jsonl"
     corpus = hostile.write_record_corpus(corpus_path)
     runs: dict[str, Run] = {}
@@ -195,7 +201,7 @@ def run_batch(root: Path, plan: list[dict[str, Any]]) -> tuple[dict[str, Any], P
 
 
 @pytest.fixture(scope="module")
-def bad_data(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> BadData:
+def bad_data(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[BadData]:
     root = tmp_path_factory.mktemp("bad-data")
     layout = hostile.Layout(root)
     layout.create()
@@ -208,11 +214,7 @@ def bad_data(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
         root, [{"id": r.id, "argv": [r.pipeline, str(configs / f"{r.id}.yaml")]} for r in runs.values()]
     )
     for run_id, result in results["runs"].items():
-        runs[run_id].exit, runs[run_id].stderr, runs[run_id].seconds = (
-            result["exit"],
-            result["stderr"],
-            result["seconds"],
-        )
+        runs[run_id].ended(result)
     if log:
         attribute_writes(log, runs, allowed_elsewhere={str(root / "batch" / "results.json")})
         settle_transient(runs.values(), scratch=(str(root / "tmp"), "/dev/shm/"))
