@@ -13,8 +13,13 @@
    the copies perturbed (a few words changed per record) so they are near
    duplicates, not exact ones: time and peak memory per size.
 
+The per-record steps run on every CPU (forked workers; see
+sft_trainer/curation/per_record.py); a row with one process shows the same
+pipeline single-threaded, as DataTrove runs here.
+
 Every measurement runs in a fresh child process so peak memory (ru_maxrss)
-belongs to that run alone. Our timing includes reading the file and writing
+belongs to that run alone: the run's own peak plus its largest worker's (the
+workers share the parent's pages copy-on-write, so the sum overstates). Our timing includes reading the file and writing
 all five outputs; DataTrove's includes reading the same file and building its
 Documents. No step of ours uses embeddings (task labels come from rules), so
 there are no "with embeddings" figures to report.
@@ -45,13 +50,15 @@ DEFAULT_TOKENIZER = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 # -- child measurements ---------------------------------------------------------
 
 
-def _ours(input_path: str, tokenizer: str | None) -> dict:
+def _ours(input_path: str, tokenizer: str | None, workers: int | None = None) -> dict:
     from sft_trainer.config import CurationRunConfig
     from sft_trainer.curation.entrypoint import run_from_config
 
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        code = run_from_config(CurationRunConfig(input=input_path, output_dir=out, tokenizer=tokenizer))
+        code = run_from_config(
+            CurationRunConfig(input=input_path, output_dir=out, tokenizer=tokenizer), workers=workers
+        )
         seconds = time.perf_counter() - started
         status = json.loads((Path(out) / "report.json").read_text())["status"]
         report = json.loads((Path(out) / "report.json").read_text())
@@ -109,8 +116,13 @@ def _datatrove(input_path: str) -> dict:
 
 
 def _child(kind: str, input_path: str, tokenizer: str | None) -> None:
-    result = _ours(input_path, tokenizer) if kind == "ours" else _datatrove(input_path)
-    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if kind == "datatrove":
+        result = _datatrove(input_path)
+    else:
+        result = _ours(input_path, tokenizer, workers=1 if kind == "ours-1" else None)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    largest_worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result["peak_mb"] = (own + largest_worker) / 1024
     print("RESULT " + json.dumps(result))
 
 
@@ -156,9 +168,12 @@ def main() -> int:
     if args.quick:
         args.repeats, args.sizes = 1, [1, 4]
 
-    runs: dict[str, list[dict]] = {"ours": [], "ours+tokenizer": [], "datatrove": []}
+    from sft_trainer.curation.per_record import usable_cpus
+
+    runs: dict[str, list[dict]] = {"ours": [], "ours-1": [], "ours+tokenizer": [], "datatrove": []}
     for _ in range(args.repeats):
         runs["ours"].append(measure("ours", ALPACA))
+        runs["ours-1"].append(measure("ours-1", ALPACA))
         if args.tokenizer:
             runs["ours+tokenizer"].append(measure("ours", ALPACA, args.tokenizer))
         runs["datatrove"].append(measure("datatrove", ALPACA))
@@ -168,9 +183,10 @@ def main() -> int:
     )
     print(f"{'pipeline':42} {'seconds':>8} {'records/s':>10} {'peak MB':>8} {'vs DataTrove':>13}")
     for name, label in (
-        ("ours", "TrustDoc curation (no tokenizer)"),
+        ("ours", f"TrustDoc curation ({usable_cpus()} processes)"),
+        ("ours-1", "TrustDoc curation (1 process)"),
         ("ours+tokenizer", "TrustDoc curation (+ tokenizer steps)"),
-        ("datatrove", "DataTrove Gopher rep+quality + MinHash"),
+        ("datatrove", "DataTrove Gopher rep+quality + MinHash (1)"),
     ):
         if not runs[name]:
             continue

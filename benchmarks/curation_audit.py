@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curation_corpora import DATA  # noqa: E402
 
 from sft_trainer.config import CurationConfig  # noqa: E402
-from sft_trainer.curation.pipeline import build_record_filters  # noqa: E402
+from sft_trainer.curation.per_record import build_record_filters  # noqa: E402
 from sft_trainer.curation.tasks import label  # noqa: E402
 from sft_trainer.formats import Conversation, record_to_conversation  # noqa: E402
 

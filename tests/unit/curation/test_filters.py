@@ -8,7 +8,7 @@ from pathlib import Path
 from sft_trainer.config import CurationConfig
 from sft_trainer.curation.artifacts import AI_DISCLAIMER, IDENTITY_CLAIM, KNOWLEDGE_CUTOFF, Artifacts
 from sft_trainer.curation.gptisms import density
-from sft_trainer.curation.pipeline import build_record_filters
+from sft_trainer.curation.per_record import build_record_filters
 from sft_trainer.curation.repetition import Repetition
 from sft_trainer.curation.validation import Validation
 from sft_trainer.formats import Conversation, Message, record_to_conversation

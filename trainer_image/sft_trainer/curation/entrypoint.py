@@ -21,6 +21,7 @@ from ..formats import DatasetReadError, read_dataset
 from ..paths import check_run_paths
 from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from ..termination import write_termination_summary
+from .per_record import usable_cpus
 from .pipeline import CurationResult, curate
 from .report import build_report, render_html
 
@@ -91,8 +92,13 @@ def verify_accounting(out: Path, input_count: int) -> None:
         raise AccountingError("; ".join(problems[:5]))
 
 
-def run_from_config(cfg: CurationRunConfig, on_progress: Callable[[str, int, int], None] | None = None) -> int:
-    """Curate `cfg.input` into `cfg.output_dir`; returns the process exit code."""
+def run_from_config(
+    cfg: CurationRunConfig, on_progress: Callable[[str, int, int], None] | None = None, workers: int | None = None
+) -> int:
+    """Curate `cfg.input` into `cfg.output_dir`; returns the process exit code.
+
+    `workers`: processes for the per-record steps; by default every CPU this process may use.
+    """
     progress = on_progress or (lambda stage, done, total: None)
     started = time.perf_counter()
     out = Path(cfg.output_dir)
@@ -119,7 +125,7 @@ def run_from_config(cfg: CurationRunConfig, on_progress: Callable[[str, int, int
         except (OSError, ValueError) as err:
             print(f"Cannot load the tokenizer from tokenizer={cfg.tokenizer!r}: {err}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
-    result = curate(items, cfg.curation, tokenizer, progress)
+    result = curate(items, cfg.curation, tokenizer, progress, workers=workers or usable_cpus())
     progress("write", 0, 1)
     write_outputs(result, out)
     try:

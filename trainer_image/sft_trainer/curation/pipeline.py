@@ -12,7 +12,6 @@ of `curated`, `rejected`, `review`.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,22 +19,16 @@ from typing import Any
 
 from ..config.curation import CurationConfig
 from ..formats import Conversation, RejectedRecord
-from .artifacts import Artifacts
 from .balance import Balance
-from .base import Filter, SetStep, Step
-from .decontamination import Decontamination
+from .base import SetStep, Step
 from .dedup import ExactDedup, NearDedup
-from .gptisms import Gptisms, response_density
-from .length import Length
-from .repetition import Repetition
-from .tasks import label, normalised_entropy
+from .per_record import RecordJudge, judge_all
+from .tasks import normalised_entropy
 from .text import last_response, prompt_text
 from .tokens import OodText, TokenChecks, TokenizerView
-from .validation import Validation
 
 Progress = Callable[[str, int, int], None]
 EXAMPLES_PER_REASON = 3
-PROGRESS_EVERY = 2000
 
 
 @dataclass
@@ -69,53 +62,6 @@ class CurationResult:
         return Counter(reason for r in self.rejected for reason in r.reasons)
 
 
-def quality_score(conv: Conversation, max_density: float) -> float:
-    """In [0, 1]: fuller answers and fewer GPT-isms score higher. Ranks survivors in dedup and balance."""
-    words = len(last_response(conv).split())
-    fullness = min(1.0, math.log1p(words) / math.log1p(300))
-    density = conv.meta.get("scores", {}).get("gptism_density", 0.0)
-    style = 1.0 - min(1.0, density / max_density) if max_density > 0 else 1.0
-    return round(0.6 * fullness + 0.4 * style, 4)
-
-
-def build_record_filters(cfg: CurationConfig) -> tuple[Validation | None, list[Filter]]:
-    """The per-record steps the spec enables: validation, then the quality filters."""
-    validation = (
-        Validation(
-            reject_placeholders=cfg.validation.reject_placeholders,
-            reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
-        )
-        if cfg.validation.enabled
-        else None
-    )
-    filters: list[Filter] = []
-    if cfg.length.enabled:
-        filters.append(
-            Length(
-                min_prompt_chars=cfg.length.min_prompt_chars,
-                max_prompt_chars=cfg.length.max_prompt_chars,
-                min_response_chars=cfg.length.min_response_chars,
-                max_response_chars=cfg.length.max_response_chars,
-            )
-        )
-    if cfg.repetition.enabled:
-        filters.append(
-            Repetition(
-                max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
-                max_duplicate_ngram_fraction=cfg.repetition.max_duplicate_ngram_fraction,
-                max_top_ngram_share=cfg.repetition.max_top_ngram_share,
-                exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
-            )
-        )
-    if cfg.artifacts.enabled:
-        filters.append(Artifacts())
-    if cfg.gptisms.enabled:
-        filters.append(Gptisms(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
-    if cfg.decontamination.eval_sets:
-        filters.append(Decontamination(cfg.decontamination.eval_sets, ngram=cfg.decontamination.ngram))
-    return validation, filters
-
-
 def _safe(text: str) -> str:
     """Text that can be written as UTF-8: invalid bytes read from the input become '?'."""
     return text.encode("utf-8", "replace").decode("utf-8")
@@ -134,6 +80,7 @@ def curate(
     cfg: CurationConfig,
     tokenizer: TokenizerView | None = None,
     on_progress: Progress | None = None,
+    workers: int = 1,
 ) -> CurationResult:
     progress = on_progress or (lambda stage, done, total: None)
     items = list(items)
@@ -172,34 +119,16 @@ def curate(
     funnel = [("input", total), ("parsed", len(convs))]
 
     # -- per-record filters ---------------------------------------------------
-    validation, filters = build_record_filters(cfg)
-    steps: list[Step] = ([validation] if validation else []) + list(filters)
+    judge = RecordJudge(cfg)
+    steps: list[Step] = judge.steps
+    verdicts = judge_all(judge, convs, workers, lambda done: progress("filter", done, len(convs)))
     validated: list[Conversation] = []
     survivors: list[Conversation] = []
-    length = next((f for f in filters if isinstance(f, Length)), None)
-    for n, conv in enumerate(convs):
-        if n % PROGRESS_EVERY == 0:
-            progress("filter", n, len(convs))
-        # Over-long records stop here: every other filter scans the whole text,
-        # and one 100 MB record took 45 s and 3 GB of memory in them.
-        too_long = length(conv) if length is not None and length.exceeds(conv) else None
-        if too_long:
-            reject(conv, [too_long])
-            continue
-        if validation is not None:
-            reason = validation(conv)
-            if reason:
-                reject(conv, [reason])
-                continue
-        validated.append(conv)
-        conv.meta["task"] = label(conv)
-        reasons = [r for r in (f(conv) for f in filters) if r]
-        scores = conv.meta.setdefault("scores", {})
-        if "gptism_density" not in scores:
-            scores["gptism_density"] = round(response_density(conv, cfg.gptisms.prior_words), 3)
-        scores["quality"] = quality_score(conv, cfg.gptisms.max_density)
-        if reasons:
-            reject(conv, reasons)
+    for conv, verdict in zip(convs, verdicts, strict=True):
+        if verdict.validated:
+            validated.append(conv)
+        if verdict.reasons:
+            reject(conv, verdict.reasons)
         else:
             survivors.append(conv)
     progress("filter", len(convs), len(convs))
