@@ -303,6 +303,9 @@ def pod_template(
         "command": _command(owner, spec, layout),
         "env": [
             {"name": "SFT_PROGRESS_HOST", "value": "0.0.0.0"},
+            # Paths in the run config must stay inside their claim's folder under this root
+            # (sft_trainer/paths.py reads it; the operator's volumesRoot setting may move it).
+            {"name": "SFT_VOLUMES_ROOT", "value": layout.volumes_root},
             {"name": "HF_HOME", "value": f"{layout.scratch_dir}/huggingface"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             *env,

@@ -156,6 +156,12 @@ def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous_on_index_zero() -
     assert children.service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "demo-train"}
 
 
+def test_pods_are_told_where_the_claims_are_mounted() -> None:
+    moved = OperatorSettings(volumes_root="/data/claims")
+    env = {e["name"]: e.get("value") for e in container(training_children(sftjob(), moved).job)["env"]}
+    assert env["SFT_VOLUMES_ROOT"] == "/data/claims"
+
+
 def test_one_node_with_several_gpus_runs_one_process_per_gpu() -> None:
     children = training_children(sftjob(resources={"gpusPerNode": 4}), SETTINGS)
     assert container(children.job)["command"] == [
