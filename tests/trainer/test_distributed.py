@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,11 +29,18 @@ STEPS = 6
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def write_config(tmp: Path, name: str, model: Path, dataset: Path, distributed: str, accumulation: int) -> Path:
     config = {
         "model": str(model),
         "dataset": str(dataset),
         "outputDir": str(tmp / name),
+        "progressPort": free_port(),  # only rank 0 may bind it: a second bind would fail the run
         "training": {
             "method": "full",  # no dropout: every process count must give the same numbers
             "distributed": distributed,
@@ -116,6 +124,9 @@ def test_fsdp_checkpoints_and_export_hold_whole_tensors(runs: dict[str, Any], ti
         saved_shapes = {name: tuple(saved.get_slice(name).get_shape()) for name in saved.keys()}  # noqa: SIM118
     assert {n: s for n, s in saved_shapes.items() if n in shapes} == shapes  # every weight, unsharded
     assert {p.name for p in checkpoint.glob("rng-*.pt")} == {"rng-0.pt", "rng-1.pt"}
+    split = json.loads((out / "data_split.json").read_text())  # written by rank 0 alone
+    indices = [i for part in ("train", "eval", "rejected") for i in split[part]]
+    assert indices and len(indices) == len(set(indices))
     assert (out / "model" / "model.safetensors").is_file()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ..config import TrainRunConfig
 from ..paths import check_run_paths
 from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
+from .parallel import launched_as_rank_zero
 from .session import Reporter
 
 log = logging.getLogger("sft_trainer.training")
@@ -34,7 +35,7 @@ def run_from_config(cfg: TrainRunConfig, on_progress: Callable[[dict[str, Any]],
     _configure_logging()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     server = None
-    if cfg.progress_port is not None:
+    if cfg.progress_port is not None and launched_as_rank_zero():
         from ..progress import ProgressServer
 
         server = ProgressServer(prefix="sft_train", port=cfg.progress_port).start()

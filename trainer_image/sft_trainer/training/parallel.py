@@ -19,6 +19,7 @@ resumes in one process and the other way round.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("sft_trainer.training")
 
 Strategy = Literal["single", "ddp", "fsdp"]
+
+
+def launched_as_rank_zero() -> bool:
+    """Whether torchrun made this process rank 0 (or no launcher did): known before any process group exists.
+
+    Rank 0 alone serves /progress (one port per pod), reads the data into the
+    output folder's rejected_samples.jsonl / data_split.json, and writes reports.
+    """
+    return os.environ.get("RANK", "0") == "0"
 
 
 @dataclass

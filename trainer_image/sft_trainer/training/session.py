@@ -20,6 +20,7 @@ from ..runconfig import ConfigError
 from .data import PreparedData, prepare_data
 from .masking import SampleBuilder
 from .modeling import compute_dtype, load_tokenizer, pad_token_id, pick_device, resolve_model_folder
+from .parallel import launched_as_rank_zero
 from .templates import ChatTemplate, TemplateError, resolve_template
 
 if TYPE_CHECKING:
@@ -101,22 +102,21 @@ def open_session(cfg: TrainRunConfig, reporter: Reporter) -> Session:
         )
     except (TemplateError, ValueError) as err:
         raise ConfigError(f"training.template: {err}") from err
-    data = prepare_data(cfg.dataset, cfg.format, training, builder, output_dir)
+    # Every process builds the same samples; one writes the record accounting.
+    data = prepare_data(cfg.dataset, cfg.format, training, builder, output_dir if launched_as_rank_zero() else None)
     device = pick_device()
     dtype = compute_dtype(training.precision, device)
     if device.type == "cpu" and training.precision == "bf16":
         log.warning("bf16 requested on CPU: it runs, but far slower than fp32")
-    save_resolved_config(
-        cfg,
-        output_dir,
-        {
+    if launched_as_rank_zero():
+        resolved = {
             "template": template.name,
             "endOfTurn": template.end_of_turn,
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
             "modelFolder": str(model_folder),
-        },
-    )
+        }
+        save_resolved_config(cfg, output_dir, resolved)
     log.info(
         "Prepared %d train and %d eval samples (%d refusals mixed in, %d records rejected)",
         len(data.train),
