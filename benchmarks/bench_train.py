@@ -165,8 +165,9 @@ def child_trl(args: argparse.Namespace, model_dir: Path) -> dict:
 
     trainer.add_callback(StepTimer())
     trainer.train()
-    # The collator runs when the dataloader yields a batch, just before its step (GA = 1, no workers).
-    rates = [t / s for t, s in list(zip(tokens, seconds, strict=True))[args.warmup :]]
+    # The collator runs when the dataloader yields a batch, just before its step (GA = 1, no workers);
+    # the dataloader may collate one batch past the last step, hence strict=False.
+    rates = [t / s for t, s in list(zip(tokens, seconds, strict=False))[args.warmup :]]
     return {
         "tokensPerSecond": statistics.median(rates),
         "peakMemoryGiB": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
