@@ -62,6 +62,7 @@ test-unit: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: $(STAMP) model
+	rm -rf .demo  # a fresh run every time: a leftover checkpoint would be resumed, not retrained
 	$(VENV)/bin/sftctl run examples/quickstart.yaml --workdir .demo \
 	  --volume datasets=$(SHARED_DATA) --volume models=.cache/models --volume outputs=.demo/outputs
 

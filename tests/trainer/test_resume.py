@@ -93,3 +93,41 @@ def test_kill_9_then_restart_matches_an_uninterrupted_run(tiny_model_dir, alpaca
     print(
         f"\nkill -9 at step {interrupted_at}: final loss {final_killed:.6f} resumed vs {final_reference:.6f} uninterrupted"
     )
+
+
+def test_a_checkpoint_from_before_multi_process_support_still_resumes(tiny_model_dir, tmp_path) -> None:
+    """Session-1 checkpoints (optimizer state by position, one rng.pt) resume in one process."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from sft_trainer.training import checkpoints as ckpt
+    from sft_trainer.training.loop import RunState
+    from sft_trainer.training.parallel import Parallel
+
+    def model_and_optimizer():  # type: ignore[no-untyped-def]
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        return model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+    model, optimizer, scheduler = model_and_optimizer()
+    batch = torch.randint(0, model.config.vocab_size, (2, 16))
+    model(input_ids=batch, labels=batch).loss.backward()
+    optimizer.step()
+    scheduler.step()
+    old = tmp_path / "checkpoints" / "step-000001"
+    old.mkdir(parents=True)
+    save_file({n: p.detach().contiguous() for n, p in model.named_parameters()}, str(old / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), old / "optimizer.pt")
+    torch.save(scheduler.state_dict(), old / "scheduler.pt")
+    torch.save(ckpt._rng_state(), old / "rng.pt")
+    (old / "state.json").write_text(json.dumps(RunState(total_steps=4, step=1).to_json()))
+
+    fresh, fresh_optimizer, fresh_scheduler = model_and_optimizer()
+    parallel = Parallel.start("ddp", torch.device("cpu"), torch.float32)
+    state = ckpt.load_checkpoint(old, parallel, fresh, fresh_optimizer, fresh_scheduler)
+    assert state.step == 1
+    for (name, before), after in zip(model.named_parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(before, after), name
+        moments = optimizer.state[before], fresh_optimizer.state[after]
+        assert torch.equal(moments[0]["exp_avg"], moments[1]["exp_avg"]), name

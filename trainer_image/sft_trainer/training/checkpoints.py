@@ -163,15 +163,36 @@ def load_checkpoint(path: Path, parallel: Parallel, model: torch.nn.Module, opti
     import torch
 
     load_trainable_file(parallel, model, path / TRAINABLE)
-    optimizer_state = (
-        torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True) if parallel.is_main else {}
-    )
-    parallel.load_optimizer(model, optimizer, optimizer_state)
+    legacy = _LEGACY_RNG in {p.name for p in path.iterdir()}  # every rank sees the same folder: all decide alike
+    if legacy:
+        _load_legacy_optimizer(path, parallel, optimizer)
+    else:
+        optimizer_state = (
+            torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True) if parallel.is_main else {}
+        )
+        parallel.load_optimizer(model, optimizer, optimizer_state)
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     # A run resumed on more processes than wrote the checkpoint seeds the new ranks from rank 0's state.
     own = path / f"rng-{parallel.rank}.pt"
-    _set_rng_state(torch.load(own if own.is_file() else path / "rng-0.pt", weights_only=False))
+    rng = own if own.is_file() else path / (_LEGACY_RNG if legacy else "rng-0.pt")
+    _set_rng_state(torch.load(rng, weights_only=False))
     return RunState.from_json(json.loads((path / "state.json").read_text(encoding="utf-8")))
+
+
+# Checkpoints written before several processes were supported hold `rng.pt` and the
+# optimizer's own state_dict (keyed by parameter position); one process can resume them.
+_LEGACY_RNG = "rng.pt"
+
+
+def _load_legacy_optimizer(path: Path, parallel: Parallel, optimizer: Any) -> None:
+    import torch
+
+    if parallel.world > 1:
+        raise ValueError(
+            f"{path} was written by an earlier version for one process: resume it with one process, "
+            "or delete the checkpoints folder to start over"
+        )
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
 
 
 def _rng_state() -> dict[str, Any]:
