@@ -35,14 +35,17 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def write_config(tmp: Path, name: str, model: Path, dataset: Path, distributed: str, accumulation: int) -> Path:
-    config = {
+def write_config(
+    tmp: Path, name: str, model: Path, dataset: Path, distributed: str, accumulation: int, method: str = "full"
+) -> Path:
+    config: dict[str, Any] = {
         "model": str(model),
         "dataset": str(dataset),
         "outputDir": str(tmp / name),
         "progressPort": free_port(),  # only rank 0 may bind it: a second bind would fail the run
         "training": {
-            "method": "full",  # no dropout: every process count must give the same numbers
+            "method": method,
+            "lora": {"dropout": 0.0} if method == "lora" else None,  # no dropout: same numbers on any process count
             "distributed": distributed,
             "maxSeqLength": 512,
             "batchSize": 2,
@@ -151,3 +154,15 @@ def test_fsdp_run_killed_mid_way_resumes_and_ends_like_the_uninterrupted_one(
     assert resumed["training"]["resumedFrom"] == [interrupted_at]
     assert [h["step"] for h in resumed["training"]["history"]] == list(range(1, STEPS + 1))
     assert losses(resumed) == pytest.approx(losses(runs["fsdp"]), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_lora_on_fsdp_matches_one_process_and_exports_the_adapter(
+    runs: dict[str, Any], tiny_model_dir: Path, alpaca_gpt4_small: Path
+) -> None:
+    tmp = runs["tmp"]
+    single = train(write_config(tmp, "lora-single", tiny_model_dir, alpaca_gpt4_small, "ddp", 2, "lora"), 1)
+    fsdp = train(write_config(tmp, "lora-fsdp", tiny_model_dir, alpaca_gpt4_small, "fsdp", 1, "lora"), 2)
+    assert fsdp["environment"]["strategy"] == "fsdp"
+    assert losses(fsdp) == pytest.approx(losses(single), rel=1e-4)
+    assert (tmp / "lora-fsdp" / "adapter" / "adapter_model.safetensors").is_file()
