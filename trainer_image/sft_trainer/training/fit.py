@@ -8,8 +8,8 @@
               eval loss stalls) and checkpoint
     finish    the weights to export: the best evaluation's, or the last
 
-A recipe (lora.py, full.py) builds its model and optimizer, calls `fit`, then
-`final_model` and exports. Every process runs this same code; the parts that
+A recipe (lora.py, full.py) builds its model, calls `fit` (which wraps it for
+the processes and owns the optimizer), then `final_model`, and exports. Every process runs this same code; the parts that
 need all of them at once (checkpoints, best weights, FSDP forwards) are
 reached by all ranks at the same step.
 """
@@ -51,14 +51,24 @@ class Fitted:
     state: RunState
     model: torch.nn.Module
     """The module that trained (wrapped for DDP/FSDP)."""
+    trainable_parameters: int
+    total_parameters: int
+    """Counted before wrapping: FSDP leaves each process only its shards."""
 
 
-def fit(session: Session, parallel: Parallel, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Fitted:
+def fit(session: Session, parallel: Parallel, model: torch.nn.Module) -> Fitted:
+    """Train `model` (whole, on this process's device) as configured; the optimizer lives only in here."""
     import torch
 
     training, device, reporter = session.training, parallel.device, session.reporter
     world, rank = parallel.world, parallel.rank
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    if training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total_count = sum(p.numel() for p in model.parameters())
+    model = parallel.wrap(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # after wrapping: FSDP replaces them
+    optimizer = torch.optim.AdamW(trainable, lr=training.resolved_learning_rate(), weight_decay=training.weight_decay)
     pad_multiple = 8 if device.type == "cuda" else 1
     first_epoch = epoch_batches(session.data.train, training, 0, session.pad_id, pad_multiple)
     per_step = training.gradient_accumulation_steps * world
@@ -140,7 +150,7 @@ def fit(session: Session, parallel: Parallel, model: torch.nn.Module, optimizer:
             state.epoch += 1
             state.group_in_epoch = 0
     parallel.barrier()
-    return Fitted(state, model)
+    return Fitted(state, model, trainable_count, total_count)
 
 
 def _evaluate_and_keep_best(
@@ -184,7 +194,7 @@ def final_model(
     return model.eval()
 
 
-def environment(session: Session, parallel: Parallel, trainable_count: int, total_count: int) -> dict[str, Any]:
+def environment(session: Session, parallel: Parallel, fitted: Fitted) -> dict[str, Any]:
     """Where and how the run trained, for train_report.json."""
     return {
         "device": str(parallel.device),
@@ -193,6 +203,6 @@ def environment(session: Session, parallel: Parallel, trainable_count: int, tota
         "dtype": str(session.dtype).removeprefix("torch."),
         "template": session.template.name,
         "endOfTurn": session.template.end_of_turn,
-        "trainableParameters": trainable_count,
-        "totalParameters": total_count,
+        "trainableParameters": fitted.trainable_parameters,
+        "totalParameters": fitted.total_parameters,
     }

@@ -61,19 +61,11 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     base = load_base()
     before = probes_before(session, base) if parallel.is_main else {}
     model = with_adapters(base)
-    if training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable_count = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total_count = sum(p.numel() for p in model.parameters())
-    model = parallel.wrap(model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=training.resolved_learning_rate(), weight_decay=training.weight_decay)
 
     # ------------------------------------------------------------------ train
-    fitted = fit(session, parallel, model, optimizer)
+    fitted = fit(session, parallel, model)
 
     # ----------------------------------------------------------------- finish
-    del optimizer
     exports: dict[str, str] = {}
     probe_results: dict[str, object] = {}
     export = final_model(session, parallel, fitted, lambda: with_adapters(load_base()))
@@ -103,5 +95,5 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
         data=session.data.summary(),
         probes={**probe_results, "metrics": flat_metrics(probe_results)},
         exports=exports,
-        environment=environment(session, parallel, trainable_count, total_count),
+        environment=environment(session, parallel, fitted),
     )
