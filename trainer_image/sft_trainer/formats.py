@@ -71,6 +71,8 @@ class Conversation:
     source_index: int
     meta: dict[str, Any] = field(default_factory=dict)
     raw: Any = field(default=None, repr=False, compare=False)
+    features: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Working features the curation steps share (embeddings as numpy vectors); never written out."""
 
     def to_record(self) -> dict[str, Any]:
         """The canonical form: `{"messages": [...], "source_index": n, **meta}`."""

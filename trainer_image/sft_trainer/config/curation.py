@@ -135,6 +135,52 @@ class DecontaminationStep(WireModel):
     """Word n-gram size used to detect overlap."""
 
 
+# -- Judges of meaning (model-based). Each section's `threshold: None` means the
+# calibrated default shipped with the package (see docs/curation.md, "Calibration").
+
+
+class ScorerStep(WireModel):
+    enabled: bool = True
+    """Score every record with a causal language model: response perplexity, perplexity given the prompt, IFD (their ratio) and the probability of end-of-turn after the response."""
+    model: str | None = None
+    """Folder of a Hugging Face causal LM (typically the SFTJob's base model). Unset: the packaged SmolLM2-135M-Instruct."""
+
+
+class EmbedderStep(WireModel):
+    model: str | None = None
+    """Folder of a sentence-embedding model (sentence-transformers or model2vec). Unset: the packaged default."""
+
+
+class RelevanceStep(WireModel):
+    enabled: bool = True
+    """Reject responses that answer another prompt (`off_topic`) or only restate the prompt (`prompt_echo`)."""
+
+
+class CoherenceStep(WireModel):
+    enabled: bool = True
+    """Reject responses that are not fluent language (word salad, garbled text); needs the scorer."""
+
+
+class CompletenessStep(WireModel):
+    enabled: bool = True
+    """Reject responses cut off mid-sentence, mid-list or mid-code block."""
+
+
+class FactsStep(WireModel):
+    enabled: bool = True
+    """Reject answers whose arithmetic result disagrees with the exact value of the expression the prompt asks for."""
+
+
+class StyleStep(WireModel):
+    enabled: bool = True
+    """Reject responses a trained classifier judges to be chatbot/assistant style."""
+
+
+class SelectionStep(WireModel):
+    enabled: bool = False
+    """Keep only the best records (set `budget` or `fraction`); the rest are rejected as `selection.not_selected`."""
+
+
 class CurationConfig(WireModel):
     """What the curation pipeline does, step by step."""
 
@@ -167,6 +213,22 @@ class CurationConfig(WireModel):
     """Task labelling and entropy-based balancing."""
     decontamination: DecontaminationStep = Field(default_factory=DecontaminationStep)
     """Optional removal of records overlapping evaluation sets."""
+    scorer: ScorerStep = Field(default_factory=ScorerStep)
+    """The scorer language model (perplexity, IFD, end-of-turn probability)."""
+    embedder: EmbedderStep = Field(default_factory=EmbedderStep)
+    """The sentence embedder (relevance, semantic dedup, task labels, style)."""
+    relevance: RelevanceStep = Field(default_factory=RelevanceStep)
+    """Off-topic and prompt-echo judges."""
+    coherence: CoherenceStep = Field(default_factory=CoherenceStep)
+    """Fluency judge."""
+    completeness: CompletenessStep = Field(default_factory=CompletenessStep)
+    """Truncation judge."""
+    facts: FactsStep = Field(default_factory=FactsStep)
+    """Arithmetic checker."""
+    style: StyleStep = Field(default_factory=StyleStep)
+    """Assistant-style classifier."""
+    selection: SelectionStep = Field(default_factory=SelectionStep)
+    """Keep the best N records, with a random control of the same size."""
     max_records: int | None = Field(default=None, ge=1)
     """Read at most this many input records (useful for a first look). Unset: all."""
     seed: int = 0

@@ -43,6 +43,27 @@ class Filter(Step):
         return reason
 
 
+class Annotator(Step):
+    """Computes features for a batch of records and stops none of them.
+
+    Model-based measurements live here (the scorer LM's perplexities, the
+    embedder's vectors): JSON-safe numbers go to `conv.meta["scores"]` (they are
+    written with the record), vectors to `conv.features` (never written). The
+    judges that decide on those numbers are ordinary `Filter`s that run after
+    it, so one forward pass serves several judges. The runner calls
+    `annotate` in the main process with batches of `batch_size` records.
+    """
+
+    batch_size: ClassVar[int] = 64
+
+    @abstractmethod
+    def annotate(self, convs: Sequence[Conversation]) -> None: ...
+
+    def __call__(self, convs: Sequence[Conversation]) -> None:
+        self.seen += len(convs)
+        self.annotate(convs)
+
+
 class SetStep(Step):
     """A step that must see the whole set (duplicates, balance, token statistics).
 
