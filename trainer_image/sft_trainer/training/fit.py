@@ -29,6 +29,7 @@ from .loop import (
     epoch_batches,
     eval_batches,
     evaluate,
+    make_optimizer,
     make_scheduler,
     progress_fields,
     rank_share,
@@ -68,7 +69,7 @@ def fit(session: Session, parallel: Parallel, model: torch.nn.Module) -> Fitted:
     total_count = sum(p.numel() for p in model.parameters())
     model = parallel.wrap(model)
     trainable = [p for p in model.parameters() if p.requires_grad]  # after wrapping: FSDP replaces them
-    optimizer = torch.optim.AdamW(trainable, lr=training.resolved_learning_rate(), weight_decay=training.weight_decay)
+    optimizer = make_optimizer(trainable, training, device)
     pad_multiple = 8 if device.type == "cuda" else 1
     first_epoch = epoch_batches(session.data.train, training, 0, session.pad_id, pad_multiple)
     per_step = training.gradient_accumulation_steps * world

@@ -112,16 +112,6 @@ def token_losses(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, to
     logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep).logits  # (trained, vocab)
     losses[mask] = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[mask], reduction="none")
     return losses, mask
-    logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep).logits
-    kept_targets = targets[:, keep]
-    kept = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        kept_targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(kept_targets.shape)
-    losses = losses.index_copy(1, keep, kept)
-    return losses, mask
 
 
 def summed_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -161,8 +151,20 @@ def evaluate(model: torch.nn.Module, batches: list[Batch], device: torch.device)
 
 
 # ---------------------------------------------------------------------------
-# Learning-rate schedule
+# Optimiser and learning-rate schedule
 # ---------------------------------------------------------------------------
+
+
+def make_optimizer(parameters: list[torch.nn.Parameter], training: TrainingConfig, device: torch.device) -> Any:
+    """AdamW over the trainable parameters; on a GPU the fused kernel (one launch for all tensors, FSDP2 shards too)."""
+    import torch
+
+    return torch.optim.AdamW(
+        parameters,
+        lr=training.resolved_learning_rate(),
+        weight_decay=training.weight_decay,
+        fused=device.type == "cuda",
+    )
 
 
 def lr_factor(step: int, total_steps: int, training: TrainingConfig) -> float:
