@@ -14,7 +14,7 @@
    duplicates, not exact ones: time and peak memory per size.
 
 The per-record steps run on every CPU (forked workers; see
-sft_trainer/curation/per_record.py); a row with one process shows the same
+sft_trainer/curation/runner.py); a row with one process shows the same
 pipeline single-threaded, as DataTrove runs here.
 
 Every measurement runs in a fresh child process so peak memory (ru_maxrss)
@@ -168,7 +168,7 @@ def main() -> int:
     if args.quick:
         args.repeats, args.sizes = 1, [1, 4]
 
-    from sft_trainer.curation.per_record import usable_cpus
+    from sft_trainer.curation.runner import usable_cpus
 
     runs: dict[str, list[dict]] = {"ours": [], "ours-1": [], "ours+tokenizer": [], "datatrove": []}
     for _ in range(args.repeats):

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from curation_corpora import DATA  # noqa: E402
 
 from sft_trainer.config import CurationConfig  # noqa: E402
-from sft_trainer.curation.per_record import build_record_filters  # noqa: E402
+from sft_trainer.curation.pipeline import surface_filters  # noqa: E402
 from sft_trainer.curation.tasks import label  # noqa: E402
 from sft_trainer.formats import Conversation, record_to_conversation  # noqa: E402
 
@@ -29,16 +29,14 @@ FAMILIES = ("validation", "length", "repetition", "artifacts", "gptisms")
 def audit() -> dict:
     records = json.loads((DATA / "alpaca_data.json").read_text(encoding="utf-8"))
     labels = [json.loads(line) for line in LABELS.read_text(encoding="utf-8").splitlines()]
-    validation, filters = build_record_filters(CurationConfig())
+    filters = surface_filters(CurationConfig())
     predicted: dict[int, set[str]] = {}
     tasks: dict[int, str] = {}
     for row in labels:
         conv = record_to_conversation(records[row["source_index"]], row["source_index"])
         assert isinstance(conv, Conversation)
         # Every family judged independently, as if it were the only filter.
-        reasons = [validation.reason(c) for c in [validation.check(conv)] if c] + [
-            r for r in (f(conv) for f in filters) if r
-        ]
+        reasons = [r for r in (f(conv) for f in filters) if r]
         predicted[row["source_index"]] = {r.split(".")[0] for r in reasons}
         tasks[row["source_index"]] = label(conv)
     result: dict = {"families": {}, "n": len(labels), "n_random": sum(r["stratum"] == "random" for r in labels)}

@@ -8,7 +8,7 @@ from pathlib import Path
 from sft_trainer.config import CurationConfig
 from sft_trainer.curation.artifacts import AI_DISCLAIMER, IDENTITY_CLAIM, KNOWLEDGE_CUTOFF, Artifacts
 from sft_trainer.curation.gptisms import density
-from sft_trainer.curation.per_record import build_record_filters
+from sft_trainer.curation.pipeline import surface_filters
 from sft_trainer.curation.repetition import Repetition
 from sft_trainer.curation.validation import Validation
 from sft_trainer.formats import Conversation, Message, record_to_conversation
@@ -21,8 +21,7 @@ def conv(record: dict, index: int = 0) -> Conversation:
 
 
 def repetition() -> Repetition:
-    _, filters = build_record_filters(CurationConfig())
-    return next(f for f in filters if isinstance(f, Repetition))
+    return next(f for f in surface_filters(CurationConfig()) if isinstance(f, Repetition))
 
 
 def test_validation_catches_alpaca_placeholders_and_unseeable_inputs(alpaca: list[dict]) -> None:

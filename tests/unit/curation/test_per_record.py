@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from sft_trainer.config import CurationConfig
-from sft_trainer.curation.per_record import MIN_RECORDS_PER_WORKER, usable_cpus
 from sft_trainer.curation.pipeline import curate
+from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER, usable_cpus
 from sft_trainer.formats import read_dataset
 
 

@@ -1,11 +1,21 @@
-"""What every curation step shares: a name, counters, and one method."""
+"""What every curation step shares: a name, counters, timing, notes, and one method.
+
+Four kinds, one per way a step sees the records (the runner in `runner.py`
+dispatches on the kind and owns where every record goes):
+
+- `Filter`: one record at a time -> keep, or a reason. Cheap and stateless
+  ones (`forkable`) run in forked worker processes.
+- `Annotator`: a batch at a time -> measurements (model scores, vectors); stops nothing.
+- `SetStep`: the whole set at once -> the positions it stops (duplicates, balance, selection).
+"""
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from ..formats import Conversation
 
@@ -22,20 +32,35 @@ class Step(ABC):
     def __init__(self) -> None:
         self.seen = 0
         self.drops: Counter[str] = Counter()
+        self.seconds = 0.0
+        self.notes: list[str] = []
+        """What a reader of the report must know about this step's run (skipped parts, fallbacks)."""
 
     def reason(self, code: str) -> str:
         return f"{self.name}.{code}"
 
+    def report(self) -> dict[str, Any]:
+        """Step-specific figures for report.json (clusters found, thresholds used...); JSON-safe."""
+        return {}
+
 
 class Filter(Step):
     """A per-record filter: `check` returns None to keep, or a reason code to stop the record."""
+
+    gate: ClassVar[bool] = False
+    """A record this filter stops is not shown to the filters after it in the same pass (validation,
+    over-long turns); otherwise every filter runs, so a rejected record lists all its reasons."""
+    forkable: ClassVar[bool] = True
+    """Stateless across records: may run in forked worker processes (their state is not sent back)."""
 
     @abstractmethod
     def check(self, conv: Conversation) -> str | None: ...
 
     def __call__(self, conv: Conversation) -> str | None:
         self.seen += 1
+        started = time.perf_counter()
         code = self.check(conv)
+        self.seconds += time.perf_counter() - started
         if code is None:
             return None
         reason = self.reason(code)
@@ -61,7 +86,9 @@ class Annotator(Step):
 
     def __call__(self, convs: Sequence[Conversation]) -> None:
         self.seen += len(convs)
+        started = time.perf_counter()
         self.annotate(convs)
+        self.seconds += time.perf_counter() - started
 
 
 class SetStep(Step):
@@ -75,6 +102,8 @@ class SetStep(Step):
 
     def __call__(self, convs: Sequence[Conversation]) -> dict[int, str]:
         self.seen += len(convs)
+        started = time.perf_counter()
         stopped = {i: self.reason(code) for i, code in self.select(convs).items()}
+        self.seconds += time.perf_counter() - started
         self.drops.update(stopped.values())
         return stopped

@@ -220,6 +220,8 @@ class NearDedup(SetStep):
         super().__init__()
         self.ngram, self.permutations, self.threshold, self.seed = ngram, permutations, threshold, seed
         self.clusters: list[list[int]] = []
+        self.cluster_sources: list[list[int]] = []
+        """Each cluster's members by source_index (positions mean nothing outside the set this step saw)."""
 
     def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
         if len(convs) < 2:
@@ -227,6 +229,7 @@ class NearDedup(SetStep):
         hashes, offsets = shingle_hashes([conversation_text(c) for c in convs], self.ngram, self.seed)
         signatures = minhash_signatures(hashes, offsets, self.permutations, self.seed)
         self.clusters = near_duplicate_clusters(signatures, self.threshold)
+        self.cluster_sources = [[convs[i].source_index for i in members] for members in self.clusters]
         stopped: dict[int, str] = {}
         for members in self.clusters:
             stopped.update(_mark_cluster(members, convs, "near", "near_duplicate"))

@@ -21,9 +21,9 @@ from ..formats import DatasetReadError, read_dataset
 from ..paths import check_run_paths
 from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from ..termination import write_termination_summary
-from .per_record import usable_cpus
 from .pipeline import CurationResult, curate
 from .report import build_report, render_html
+from .runner import usable_cpus
 
 # The accounting check failed: a bug, not a configuration problem.
 EXIT_ACCOUNTING_ERROR = 3

@@ -1,227 +1,171 @@
-"""The pipeline: a flat list of steps over `Conversation`s, and where every record ends up.
+"""The pipeline: which steps a configuration enables, in which order, and the figures of a run.
 
-Order: per-record filters (a record over the length bounds is rejected
-before any other filter reads it; validation next, and a record that fails
-validation is not looked at further; the quality filters all run so that a
-rejected record lists every reason it has), then exact and near deduplication, then
-the tokenizer steps (token bounds and template check reject; odd token
-statistics go to review), the review filter for invisible characters and
-mixed scripts, and last the task balance. Every record read is in exactly one
-of `curated`, `rejected`, `review`.
+`build_steps` turns a `CurationConfig` into a flat list of steps; the runner
+(`runner.py`) runs it and owns where every record goes. The order:
+
+1. gates: over-long turns (unread), then validation;
+2. task labels (rules, or the learned head over embeddings);
+3. surface quality filters (length, repetition, artifacts, GPT-isms,
+   arithmetic, decontamination), all of them, so a rejected record lists
+   every reason it has;
+4. judges of meaning: the scorer LM and the embedder measure, the relevance,
+   coherence, completeness and style judges decide on the measurements;
+5. the quality score (ranks survivors in dedup, balance and selection);
+6. exact, near and semantic deduplication;
+7. token steps with the target tokenizer: tokenise once, token bounds,
+   template check, rare-token review;
+8. review of invisible characters and mixed-script words;
+9. task balance, then selection of the best N with its random control.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.curation import CurationConfig
 from ..formats import Conversation, RejectedRecord
+from .artifacts import Artifacts
 from .balance import Balance
-from .base import SetStep, Step
+from .base import Filter, Step
+from .decontamination import Decontamination
 from .dedup import ExactDedup, NearDedup
-from .per_record import RecordJudge, judge_all
+from .gptisms import Gptisms
+from .labels import RuleTaskLabels
+from .length import Length, Overlength
+from .per_record import QualityScore
+from .repetition import Repetition
+from .runner import Progress, Rejection, Runner, RunResult, example
 from .tasks import normalised_entropy
-from .text import last_response, prompt_text
-from .tokens import OodText, TokenChecks, TokenizerView
+from .text import last_response
+from .tokens import OodText, RareTokens, TemplateCheck, TokenBounds, Tokenize, TokenizerView
+from .validation import Validation
 
-Progress = Callable[[str, int, int], None]
-EXAMPLES_PER_REASON = 3
-
-
-@dataclass
-class Rejection:
-    """A rejected record: its reasons (the first one is the one counted) and the original."""
-
-    source_index: int
-    reasons: list[str]
-    raw: Any
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["CurationResult", "Rejection", "build_steps", "curate", "surface_filters"]
 
 
 @dataclass
 class CurationResult:
-    input_count: int
-    curated: list[Conversation]
-    rejected: list[Rejection]
-    review: list[tuple[Conversation, list[str]]]
-    funnel: list[tuple[str, int]]
-    steps: list[Step]
+    """A run's outcome (`RunResult`) with the figures the report and the status show."""
+
+    run: RunResult
     stats: dict[str, Any]
     notes: list[str]
+    control: list[Conversation] = field(default_factory=list)
+    """The random control of a selection (same size and task mix, same pool); empty without selection."""
+
+    # The run's fields, read through: entrypoint and report read them by these names.
+    @property
+    def input_count(self) -> int:
+        return self.run.input_count
+
+    @property
+    def curated(self) -> list[Conversation]:
+        return self.run.curated
+
+    @property
+    def rejected(self) -> list[Rejection]:
+        return self.run.rejected
+
+    @property
+    def review(self) -> list[tuple[Conversation, list[str]]]:
+        return self.run.review
+
+    @property
+    def funnel(self) -> list[tuple[str, int]]:
+        return self.run.funnel
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.run.steps
 
     def drops_by_reason(self) -> Counter[str]:
-        """Rejected records per first reason: sums to the number rejected."""
-        return Counter(r.reasons[0] for r in self.rejected)
+        return self.run.drops_by_reason()
 
     def flags_by_reason(self) -> Counter[str]:
-        """Every reason of every rejected record (a record can have several)."""
-        return Counter(reason for r in self.rejected for reason in r.reasons)
+        return self.run.flags_by_reason()
 
 
-def _safe(text: str) -> str:
-    """Text that can be written as UTF-8: invalid bytes read from the input become '?'."""
-    return text.encode("utf-8", "replace").decode("utf-8")
+def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> tuple[list[Step], dict[int, str]]:
+    """The steps `cfg` enables, in order, and the progress label of each."""
+    steps: list[Step] = []
+    labels: dict[int, str] = {}
 
+    def add(label: str, *new: Step) -> None:
+        for step in new:
+            steps.append(step)
+            labels[id(step)] = label
 
-def _examples(conv: Conversation) -> dict[str, Any]:
-    return {
-        "source_index": conv.source_index,
-        "prompt": _safe(prompt_text(conv)[:200]),
-        "response": _safe(last_response(conv)[:200]),
+    length = cfg.length
+    bounds = {
+        "min_prompt_chars": length.min_prompt_chars,
+        "max_prompt_chars": length.max_prompt_chars,
+        "min_response_chars": length.min_response_chars,
+        "max_response_chars": length.max_response_chars,
     }
-
-
-def curate(
-    items: Iterable[Conversation | RejectedRecord],
-    cfg: CurationConfig,
-    tokenizer: TokenizerView | None = None,
-    on_progress: Progress | None = None,
-    workers: int = 1,
-) -> CurationResult:
-    progress = on_progress or (lambda stage, done, total: None)
-    items = list(items)
-    total = len(items)
-    rejected: list[Rejection] = []
-    review: list[tuple[Conversation, list[str]]] = []
-    notes: list[str] = []
-    examples: dict[str, list[dict[str, Any]]] = {}
-
-    def reject(conv: Conversation, reasons: list[str]) -> None:
-        extra = {k: conv.meta[k] for k in ("dup_cluster", "duplicate_of", "task") if k in conv.meta}
-        if "scores" in conv.meta:
-            extra["scores"] = conv.meta["scores"]
-        rejected.append(Rejection(conv.source_index, reasons, conv.raw, extra=extra))
-        bucket = examples.setdefault(reasons[0], [])
-        if len(bucket) < EXAMPLES_PER_REASON:
-            bucket.append(_examples(conv))
-
-    # -- parse ---------------------------------------------------------------
-    convs: list[Conversation] = []
-    for item in items:
-        if isinstance(item, RejectedRecord):
-            rejected.append(Rejection(item.source_index, list(item.reasons), item.raw, item.detail))
-            bucket = examples.setdefault(item.reasons[0], [])
-            if len(bucket) < EXAMPLES_PER_REASON:
-                bucket.append(
-                    {
-                        "source_index": item.source_index,
-                        "detail": _safe(item.detail),
-                        "prompt": _safe(str(item.raw)[:200]),
-                        "response": "",
-                    }
-                )
-        else:
-            convs.append(item)
-    funnel = [("input", total), ("parsed", len(convs))]
-
-    # -- per-record filters ---------------------------------------------------
-    judge = RecordJudge(cfg)
-    steps: list[Step] = judge.steps
-    verdicts = judge_all(judge, convs, workers, lambda done: progress("filter", done, len(convs)))
-    validated: list[Conversation] = []
-    survivors: list[Conversation] = []
-    for conv, verdict in zip(convs, verdicts, strict=True):
-        if verdict.validated:
-            validated.append(conv)
-        if verdict.reasons:
-            reject(conv, verdict.reasons)
-        else:
-            survivors.append(conv)
-    progress("filter", len(convs), len(convs))
-    funnel += [("validated", len(validated)), ("quality filters", len(survivors))]
-    stats: dict[str, Any] = {
-        "task_counts_before": Counter(c.meta["task"] for c in validated),
-        "response_words_before": [len(last_response(c).split()) for c in validated],
-        "gptism_before": [c.meta["scores"]["gptism_density"] for c in validated],
-        "dup_clusters": [],
-    }
-
-    # -- whole-set steps ------------------------------------------------------
-    def run_set_step(step: SetStep, stage: str) -> None:
-        nonlocal survivors
-        progress(stage, 0, len(survivors))
-        stopped = step(survivors)
-        steps.append(step)
-        for i, reason in stopped.items():
-            reject(survivors[i], [reason])
-        survivors = [c for i, c in enumerate(survivors) if i not in stopped]
-        progress(stage, 1, 1)
-
+    if length.enabled:
+        add("validate", Overlength(**bounds))
+    if cfg.validation.enabled:
+        add(
+            "validate",
+            Validation(
+                reject_placeholders=cfg.validation.reject_placeholders,
+                reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
+            ),
+        )
+    add("label", RuleTaskLabels())
+    if length.enabled:
+        add("filter", Length(**bounds))
+    if cfg.repetition.enabled:
+        add(
+            "filter",
+            Repetition(
+                max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
+                max_duplicate_ngram_fraction=cfg.repetition.max_duplicate_ngram_fraction,
+                max_top_ngram_share=cfg.repetition.max_top_ngram_share,
+                exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
+            ),
+        )
+    if cfg.artifacts.enabled:
+        add("filter", Artifacts())
+    if cfg.gptisms.enabled:
+        add("filter", Gptisms(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
+    if cfg.decontamination.eval_sets:
+        add("filter", Decontamination(cfg.decontamination.eval_sets, ngram=cfg.decontamination.ngram))
+    add("score", QualityScore(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
     if cfg.dedup.exact:
-        run_set_step(ExactDedup(), "dedup")
+        add("dedup", ExactDedup())
     if cfg.dedup.near:
-        near = NearDedup(
-            ngram=cfg.dedup.ngram, permutations=cfg.dedup.permutations, threshold=cfg.dedup.threshold, seed=cfg.seed
+        add(
+            "dedup",
+            NearDedup(
+                ngram=cfg.dedup.ngram,
+                permutations=cfg.dedup.permutations,
+                threshold=cfg.dedup.threshold,
+                seed=cfg.seed,
+            ),
         )
-        before = list(survivors)
-        run_set_step(near, "dedup")
-        stats["near_clusters"] = len(near.clusters)
-        stats["dup_clusters"] = [[_examples(before[i]) for i in members[:4]] for members in near.clusters[:10]]
-    funnel.append(("deduplicated", len(survivors)))
-
-    token_step_enabled = cfg.template.enabled or cfg.ood_review.enabled or _token_bounds(cfg)
-    if tokenizer is not None and token_step_enabled:
-        checks = TokenChecks(
-            tokenizer,
-            max_seq_length=cfg.template.max_seq_length,
-            template_enabled=cfg.template.enabled,
-            token_bounds=_token_bounds(cfg),
-            ood_enabled=cfg.ood_review.enabled,
-            max_rare_token_fraction=cfg.ood_review.max_rare_token_fraction,
-        )
-        before = list(survivors)
-        run_set_step(checks, "tokens")
-        # Review indices are positions in the set the step saw.
-        held_ids = {id(before[i]) for i in checks.review}
-        for i, reason in sorted(checks.review.items()):
-            review.append((before[i], [reason]))
-        survivors = [c for c in survivors if id(c) not in held_ids]
-        notes += checks.notes
-        stats["skeletons"] = {
-            "/".join(k): v.problem or ("exact" if v.exact else "ok") for k, v in checks.skeletons.items()
-        }
-    elif tokenizer is None and token_step_enabled:
-        notes.append("no tokenizer given: token bounds, template check and token review were skipped")
-    funnel.append(("token checks", len(survivors)))
-
+    if tokenizer is not None:
+        add("tokens", *_token_steps(cfg, tokenizer))
     if cfg.ood_review.enabled:
-        ood_text = OodText()
-        steps.append(ood_text)
-        still: list[Conversation] = []
-        for conv in survivors:
-            reason = ood_text(conv)
-            if reason:
-                review.append((conv, [reason]))
-            else:
-                still.append(conv)
-        survivors = still
-    funnel.append(("not held for review", len(survivors)))
-
+        add("review", OodText())
     if cfg.balance.enabled:
-        run_set_step(
+        add(
+            "balance",
             Balance(
                 target_entropy=cfg.balance.target_entropy,
                 target_mix=cfg.balance.target_mix,
-                categories=len(stats["task_counts_before"]) or None,
                 max_drop_fraction=cfg.balance.max_drop_fraction,
             ),
-            "balance",
         )
-    funnel.append(("curated", len(survivors)))
+    return steps, labels
 
-    categories = len(stats["task_counts_before"]) or None
-    stats["task_counts_after"] = Counter(c.meta["task"] for c in survivors)
-    stats["task_entropy_before"] = normalised_entropy(stats["task_counts_before"], categories)
-    stats["task_entropy_after"] = normalised_entropy(stats["task_counts_after"], categories)
-    stats["response_words_after"] = [len(last_response(c).split()) for c in survivors]
-    stats["gptism_after"] = [c.meta["scores"]["gptism_density"] for c in survivors]
-    stats["examples"] = examples
-    rejected.sort(key=lambda r: r.source_index)
-    return CurationResult(total, survivors, rejected, review, funnel, steps, stats, notes)
+
+def surface_filters(cfg: CurationConfig) -> list[Filter]:
+    """The per-record filters of `cfg` that need no model, in pipeline order (the audit judges with them)."""
+    return [step for step in build_steps(cfg)[0] if isinstance(step, Filter) and step.outcome == "rejected"]
 
 
 def _token_bounds(cfg: CurationConfig) -> dict[str, tuple[int | None, int | None]]:
@@ -232,3 +176,70 @@ def _token_bounds(cfg: CurationConfig) -> dict[str, tuple[int | None, int | None
         "response": (cfg.length.min_response_tokens, cfg.length.max_response_tokens),
     }
     return {k: v for k, v in bounds.items() if v != (None, None)}
+
+
+def _token_steps(cfg: CurationConfig, tokenizer: TokenizerView) -> list[Step]:
+    steps: list[Step] = []
+    if _token_bounds(cfg):
+        steps.append(TokenBounds(_token_bounds(cfg)))
+    if cfg.template.enabled:
+        steps.append(TemplateCheck(tokenizer, max_seq_length=cfg.template.max_seq_length))
+    if cfg.ood_review.enabled:
+        steps.append(RareTokens(tokenizer, max_rare_token_fraction=cfg.ood_review.max_rare_token_fraction))
+    return [Tokenize(tokenizer), *steps] if steps else []
+
+
+def _uses_tokenizer(cfg: CurationConfig) -> bool:
+    return cfg.template.enabled or cfg.ood_review.enabled or bool(_token_bounds(cfg))
+
+
+def curate(
+    items: Iterable[Conversation | RejectedRecord],
+    cfg: CurationConfig,
+    tokenizer: TokenizerView | None = None,
+    on_progress: Progress | None = None,
+    workers: int = 1,
+) -> CurationResult:
+    """Run the configured steps over `items`; every item ends in curated, rejected or review."""
+    steps, labels = build_steps(cfg, tokenizer)
+    run = Runner(steps, labels=labels, workers=workers, on_progress=on_progress).run(items)
+    notes = [note for step in steps for note in step.notes]
+    if tokenizer is None and _uses_tokenizer(cfg):
+        notes.append("no tokenizer given: token bounds, template check and token review were skipped")
+    return CurationResult(run, run_stats(run, steps), notes)
+
+
+def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
+    """The before/after figures of the report: task mix, response lengths, GPT-ism density, clusters."""
+    before, after = run.judged, run.curated
+    tasks_before = Counter(c.meta.get("task", "other") for c in before)
+    tasks_after = Counter(c.meta.get("task", "other") for c in after)
+    categories = len(tasks_before) or None
+    stats: dict[str, Any] = {
+        "task_counts_before": tasks_before,
+        "task_counts_after": tasks_after,
+        "task_entropy_before": normalised_entropy(tasks_before, categories),
+        "task_entropy_after": normalised_entropy(tasks_after, categories),
+        "response_words_before": [len(last_response(c).split()) for c in before],
+        "response_words_after": [len(last_response(c).split()) for c in after],
+        "gptism_before": [_score(c, "gptism_density") for c in before],
+        "gptism_after": [_score(c, "gptism_density") for c in after],
+        "dup_clusters": [],
+        "examples": run.examples,
+        "timings": run.timings,
+        "step_reports": {step.name: step.report() for step in steps if step.report()},
+    }
+    by_index = {c.source_index: c for c in before}
+    for step in steps:
+        if isinstance(step, NearDedup):
+            stats["near_clusters"] = len(step.clusters)
+            stats["dup_clusters"] = [
+                [example(by_index[i]) for i in members[:4] if i in by_index] for members in step.cluster_sources[:10]
+            ]
+        if isinstance(step, TemplateCheck):
+            stats["skeletons"] = step.report()["skeletons"]
+    return stats
+
+
+def _score(conv: Conversation, key: str) -> float:
+    return float(conv.meta.get("scores", {}).get(key, 0.0))

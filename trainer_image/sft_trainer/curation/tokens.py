@@ -1,7 +1,8 @@
-"""Steps 2 (token bounds), 7 (out-of-distribution token review) and 8 (template check).
+"""The token steps: token bounds, template check and out-of-distribution token review.
 
-All three need the target model's tokenizer, and all three share one batch
-tokenisation of every turn's content, so the set is tokenised once.
+All three need the target model's tokenizer, and all three read one batch
+tokenisation of every turn's content (the `Tokenize` annotator), so the set is
+tokenised once.
 
 Template check without rendering 50,000 Jinja templates: a chat template's
 output depends on the sequence of roles, not on the contents, for every
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..formats import Conversation
-from .base import Filter, SetStep
+from .base import Annotator, Filter, SetStep
 
 # Records of each skeleton that are also rendered exactly, to prove the skeleton right.
 EXACT_RENDER_SAMPLE = 8
@@ -158,41 +158,72 @@ class Skeleton:
     """Records of this skeleton whose exact render was compared with the skeleton fill."""
 
 
-class TokenChecks(SetStep):
-    """Token bounds per role, template check, and (outcome 'review') abnormal token statistics.
+class Tokenize(Annotator):
+    """Tokenises every turn once, for the three token steps after it (`conv.features["token_ids"]`)."""
 
-    `select` returns the records to reject; `review` holds those to hold for review.
-    """
+    name = "tokens"
+    batch_size = 4096
+
+    def __init__(self, view: TokenizerView) -> None:
+        super().__init__()
+        self.view = view
+
+    def annotate(self, convs: Sequence[Conversation]) -> None:
+        contents = [m.content for c in convs for m in c.messages]
+        # int32 arrays, not lists of Python ints: 52k records hold ~15M tokens.
+        token_ids = [np.asarray(ids, dtype=np.int32) for ids in self.view.encode(contents)]
+        k = 0
+        for conv in convs:
+            conv.features["token_ids"] = token_ids[k : k + len(conv.messages)]
+            k += len(conv.messages)
+
+
+def _token_ids(conv: Conversation) -> list[np.ndarray]:
+    ids = conv.features.get("token_ids")
+    if ids is None:
+        raise RuntimeError("token steps need the Tokenize step before them")
+    return ids  # type: ignore[no-any-return]
+
+
+class TokenBounds(Filter):
+    """Token counts per role within bounds (its reasons belong to the length step: `length.response_too_few_tokens`)."""
+
+    name = "length"
+
+    def __init__(self, bounds: dict[str, tuple[int | None, int | None]]) -> None:
+        super().__init__()
+        self.bounds = bounds
+
+    def check(self, conv: Conversation) -> str | None:
+        for message, message_ids in zip(conv.messages, _token_ids(conv), strict=True):
+            kind = {"user": "prompt", "assistant": "response"}.get(message.role)
+            if kind is None:
+                continue
+            low, high = self.bounds.get(kind, (None, None))
+            if low is not None and len(message_ids) < low:
+                return f"{kind}_too_few_tokens"
+            if high is not None and len(message_ids) > high:
+                return f"{kind}_too_many_tokens"
+        return None
+
+
+class TemplateCheck(Filter):
+    """The record rendered with the target chat template: one BOS, an EOS after every assistant turn, no
+    special-token text in the contents, and no longer than training accepts. Writes `scores.tokens`."""
 
     name = "template"
+    forkable = False  # the skeleton cache and its verification counts live in this object
 
-    def __init__(
-        self,
-        view: TokenizerView,
-        *,
-        max_seq_length: int,
-        template_enabled: bool = True,
-        token_bounds: dict[str, tuple[int | None, int | None]] | None = None,
-        ood_enabled: bool = True,
-        max_rare_token_fraction: float = 0.1,
-        rare_document_fraction: float = 5e-5,
-        min_set_size_for_rarity: int = 20000,
-    ) -> None:
+    def __init__(self, view: TokenizerView, *, max_seq_length: int) -> None:
         super().__init__()
         self.view = view
         self.max_seq_length = max_seq_length
-        self.template_enabled = template_enabled
-        self.token_bounds = token_bounds or {}
-        self.ood_enabled = ood_enabled
-        self.max_rare_token_fraction = max_rare_token_fraction
-        self.rare_document_fraction = rare_document_fraction
-        self.min_set_size_for_rarity = min_set_size_for_rarity
-        self.review: dict[int, str] = {}
-        self.review_counts: Counter[str] = Counter()
         self.skeletons: dict[tuple[str, ...], Skeleton] = {}
-        self.notes: list[str] = []
 
-    # -- skeletons -----------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        return {
+            "skeletons": {"/".join(k): v.problem or ("exact" if v.exact else "ok") for k, v in self.skeletons.items()}
+        }
 
     def _skeleton(self, roles: tuple[str, ...]) -> Skeleton:
         if roles in self.skeletons:
@@ -201,15 +232,11 @@ class TokenChecks(SetStep):
         rendered = self.view.render(messages)
         parts = _SENTINEL_RE.split(rendered)
         pieces, order = parts[0::2], [int(x) for x in parts[1::2]]
-        problem = None
         if order != list(range(len(roles))):
             skeleton = Skeleton([], None, exact=True)  # the template rewrites contents: render each record
         else:
-            skeleton = Skeleton(pieces, None)
-            problem = self._check_skeleton(roles, pieces)
-            skeleton.problem = problem
-            plain = "".join(pieces)
-            skeleton.token_overhead = len(self.view.encode([plain])[0])
+            skeleton = Skeleton(pieces, self._check_skeleton(roles, pieces))
+            skeleton.token_overhead = len(self.view.encode(["".join(pieces)])[0])
         self.skeletons[roles] = skeleton
         return skeleton
 
@@ -224,10 +251,9 @@ class TokenChecks(SetStep):
             if ids[:1] != [bos] or ids[1:2] == [bos] or ids.count(bos) != "".join(pieces).count(tok.bos_token):
                 return "bos"
             with_specials = tok("x".join(pieces), add_special_tokens=True)["input_ids"]
-            if with_specials[:2] == [bos, bos]:
-                self.notes.append(
-                    "the tokenizer adds a BOS to text the template already starts with one: tokenize rendered text with add_special_tokens=False"
-                )
+            note = "the tokenizer adds a BOS to text the template already starts with one: tokenize rendered text with add_special_tokens=False"
+            if with_specials[:2] == [bos, bos] and note not in self.notes:
+                self.notes.append(note)
         if eos is not None:
             for i, role in enumerate(roles):
                 if role == "assistant" and not pieces[i + 1].startswith(tok.eos_token):
@@ -240,42 +266,7 @@ class TokenChecks(SetStep):
             out += [message.content, piece]
         return "".join(out)
 
-    # -- the step ------------------------------------------------------------
-
-    def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
-        stopped: dict[int, str] = {}
-        contents = [m.content for c in convs for m in c.messages]
-        token_ids = self.view.encode(contents)
-        per_conv: list[list[list[int]]] = []
-        k = 0
-        for conv in convs:
-            per_conv.append(token_ids[k : k + len(conv.messages)])
-            k += len(conv.messages)
-        for i, (conv, ids) in enumerate(zip(convs, per_conv, strict=True)):
-            code = self._bounds(conv, ids) or (self._template(conv, ids) if self.template_enabled else None)
-            if code:
-                stopped[i] = code
-        if self.ood_enabled:
-            self._ood_review(convs, per_conv, stopped)
-        return stopped
-
-    def reason(self, code: str) -> str:
-        # Token bounds belong to the length step's reasons, the rest to the template step.
-        return code if "." in code else f"{self.name}.{code}"
-
-    def _bounds(self, conv: Conversation, ids: list[list[int]]) -> str | None:
-        for message, message_ids in zip(conv.messages, ids, strict=True):
-            kind = {"user": "prompt", "assistant": "response"}.get(message.role)
-            if kind is None:
-                continue
-            low, high = self.token_bounds.get(kind, (None, None))
-            if low is not None and len(message_ids) < low:
-                return f"length.{kind}_too_few_tokens"
-            if high is not None and len(message_ids) > high:
-                return f"length.{kind}_too_many_tokens"
-        return None
-
-    def _template(self, conv: Conversation, ids: list[list[int]]) -> str | None:
+    def check(self, conv: Conversation) -> str | None:
         for message in conv.messages:
             for special in self.view.special_strings:
                 if special in message.content:
@@ -299,29 +290,50 @@ class TokenChecks(SetStep):
         else:
             if skeleton.problem:
                 return skeleton.problem
-            total = skeleton.token_overhead + sum(map(len, ids))
+            total = skeleton.token_overhead + sum(len(ids) for ids in _token_ids(conv))
         if total > self.max_seq_length:
             return "exceeds_max_seq_length"
         conv.meta.setdefault("scores", {})["tokens"] = total
         return None
 
-    def _ood_review(
-        self, convs: Sequence[Conversation], per_conv: list[list[list[int]]], stopped: dict[int, str]
+
+class RareTokens(SetStep):
+    """Review queue for responses whose tokens are unknown, byte fragments, or rare in this set."""
+
+    name = "ood"
+    outcome = "review"
+
+    def __init__(
+        self,
+        view: TokenizerView,
+        *,
+        max_rare_token_fraction: float = 0.1,
+        rare_document_fraction: float = 5e-5,
+        min_set_size_for_rarity: int = 20000,
     ) -> None:
-        """Hold responses whose tokens are unknown, byte fragments, or rare in this set (vectorised over the set)."""
+        super().__init__()
+        self.view = view
+        self.max_rare_token_fraction = max_rare_token_fraction
+        self.rare_document_fraction = rare_document_fraction
+        self.min_set_size_for_rarity = min_set_size_for_rarity
+
+    def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
+        """Vectorised over the set: token document frequencies, then per-response counts."""
         responses = [
-            [
-                t
-                for message, ids in zip(conv.messages, conv_ids, strict=True)
-                if message.role == "assistant"
-                for t in ids
-            ]
-            for conv, conv_ids in zip(convs, per_conv, strict=True)
+            np.concatenate(
+                [
+                    ids
+                    for message, ids in zip(conv.messages, _token_ids(conv), strict=True)
+                    if message.role == "assistant"
+                ]
+                or [np.zeros(0, dtype=np.int32)]
+            ).astype(np.int64)
+            for conv in convs
         ]
         lengths = np.fromiter(map(len, responses), dtype=np.int64, count=len(responses))
         if not lengths.sum():
-            return
-        flat = np.fromiter((t for ids in responses for t in ids), dtype=np.int64, count=int(lengths.sum()))
+            return {}
+        flat = np.concatenate(responses)
         doc = np.repeat(np.arange(len(responses)), lengths)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         nonempty = lengths > 0
@@ -335,8 +347,7 @@ class TokenChecks(SetStep):
         unknown = per_response(flat == unk) if unk is not None else np.zeros(len(responses), dtype=np.int64)
         fragments = self.view.byte_fragment_ids
         fragment = per_response(fragments[np.minimum(flat, len(fragments) - 1)] & (flat < len(fragments)))
-        rarity_known = len(convs) >= self.min_set_size_for_rarity
-        if rarity_known:
+        if len(convs) >= self.min_set_size_for_rarity:
             # Document frequency: in how many responses each token occurs.
             width = int(flat.max()) + 1
             pairs = np.sort(doc * width + flat)
@@ -350,17 +361,12 @@ class TokenChecks(SetStep):
             self.notes.append(
                 f"rare-token review skipped: {len(convs)} records are too few to know what is rare (needs {self.min_set_size_for_rarity})"
             )
+        held: dict[int, str] = {}
         for i in np.nonzero(nonempty)[0]:
-            if int(i) in stopped:
-                continue
-            code = None
             if unknown[i]:
-                code = "unknown_token"
+                held[int(i)] = "unknown_token"
             elif fragment[i] >= 3 and fragment[i] > 0.05 * lengths[i]:
-                code = "byte_fallback"
+                held[int(i)] = "byte_fallback"
             elif rare[i] >= 5 and rare[i] > self.max_rare_token_fraction * lengths[i]:
-                code = "rare_tokens"
-            if code:
-                reason = f"ood.{code}"
-                self.review[int(i)] = reason
-                self.review_counts[reason] += 1
+                held[int(i)] = "rare_tokens"
+        return held

@@ -124,6 +124,7 @@ class Validation(Filter):
     """Structure, encoding and placeholder checks on every turn."""
 
     name = "validation"
+    gate = True  # a malformed record is not shown to the quality filters
 
     def __init__(self, *, reject_placeholders: bool = True, reject_unseeable_inputs: bool = True) -> None:
         super().__init__()

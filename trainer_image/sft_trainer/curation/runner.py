@@ -1,0 +1,396 @@
+"""The one loop: records through a flat list of steps, every verdict routed, counted, timed and accounted for.
+
+The runner knows three kinds of step (see `base.py`) and nothing about what
+any step judges:
+
+- consecutive `Filter`s form one pass: each record is shown to them in order,
+  a `gate` that stops it ends its pass, otherwise every filter runs so that a
+  rejected record lists all its reasons. A pass of `forkable` filters over a
+  large set runs in forked worker processes: a worker inherits the records
+  and the filters from the parent (nothing is pickled on the way in) and
+  sends back only the verdicts and its filters' counters, in input order, so
+  the outputs are the same whatever the number of workers (a test checks);
+- an `Annotator` sees the surviving records in batches and stops none;
+- a `SetStep` sees all surviving records at once.
+
+A step's `outcome` says where the records it stops go: rejected (with the
+reasons) or held for review. Every input record ends in exactly one of
+curated, rejected and review; `run` checks that before returning.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..formats import Conversation, RejectedRecord
+from .base import Annotator, Filter, SetStep, Step
+from .text import last_response, prompt_text
+
+Progress = Callable[[str, int, int], None]
+EXAMPLES_PER_REASON = 3
+CHUNK = 2000
+"""Records per worker task: large enough that sending verdicts back is cheap, small enough for live progress."""
+MIN_RECORDS_PER_WORKER = 5000
+"""Below this, starting processes costs more than it saves."""
+
+
+class AccountingError(RuntimeError):
+    """Some input record is missing from the outputs, or is in more than one."""
+
+
+@dataclass
+class Rejection:
+    """A rejected record: its reasons (the first one is the one counted) and the original."""
+
+    source_index: int
+    reasons: list[str]
+    raw: Any
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepTiming:
+    """What one step cost: for report.json and report.html."""
+
+    name: str
+    kind: str
+    seen: int
+    seconds: float
+
+    @property
+    def records_per_second(self) -> float | None:
+        return round(self.seen / self.seconds, 1) if self.seconds > 0 else None
+
+
+@dataclass
+class RunResult:
+    """Where every record went, and what each step did."""
+
+    input_count: int
+    curated: list[Conversation]
+    rejected: list[Rejection]
+    review: list[tuple[Conversation, list[str]]]
+    funnel: list[tuple[str, int]]
+    """Records still in the running after each stage (the report's funnel)."""
+    steps: list[Step]
+    examples: dict[str, list[dict[str, Any]]]
+    """A few rejected records per first reason."""
+    judged: list[Conversation]
+    """The records that passed the first gates (parsed, not over-long, valid): the "before" population."""
+    timings: list[StepTiming]
+
+    def drops_by_reason(self) -> Counter[str]:
+        """Rejected records per first reason: sums to the number rejected."""
+        return Counter(r.reasons[0] for r in self.rejected)
+
+    def flags_by_reason(self) -> Counter[str]:
+        """Every reason of every rejected record (a record can have several)."""
+        return Counter(reason for r in self.rejected for reason in r.reasons)
+
+
+def safe_text(text: str) -> str:
+    """Text that can be written as UTF-8: invalid bytes read from the input become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def example(conv: Conversation) -> dict[str, Any]:
+    """A short, printable view of a record for the report."""
+    return {
+        "source_index": conv.source_index,
+        "prompt": safe_text(prompt_text(conv)[:200]),
+        "response": safe_text(last_response(conv)[:200]),
+    }
+
+
+# -- a pass of filters --------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    reasons: list[str]
+    """Empty: the record goes on."""
+    passed_gates: bool
+    meta: dict[str, Any]
+    """The record's meta after judging (filters may add scores): workers judge copies."""
+
+
+class FilterPass:
+    """Consecutive filters applied to one record at a time."""
+
+    def __init__(self, filters: list[Filter]) -> None:
+        self.filters = filters
+
+    @property
+    def forkable(self) -> bool:
+        return all(f.forkable for f in self.filters)
+
+    def judge(self, conv: Conversation) -> Verdict:
+        reasons: list[str] = []
+        passed_gates = True
+        for f in self.filters:
+            if f.gate and not passed_gates:
+                continue
+            reason = f(conv)
+            if reason is None:
+                continue
+            reasons.append(reason)
+            if f.gate:
+                return Verdict(reasons, False, conv.meta)
+        return Verdict(reasons, passed_gates, conv.meta)
+
+    def counters(self) -> list[tuple[int, Counter[str], float]]:
+        return [(f.seen, Counter(f.drops), f.seconds) for f in self.filters]
+
+    def reset_counters(self) -> None:
+        for f in self.filters:
+            f.seen, f.drops, f.seconds = 0, Counter(), 0.0
+
+    def add_counters(self, counters: list[tuple[int, Counter[str], float]]) -> None:
+        for f, (seen, drops, seconds) in zip(self.filters, counters, strict=True):
+            f.seen += seen
+            f.drops.update(drops)
+            f.seconds += seconds
+
+
+# What a forked worker judges: set by the parent just before the pool starts.
+_WORK: tuple[FilterPass, Sequence[Conversation]] | None = None
+
+
+def _judge_chunk(bounds: tuple[int, int]) -> tuple[list[Verdict], list[tuple[int, Counter[str], float]]]:
+    assert _WORK is not None, "a worker runs only inside judge_all"
+    judges, convs = _WORK
+    judges.reset_counters()
+    verdicts = [judges.judge(conv) for conv in convs[bounds[0] : bounds[1]]]
+    return verdicts, judges.counters()
+
+
+def judge_all(
+    judges: FilterPass, convs: Sequence[Conversation], workers: int, progress: Callable[[int], None]
+) -> list[Verdict]:
+    """A verdict per record, in input order; the records' meta and the filters' counters are updated."""
+    global _WORK
+    chunks = [(start, min(start + CHUNK, len(convs))) for start in range(0, len(convs), CHUNK)]
+    workers = min(workers, len(convs) // MIN_RECORDS_PER_WORKER) if judges.forkable else 1
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        verdicts: list[Verdict] = []
+        for start, end in chunks:
+            progress(start)
+            verdicts += [judges.judge(conv) for conv in convs[start:end]]
+        return verdicts
+    verdicts = []
+    _WORK = (judges, convs)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for (start, _), (chunk, counters) in zip(chunks, pool.imap(_judge_chunk, chunks), strict=True):
+                progress(start)
+                verdicts += chunk
+                judges.add_counters(counters)
+    finally:
+        _WORK = None
+    for conv, verdict in zip(convs, verdicts, strict=True):
+        conv.meta = verdict.meta  # the workers judged copies
+    return verdicts
+
+
+# -- the runner -----------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """A run of the step list the runner executes as one unit: a filter pass, or one other step."""
+
+    steps: list[Step]
+    label: str
+    """Progress label ("filter", "dedup", ...)."""
+
+
+def stages_of(steps: Sequence[Step], labels: dict[int, str]) -> list[Stage]:
+    """Consecutive filters with the same outcome and label become one pass; other steps stand alone."""
+    stages: list[Stage] = []
+    for step in steps:
+        label = labels.get(id(step), step.name)
+        last = stages[-1] if stages else None
+        if (
+            isinstance(step, Filter)
+            and last is not None
+            and isinstance(last.steps[-1], Filter)
+            and last.steps[-1].outcome == step.outcome
+            and last.label == label
+        ):
+            last.steps.append(step)
+        else:
+            stages.append(Stage([step], label))
+    return stages
+
+
+class Runner:
+    """Runs a step list over parsed records; `labels` names steps for progress ("filter", "tokens"...)."""
+
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        *,
+        labels: dict[int, str] | None = None,
+        workers: int = 1,
+        on_progress: Progress | None = None,
+    ) -> None:
+        self.steps = list(steps)
+        self.stages = stages_of(self.steps, labels or {})
+        self.workers = workers
+        self.progress = on_progress or (lambda stage, done, total: None)
+
+    def run(self, items: Iterable[Conversation | RejectedRecord]) -> RunResult:
+        items = list(items)
+        self.rejected: list[Rejection] = []
+        self.review: list[tuple[Conversation, list[str]]] = []
+        self.examples: dict[str, list[dict[str, Any]]] = {}
+        survivors: list[Conversation] = []
+        for item in items:
+            if isinstance(item, RejectedRecord):
+                self._reject_unparsed(item)
+            else:
+                survivors.append(item)
+        funnel = [("input", len(items)), ("parsed", len(survivors))]
+        judged: list[Conversation] | None = None
+        timings: list[StepTiming] = []
+        for stage in self.stages:
+            started = time.perf_counter()
+            before = len(survivors)
+            survivors, passed_gates = self._run_stage(stage, survivors)
+            if judged is None and passed_gates is not None:
+                judged = passed_gates
+            elapsed = time.perf_counter() - started
+            if len(stage.steps) == 1:
+                timings.append(StepTiming(stage.steps[0].name, _kind(stage.steps[0]), before, round(elapsed, 4)))
+            else:
+                timings += [StepTiming(f.name, "filter", f.seen, round(f.seconds, 4)) for f in stage.steps]
+            funnel.append((stage.label, len(survivors)))
+        self.rejected.sort(key=lambda r: r.source_index)
+        result = RunResult(
+            len(items),
+            survivors,
+            self.rejected,
+            self.review,
+            _merge_funnel(funnel),
+            self.steps,
+            self.examples,
+            judged if judged is not None else list(survivors),
+            timings,
+        )
+        check_partition(result)
+        return result
+
+    def _run_stage(
+        self, stage: Stage, convs: list[Conversation]
+    ) -> tuple[list[Conversation], list[Conversation] | None]:
+        first = stage.steps[0]
+        if isinstance(first, Filter):
+            return self._run_filters(stage, convs)
+        if isinstance(first, Annotator):
+            self._run_annotator(first, stage.label, convs)
+            return convs, None
+        if isinstance(first, SetStep):
+            self.progress(stage.label, 0, len(convs))
+            stopped = first(convs)
+            self.progress(stage.label, len(convs), len(convs))
+            for i, reason in sorted(stopped.items()):
+                self._route(first, convs[i], [reason])
+            return [c for i, c in enumerate(convs) if i not in stopped], None
+        raise TypeError(f"{type(first).__name__} is not a Filter, Annotator or SetStep")
+
+    def _run_filters(
+        self, stage: Stage, convs: list[Conversation]
+    ) -> tuple[list[Conversation], list[Conversation] | None]:
+        judges = FilterPass([s for s in stage.steps if isinstance(s, Filter)])
+        verdicts = judge_all(judges, convs, self.workers, lambda done: self.progress(stage.label, done, len(convs)))
+        self.progress(stage.label, len(convs), len(convs))
+        survivors: list[Conversation] = []
+        passed_gates: list[Conversation] = []
+        for conv, verdict in zip(convs, verdicts, strict=True):
+            if verdict.passed_gates:
+                passed_gates.append(conv)
+            if verdict.reasons:
+                self._route(stage.steps[0], conv, verdict.reasons)
+            else:
+                survivors.append(conv)
+        has_gates = any(getattr(s, "gate", False) for s in stage.steps)
+        return survivors, (passed_gates if has_gates else None)
+
+    def _run_annotator(self, step: Annotator, label: str, convs: list[Conversation]) -> None:
+        size = max(1, step.batch_size)
+        for start in range(0, len(convs), size):
+            self.progress(label, start, len(convs))
+            step(convs[start : start + size])
+        self.progress(label, len(convs), len(convs))
+
+    def _route(self, step: Step, conv: Conversation, reasons: list[str]) -> None:
+        if step.outcome == "review":
+            self.review.append((conv, reasons))
+            return
+        extra = {k: conv.meta[k] for k in ("dup_cluster", "duplicate_of", "task", "selection") if k in conv.meta}
+        if "scores" in conv.meta:
+            extra["scores"] = conv.meta["scores"]
+        self.rejected.append(Rejection(conv.source_index, reasons, conv.raw, extra=extra))
+        bucket = self.examples.setdefault(reasons[0], [])
+        if len(bucket) < EXAMPLES_PER_REASON:
+            bucket.append(example(conv))
+
+    def _reject_unparsed(self, item: RejectedRecord) -> None:
+        self.rejected.append(Rejection(item.source_index, list(item.reasons), item.raw, item.detail))
+        bucket = self.examples.setdefault(item.reasons[0], [])
+        if len(bucket) < EXAMPLES_PER_REASON:
+            bucket.append(
+                {
+                    "source_index": item.source_index,
+                    "detail": safe_text(item.detail),
+                    "prompt": safe_text(str(item.raw)[:200]),
+                    "response": "",
+                }
+            )
+
+
+def _kind(step: Step) -> str:
+    if isinstance(step, Annotator):
+        return "annotator"
+    return "set" if isinstance(step, SetStep) else "filter"
+
+
+def _merge_funnel(funnel: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """One row per stage label: the count after the label's last stage."""
+    merged: dict[str, int] = {}
+    for label, count in funnel:
+        merged.pop(label, None)
+        merged[label] = count
+    return list(merged.items())
+
+
+def check_partition(result: RunResult) -> None:
+    """Every source_index of the input in exactly one of curated, rejected, review (in memory, before writing)."""
+    where: Counter[int] = Counter()
+    where.update(c.source_index for c in result.curated)
+    where.update(r.source_index for r in result.rejected)
+    where.update(c.source_index for c, _ in result.review)
+    doubled = sorted(i for i, n in where.items() if n > 1)
+    missing = sorted(set(range(result.input_count)) - set(where))
+    if doubled or missing:
+        raise AccountingError(f"records in two outputs: {doubled[:5]}; records in none: {missing[:5]}")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a pod's CPU limit)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: the affinity is the limit
+    return cpus
