@@ -84,6 +84,19 @@ HARMFUL_REQUEST = re.compile(
     r"abus\w*|hurt\w*|harm\w*|violent|violence|attack\w*|tortur\w*|kidnap\w*|smuggl\w*|extort\w*|blackmail|insult\w*|offensive|slurs?|hate|hatred)\b",
     _I,
 )
+# A prompt about what the assistant is or can do (who it is, which questions
+# it cannot answer, a greeting) or about live data it cannot see: there,
+# saying it is an AI is the honest answer, not a tic (LIMA's human-written
+# answers do it). Asked for an opinion or a favourite, the disclaimer is the
+# tic: a good answer gives a view or the facts.
+ASKS_ABOUT_ASSISTANT = re.compile(
+    r"\b(?:who|what) are you\b|\babout yourself\b|\bintroduce yourself\b"
+    r"|\bare you (?:an? |human|real|alive|conscious|sentient|self-aware)"
+    r"|\b(?:what|which) (?:kinds? of |types? of )?(?:questions|things|tasks) (?:can|can't|cannot|can not) you\b"
+    r"|^\W*(?:hi|hello|hey|good (?:morning|afternoon|evening))\b|\bnice to meet you\b"
+    r"|\b(?:current|today'?s|right now|real[- ]time|live) (?:stock|price|weather|news|time|score|exchange rate)",
+    _I,
+)
 # Special tokens and prompt-template markup of common chat formats.
 TEMPLATE_LEAK = re.compile(
     r"<\|(?:im_start|im_end|endoftext|eot_id|begin_of_text|end_of_text|start_header_id|end_header_id|system|user|assistant|end|pad)\|>"
@@ -110,9 +123,10 @@ class Artifacts(Filter):
                 if message.role == "user":
                     prompt = text
                 continue
-            if AI_DISCLAIMER.search(text):
+            about_assistant = ASKS_ABOUT_ASSISTANT.search(prompt) is not None
+            if AI_DISCLAIMER.search(text) and not about_assistant:
                 return "ai_disclaimer"
-            if KNOWLEDGE_CUTOFF.search(text):
+            if KNOWLEDGE_CUTOFF.search(text) and not about_assistant:
                 return "knowledge_cutoff"
             if IDENTITY_CLAIM.search(text):
                 return "identity_claim"

@@ -9,12 +9,14 @@ start at MIN_WORDS words, and code blocks and list items are measured apart
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass
 
 from ..formats import Conversation
 from .base import Filter
-from .text import WORD_RE, prose_lines
+from .junk import surface_calibration
+from .text import _LIST_ITEM, WORD_RE, prose_lines
 
 # Gopher's statistics were made for web documents; below this many words of
 # prose they flag ordinary style (a poem's refrain, a repeated term), as
@@ -88,10 +90,67 @@ def duplicate_ngram_fraction(tokens: list[str], n: int) -> float:
     return dup / total if total else 0.0
 
 
-def list_items(text: str) -> list[str]:
-    from .text import _LIST_ITEM  # the same notion of a list item as the exemption
+def list_blocks(text: str) -> list[list[str]]:
+    """The items of each list, one list per run of item lines (blank lines allowed inside, any other line ends it).
 
-    return [_LIST_ITEM.sub("", line).strip().lower() for line in text.splitlines() if _LIST_ITEM.match(line)]
+    A form or a how-to repeats its options from one list to the next ("Yes" /
+    "No" under every question); a degenerate list repeats items inside one list.
+    """
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if _LIST_ITEM.match(line):  # the same notion of a list item as the exemption
+            blocks[-1].append(_LIST_ITEM.sub("", line).strip().lower())
+        elif line.strip() and blocks[-1]:
+            blocks.append([])
+    return [block for block in blocks if block]
+
+
+# A sentence ends at . ! ? followed by space, or at a line end.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# A fenced code block opens with ``` at the start of a line; LIMA also writes
+# inline code between ``` inside a sentence, and that sentence is prose.
+_FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\1[^\n]*$", re.S | re.M)
+LOOP_MIN_WORDS = 4
+"""A looped sentence has at least this many words: "No." twice, or a refrain's "Oh oh", is not a loop."""
+
+
+def distinct_words(text: str) -> int:
+    """Words of the text, each repeated sentence counted once: a loop adds nothing."""
+    seen: set[str] = set()
+    count = 0
+    for sentence in _SENTENCE_END.split(text):
+        key = " ".join(sentence.lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            count += len(key.split())
+    return count
+
+
+LOOP_MAX_PERIOD = 3
+"""A loop may cycle through up to this many sentences ("e.g." splits one sentence in two)."""
+
+
+def longest_sentence_loop(text: str) -> int:
+    """Most times a sentence, or a cycle of up to 3, follows itself in a row: what a decoder stuck in a loop writes.
+
+    The cycle must hold LOOP_MIN_WORDS words. Closed fenced code blocks are
+    left out (a program may repeat a statement), and so are list items
+    (repeated items are `duplicate_list_items`).
+    """
+    lines = [line for line in _FENCED_BLOCK.sub("\n", text).splitlines() if not _LIST_ITEM.match(line)]
+    keys = [k for k in (" ".join(s.lower().split()) for s in _SENTENCE_END.split("\n".join(lines))) if k]
+    best = 1
+    for period in range(1, LOOP_MAX_PERIOD + 1):
+        for phase in range(period):
+            run = 1
+            for i in range(phase + period, len(keys) - period + 1, period):
+                cycle = keys[i : i + period]
+                if cycle == keys[i - period : i] and sum(len(k.split()) for k in cycle) >= LOOP_MIN_WORDS:
+                    run += 1
+                    best = max(best, run)
+                else:
+                    run = 1
+    return best
 
 
 class Repetition(Filter):
@@ -106,8 +165,14 @@ class Repetition(Filter):
         max_duplicate_ngram_fraction: float,
         max_top_ngram_share: float,
         exempt_code_and_lists: bool = True,
+        max_sentence_repeats: int | None = None,
     ) -> None:
         super().__init__()
+        self.max_sentence_repeats = (
+            max_sentence_repeats
+            if max_sentence_repeats is not None
+            else int(surface_calibration()["repetition"]["max_sentence_repeats"])
+        )
         self.max_dup_lines = max_duplicate_line_fraction
         self.max_dup_ngrams = max_duplicate_ngram_fraction
         # Gopher lowers the bound by 0.02 per extra word of n-gram length.
@@ -123,6 +188,11 @@ class Repetition(Filter):
         return None
 
     def check_text(self, text: str) -> str | None:
+        # A loop is judged before the word minimum: a short sentence repeated
+        # ten times is often under it, and no clean answer repeats a sentence
+        # back to back (calibrated).
+        if longest_sentence_loop(text) > self.max_sentence_repeats:
+            return "looped_sentence"
         lines = prose_lines(text, exempt_code_and_lists=self.exempt)
         tokens = WORD_RE.findall(" ".join(lines).lower())
         if len(tokens) >= MIN_WORDS:
@@ -135,7 +205,8 @@ class Repetition(Filter):
             if duplicate_ngram_fraction(tokens, 5) > self.max_dup_ngrams * slack:
                 return "duplicate_ngrams"
         if self.exempt:
-            items = [item for item in list_items(text) if len(item.split()) >= MIN_ITEM_WORDS]
-            if len(items) >= MIN_LIST_ITEMS and duplicate_line_fraction(items) > self.max_dup_lines:
-                return "duplicate_list_items"
+            for block in list_blocks(text):
+                items = [item for item in block if len(item.split()) >= MIN_ITEM_WORDS]
+                if len(items) >= MIN_LIST_ITEMS and duplicate_line_fraction(items) > self.max_dup_lines:
+                    return "duplicate_list_items"
         return None

@@ -1,0 +1,183 @@
+"""Calibrate the surface judges (junk, repetition loops) and measure them with the arithmetic checker.
+
+    SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/calibrate_surface.py [--write] [--alpaca]
+
+Bounds are fitted on the calibration half only (`noise.calibration_half`):
+each is the largest value clean text shows there (LIMA's human answers and
+prompts, and four chat models' AlpacaEval answers, which are clean of
+encoding junk whatever their style), never below a floor that what people
+legitimately write needs. Then, on both halves, it prints the recall of each
+noise kind this family owns (ood_junk, repetition_loop, wrong_arithmetic)
+and the share of clean LIMA the surface judges (validation, repetition,
+artifacts, junk, facts) stop, by reason. `--write` stores the bounds and the
+figures in trainer_image/sft_trainer/resources/calibration/surface.json;
+`--alpaca` also counts the raw Alpaca records the arithmetic checker flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+import regex
+from ftfy.badness import badness
+
+from sft_trainer.config import CurationConfig
+from sft_trainer.curation import noise
+from sft_trainer.curation.artifacts import Artifacts
+from sft_trainer.curation.base import Filter
+from sft_trainer.curation.facts import Facts
+from sft_trainer.curation.junk import Junk, JunkBounds, densest_window
+from sft_trainer.curation.repetition import Repetition, longest_sentence_loop
+from sft_trainer.curation.validation import Validation
+from sft_trainer.formats import Conversation
+
+OUT = (
+    Path(__file__).resolve().parents[1] / "trainer_image" / "sft_trainer" / "resources" / "calibration" / "surface.json"
+)
+SEED = 0
+WINDOW = 64
+"""Characters in which a flood is counted: about one line of text."""
+# Floors: what clean text may always hold, whatever the sample showed.
+FLOORS = {"max_mojibake": 0, "max_replacement_chars": 1, "max_invisible_run": 2, "max_odd_chars": 5}
+MIN_SENTENCE_REPEATS = 2
+"""A sentence said twice in a row can be emphasis; three times never was, in any clean sample."""
+ARITHMETIC_RECORDS = 600
+KINDS = ("ood_junk", "repetition_loop", "wrong_arithmetic")
+INVISIBLE = regex.compile("[\u200b-\u200f\u2060-\u2064\ufeff]+")
+
+
+def clean_texts(convs: list[Conversation]) -> list[str]:
+    return [m.content for c in convs for m in c.messages]
+
+
+def fit(clean: list[str]) -> dict:
+    """Each bound = the largest value in clean calibration text, at least its floor."""
+    stats = {
+        "max_mojibake": max(badness(t) for t in clean),
+        "max_replacement_chars": max(t.count("\ufffd") for t in clean),
+        "max_invisible_run": max((len(r) for t in clean for r in INVISIBLE.findall(t)), default=0),
+        "max_odd_chars": max(densest_window(t, WINDOW)[0] for t in clean),
+    }
+    junk = {k: max(v, FLOORS[k]) for k, v in stats.items()} | {"window": WINDOW}
+    repeats = max(MIN_SENTENCE_REPEATS, max(longest_sentence_loop(t) for t in clean))
+    return {"junk": junk, "repetition": {"max_sentence_repeats": repeats}, "clean_maxima": stats}
+
+
+def judges(bounds: dict) -> dict[str, Filter]:
+    cfg = CurationConfig()
+    return {
+        "validation": Validation(
+            reject_placeholders=cfg.validation.reject_placeholders,
+            reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
+        ),
+        "repetition": Repetition(
+            max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
+            max_duplicate_ngram_fraction=cfg.repetition.max_duplicate_ngram_fraction,
+            max_top_ngram_share=cfg.repetition.max_top_ngram_share,
+            exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
+            max_sentence_repeats=bounds["repetition"]["max_sentence_repeats"],
+        ),
+        "artifacts": Artifacts(),
+        "junk": Junk(JunkBounds(**bounds["junk"])),
+        "facts": Facts(cfg.facts),
+    }
+
+
+OWNER = {"ood_junk": "junk", "repetition_loop": "repetition", "wrong_arithmetic": "facts"}
+
+
+def reasons(conv: Conversation, steps: dict[str, Filter]) -> list[str]:
+    return [step.reason(code) for step in steps.values() if (code := step.check(conv))]
+
+
+def measure(half: bool, lima: list[Conversation], chat: list[Conversation], steps: dict[str, Filter]) -> dict:
+    clean = [c for c in lima if noise.calibration_half(c) == half]
+    rng = random.Random(SEED)
+    planted = {kind: noise.plant(kind, lima, rng, chat_answers=chat) for kind in KINDS if kind != "wrong_arithmetic"}
+    arithmetic_right = noise.arithmetic_records(ARITHMETIC_RECORDS, random.Random(SEED + 1))
+    planted["wrong_arithmetic"] = noise.plant("wrong_arithmetic", arithmetic_right, random.Random(SEED + 2))
+    out: dict = {"half": "calibration" if half else "held_out", "recall": {}, "recall_by_detail": {}}
+    for kind, convs in planted.items():
+        convs = [c for c in convs if noise.calibration_half(c) == half]
+        verdicts = [reasons(c, steps) for c in convs]
+        own = OWNER[kind]
+        out["recall"][kind] = {
+            "n": len(convs),
+            "any_surface_judge": round(sum(bool(v) for v in verdicts) / len(convs), 3),
+            own: round(sum(any(r.startswith(own + ".") for r in v) for v in verdicts) / len(convs), 3),
+        }
+        details = Counter(c.meta.get("planted_detail", "-") for c in convs)
+        caught = Counter(c.meta.get("planted_detail", "-") for c, v in zip(convs, verdicts, strict=True) if v)
+        if len(details) > 1:
+            out["recall_by_detail"][kind] = {d: round(caught[d] / n, 3) for d, n in sorted(details.items())}
+    right = [c for c in arithmetic_right if noise.calibration_half(c) == half]
+    out["correct_arithmetic_flagged"] = sum(bool(steps["facts"].check(c)) for c in right)
+    flagged = {c.source_index: reasons(c, steps) for c in clean}
+    flagged = {i: r for i, r in flagged.items() if r}
+    out["lima"] = {
+        "n": len(clean),
+        "flagged": len(flagged),
+        "fp_rate": round(len(flagged) / len(clean), 4),
+        "by_reason": dict(Counter(r[0] for r in flagged.values())),
+        "records": {str(i): r for i, r in sorted(flagged.items())},
+    }
+    return out
+
+
+def alpaca_arithmetic(facts: Facts) -> dict:
+    flagged = [c for c in noise.load_alpaca() if facts.check(c)]
+    return {
+        "flagged": len(flagged),
+        "examples": [
+            {"source_index": c.source_index, "prompt": c.messages[0].content, "answer": c.messages[-1].content[:200]}
+            for c in flagged
+        ],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help=f"store the bounds and figures in {OUT}")
+    parser.add_argument(
+        "--alpaca", action="store_true", help="count the raw Alpaca records the arithmetic checker flags"
+    )
+    args = parser.parse_args()
+    lima, chat = noise.load_lima(), noise.load_chat_answers()
+    calibration_clean = [c for c in lima + chat if noise.calibration_half(c)]
+    bounds = fit(clean_texts(calibration_clean))
+    print("bounds (calibration half):", json.dumps({k: bounds[k] for k in ("junk", "repetition")}))
+    print("clean maxima:", json.dumps(bounds["clean_maxima"]))
+    steps = judges(bounds)
+    figures = [measure(half, lima, chat, steps) for half in (True, False)]
+    for fig in figures:
+        print(f"\n== {fig['half']} half")
+        for kind, rec in fig["recall"].items():
+            print(f"  recall {kind:18s} n={rec['n']:4d}  " + "  ".join(f"{k}={v}" for k, v in rec.items() if k != "n"))
+        for kind, detail in fig["recall_by_detail"].items():
+            print(f"    {kind} by detail: {detail}")
+        print(f"  correct arithmetic flagged: {fig['correct_arithmetic_flagged']}")
+        lima_fig = fig["lima"]
+        print(
+            f"  clean LIMA flagged: {lima_fig['flagged']}/{lima_fig['n']} = {lima_fig['fp_rate']:.2%}  {lima_fig['by_reason']}"
+        )
+        print(f"    records: {lima_fig['records']}")
+    result = {k: bounds[k] for k in ("junk", "repetition")} | {"figures": figures}
+    if args.alpaca:
+        result["alpaca_arithmetic"] = alpaca_arithmetic(steps["facts"])  # type: ignore[arg-type]
+        print(f"\nraw Alpaca flagged facts.wrong_arithmetic: {result['alpaca_arithmetic']['flagged']}")
+        for ex in result["alpaca_arithmetic"]["examples"]:
+            print(f"  #{ex['source_index']}: {ex['prompt']!r} -> {ex['answer']!r}")
+    if args.write:
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"\nwrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
