@@ -8,16 +8,32 @@ from collections.abc import Sequence
 from ..formats import Conversation
 from .base import Annotator
 from .gptisms import response_density
+from .junk import junk_penalty
+from .repetition import distinct_words
 from .text import last_response
 
 
 def quality_score(conv: Conversation, max_density: float) -> float:
-    """In [0, 1]: fuller answers and fewer GPT-isms score higher. Ranks survivors in dedup and balance."""
-    words = len(last_response(conv).split())
-    fullness = min(1.0, math.log1p(words) / math.log1p(300))
+    """In [0, 1]: fuller answers, fewer GPT-isms and no junk score higher. Ranks survivors in dedup and balance.
+
+    Fullness counts each sentence once, so a looped copy is not "fuller" than
+    its original; the share of words in repeated sentences takes up to half
+    the score off, and junk characters another share (see `junk_penalty`),
+    so a corrupted copy never outranks the clean one. A
+    GPT-ism density that is not a finite number counts as the worst style.
+    """
+    response = last_response(conv)
+    distinct, total = distinct_words(response), len(response.split())
+    fullness = min(1.0, math.log1p(distinct) / math.log1p(300))
+    repeated = 1.0 - distinct / total if total else 0.0
     density = conv.meta.get("scores", {}).get("gptism_density", 0.0)
-    style = 1.0 - min(1.0, density / max_density) if max_density > 0 else 1.0
-    return round(0.6 * fullness + 0.4 * style, 4)
+    if max_density <= 0:
+        style = 1.0
+    elif isinstance(density, int | float) and math.isfinite(density):
+        style = 1.0 - min(1.0, max(0.0, density) / max_density)
+    else:
+        style = 0.0
+    return round((0.6 * fullness + 0.4 * style) * (1.0 - junk_penalty(response)) * (1.0 - 0.5 * repeated), 4)
 
 
 class QualityScore(Annotator):
