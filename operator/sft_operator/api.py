@@ -266,9 +266,24 @@ class CurationCounts(WireModel):
     """Records held for manual review."""
 
 
+class SelectionFigures(WireModel):
+    strategy: str
+    """How the selected records were ranked (spec.curation.selection.strategy)."""
+    budget: int
+    """Records asked for (the budget, or the fraction of the pool), capped at the pool's size."""
+    selected: int
+    """Records selected into curated.jsonl."""
+    control: int
+    """Records in control.jsonl: the random control of the same size and task mix."""
+
+
 class DatasetCurationStatus(CommonStatus):
     counts: CurationCounts | None = None
     """Where every input record ended up."""
+    selection: SelectionFigures | None = None
+    """The best-N selection and its random control, when spec.curation.selection asks for one."""
+    notes: list[str] = Field(default_factory=list, max_length=5)
+    """What a reader must know about the run: judges skipped (too slow on CPU, no tokenizer), fallbacks taken."""
     drops_by_reason: dict[str, int] = Field(default_factory=dict)
     """Rejected records per reason."""
     task_entropy_before: float | None = None

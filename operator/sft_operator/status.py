@@ -103,6 +103,8 @@ def curation_figures(report: dict[str, Any]) -> dict[str, Any]:
         task_entropy_before=figures.get("taskEntropyBefore"),
         task_entropy_after=figures.get("taskEntropyAfter"),
         rejected_fraction=figures.get("rejectedFraction"),
+        selection=figures.get("selection"),
+        notes=figures.get("notes", []),
     )
     return _figures_only(validated.to_wire())
 

@@ -29,10 +29,14 @@ def termination_log_path() -> Path | None:
 def compact(status: dict[str, Any], limit: int = LIMIT_BYTES) -> str:
     """JSON of `status` within `limit` bytes, dropping the least important detail first.
 
-    Per-reason drop counts are dropped smallest first, then metrics; counts,
-    progress and entropies always fit.
+    Notes go first (the report has them all), then per-reason drop counts
+    smallest first, then metrics; counts, progress and entropies always fit.
     """
     trimmed = json.loads(json.dumps(status))
+    notes = trimmed.get("notes")
+    while isinstance(notes, list) and notes and len(_dump(trimmed)) > limit:
+        notes.pop()
+        trimmed["notesTruncated"] = True
     for section in ("dropsByReason", "metrics"):
         entries = trimmed.get(section)
         if not isinstance(entries, dict):

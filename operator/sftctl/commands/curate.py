@@ -1,4 +1,4 @@
-"""`sftctl curate INPUT --out DIR [--config FILE] [--format auto] [--tokenizer DIR]`: curate a dataset on this machine.
+"""`sftctl curate INPUT --out DIR [--config FILE] [--format auto] [--tokenizer DIR] [--budget N]`: curate a dataset here.
 
 Runs exactly the code of the DatasetCuration pod (`python -m sft_trainer
 curate`), with a progress bar and a closing summary table.
@@ -28,7 +28,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="record format (default: auto)",
     )
     parser.add_argument("--tokenizer", help="folder of the target model's tokenizer; enables the token-based steps")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        help="keep the best N records (selection.budget), and write a random control of N to control.jsonl",
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=["diverse-quality", "quality", "ifd", "random"],
+        help="how --budget ranks records (selection.strategy; default diverse-quality)",
+    )
     parser.set_defaults(handler=_run)
+
+
+def _with_selection(settings: dict, budget: int | None, strategy: str | None) -> dict:
+    """The flags override the settings file's `selection` section."""
+    if budget is None and strategy is None:
+        return settings
+    selection = dict(settings.get("selection") or {})
+    if budget is not None:
+        selection.pop("fraction", None)
+        selection["budget"] = budget
+    if strategy is not None:
+        selection["strategy"] = strategy
+    return {**settings, "selection": selection}
 
 
 def _load_settings(path: Path | None) -> dict:
@@ -58,7 +81,9 @@ def _run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     try:
-        curation = CurationConfig.model_validate(_load_settings(args.config))
+        curation = CurationConfig.model_validate(
+            _with_selection(_load_settings(args.config), args.budget, args.strategy)
+        )
     except ValidationError as err:
         console.print(f"[red]Invalid curation settings in {args.config}:[/] {format_validation_error(err)}")
         return EXIT_CONFIG_ERROR
@@ -105,6 +130,14 @@ def _print_summary(console, out: Path, table_cls) -> None:  # type: ignore[no-un
     for reason, n in sorted(status["dropsByReason"].items(), key=lambda kv: -kv[1]):
         drops.add_row(reason, str(n))
     console.print(drops)
+    if status.get("selection"):
+        sel = status["selection"]
+        console.print(
+            f"Selected {sel['selected']} of budget {sel['budget']} by {sel['strategy']}; "
+            f"random control of {sel['control']} in {out / 'control.jsonl'}"
+        )
+    for note in status.get("notes", []):
+        console.print(f"Note: {note}")
     console.print(
         f"Task entropy {status['taskEntropyBefore']:.3f} -> {status['taskEntropyAfter']:.3f}; "
         f"outputs and report.html in {out}"

@@ -68,7 +68,9 @@ def test_report_status_is_the_operator_shape(curated: Path) -> None:
         "taskEntropyBefore",
         "taskEntropyAfter",
         "rejectedFraction",
+        "notes",
     }
+    assert "no tokenizer given" in " ".join(status.notes)  # what was skipped reaches the status
 
 
 def test_outputs_carry_reasons_originals_and_scores(curated: Path) -> None:

@@ -124,8 +124,8 @@ class BalanceStep(WireModel):
     """Most of the records an entropy target may drop; balancing stops short of the target rather than cut more (small curated sets keep their examples)."""
     target_mix: dict[str, float] | None = None
     """Explicit share per task type instead of an entropy target; shares must sum to 1 (not bounded by maxDropFraction)."""
-    method: Literal["rules"] = "rules"
-    """How records are labelled with a task type: ordered keyword rules over the instruction (see docs/curation.md for the rules and their measured accuracy)."""
+    method: Literal["rules", "learned"] = "rules"
+    """How records are labelled with a task type: `rules`, ordered keyword rules over the instruction; `learned`, a small trained head over the prompt and response embeddings (needs the embedder). docs/curation.md gives both accuracies on the hand-labelled audit sample."""
 
 
 class DecontaminationStep(WireModel):
@@ -144,6 +144,14 @@ class ScorerStep(WireModel):
     """Score every record with a causal language model: response perplexity, perplexity given the prompt, IFD (their ratio) and the probability of end-of-turn after the response."""
     model: str | None = None
     """Folder of a Hugging Face causal LM (typically the SFTJob's base model). Unset: the packaged SmolLM2-135M-Instruct."""
+    max_prompt_tokens: int = Field(default=128, ge=16, le=32768)
+    """Most tokens of the rendered prompt the scorer reads (its head and tail halves)."""
+    max_response_tokens: int = Field(default=256, ge=8, le=32768)
+    """Most response tokens the perplexities read, from the start (the end-of-turn probability always reads the real end)."""
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    """Sequences per forward pass (2-3 per record). Unset: 8 on a CPU, 64 on a GPU."""
+    max_records_on_cpu: int | None = Field(default=2000, ge=0)
+    """Most records scored without a GPU (about 2 records/s on 2 cores); a larger set skips the LM judges and the report says so. Unset: no limit."""
 
 
 class EmbedderStep(WireModel):
@@ -164,6 +172,8 @@ class CoherenceStep(WireModel):
 class CompletenessStep(WireModel):
     enabled: bool = True
     """Reject responses cut off mid-sentence, mid-list or mid-code block."""
+    max_eos_prob: float | None = Field(default=None, ge=0, le=1)
+    """End-of-turn probability (from the scorer) below which a response that ends without closing punctuation is truncated. Unset: the calibrated default shipped in the package."""
 
 
 class FactsStep(WireModel):
@@ -174,11 +184,34 @@ class FactsStep(WireModel):
 class StyleStep(WireModel):
     enabled: bool = True
     """Reject responses a trained classifier judges to be chatbot/assistant style."""
+    threshold: float | None = Field(default=None, ge=0, le=1)
+    """Probability of assistant style above which a response is rejected (`style.assistant`). Unset: the calibrated default shipped with the classifier's weights."""
 
 
 class SelectionStep(WireModel):
-    enabled: bool = False
-    """Keep only the best records (set `budget` or `fraction`); the rest are rejected as `selection.not_selected`."""
+    """Keep only the best records of those that passed hygiene; set `budget` or `fraction` to switch it on."""
+
+    model_config = model_rules(
+        Rule(
+            "!has(self.budget) || !has(self.fraction)",
+            "set selection.budget or selection.fraction, not both",
+            ".budget",
+            check=lambda s: s.budget is None or s.fraction is None,
+        )
+    )
+
+    budget: int | None = Field(default=None, ge=1)
+    """Number of records to keep (fewer if fewer passed). Unset (and no fraction): no selection."""
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    """Share of the records that passed hygiene to keep, instead of a budget."""
+    strategy: Literal["diverse-quality", "quality", "ifd", "random"] = "diverse-quality"
+    """How records are ranked: quality score with a diversity constraint, quality alone, the scorer's IFD, or at random. Every strategy also writes a random control of the same size and task mix (control.jsonl)."""
+    diversity_threshold: float = Field(default=0.9, gt=0, le=1)
+    """`diverse-quality`: a record whose prompt embedding has cosine similarity above this with one already kept is passed over while others remain (Deita uses 0.9)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget is not None or self.fraction is not None
 
 
 class CurationConfig(WireModel):

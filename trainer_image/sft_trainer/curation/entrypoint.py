@@ -4,7 +4,8 @@ Outputs in `output_dir`: curated.jsonl (canonical records with source_index,
 task and scores), rejected.jsonl (source_index, reasons, the original
 record), review.jsonl (canonical records held for review, with reasons),
 report.json (its `status` block is what the operator copies into the
-DatasetCuration status) and report.html.
+DatasetCuration status) and report.html; with a selection also control.jsonl
+(the random control of the same size and task mix; not part of the partition).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ def write_outputs(result: CurationResult, out: Path) -> None:
         ),
     )
     _write_jsonl(out / "review.jsonl", ({**c.to_record(), "reasons": reasons} for c, reasons in result.review))
+    control = out / "control.jsonl"
+    if result.selection:
+        _write_jsonl(control, (c.to_record() for c in result.control))
+    else:
+        control.unlink(missing_ok=True)  # a control left by an earlier run with a selection would mislead
 
 
 def verify_accounting(out: Path, input_count: int) -> None:

@@ -38,6 +38,7 @@ from .length import Length, Overlength
 from .per_record import QualityScore
 from .repetition import Repetition
 from .runner import Progress, Rejection, Runner, RunResult, example
+from .selection import Selection
 from .tasks import normalised_entropy
 from .text import last_response
 from .tokens import OodText, RareTokens, TemplateCheck, TokenBounds, Tokenize, TokenizerView
@@ -81,11 +82,20 @@ class CurationResult:
     def steps(self) -> list[Step]:
         return self.run.steps
 
+    @property
+    def selection(self) -> dict[str, Any] | None:
+        """The selection step's figures (budget, selected, control...), None when no selection ran."""
+        return self.stats["step_reports"].get("selection")
+
     def drops_by_reason(self) -> Counter[str]:
         return self.run.drops_by_reason()
 
     def flags_by_reason(self) -> Counter[str]:
         return self.run.flags_by_reason()
+
+
+REPORTED_SCORES = ("quality", "ifd", "ppl", "cond_ppl", "eos_prob", "relevance", "style", "gptism_density")
+"""Scores whose distributions the report draws (those present in the run)."""
 
 
 def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> tuple[list[Step], dict[int, str]]:
@@ -160,6 +170,17 @@ def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> 
                 max_drop_fraction=cfg.balance.max_drop_fraction,
             ),
         )
+    if cfg.selection.enabled:
+        add(
+            "select",
+            Selection(
+                budget=cfg.selection.budget,
+                fraction=cfg.selection.fraction,
+                strategy=cfg.selection.strategy,
+                diversity_threshold=cfg.selection.diversity_threshold,
+                seed=cfg.seed,
+            ),
+        )
     return steps, labels
 
 
@@ -206,7 +227,8 @@ def curate(
     notes = [note for step in steps for note in step.notes]
     if tokenizer is None and _uses_tokenizer(cfg):
         notes.append("no tokenizer given: token bounds, template check and token review were skipped")
-    return CurationResult(run, run_stats(run, steps), notes)
+    control = next((step.control for step in steps if isinstance(step, Selection)), [])
+    return CurationResult(run, run_stats(run, steps), notes, control)
 
 
 def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
@@ -228,6 +250,11 @@ def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
         "examples": run.examples,
         "timings": run.timings,
         "step_reports": {step.name: step.report() for step in steps if step.report()},
+        "score_values": {
+            key: {"judged": values, "curated": [_score(c, key) for c in after if key in c.meta.get("scores", {})]}
+            for key in REPORTED_SCORES
+            if (values := [_score(c, key) for c in before if key in c.meta.get("scores", {})])
+        },
     }
     by_index = {c.source_index: c for c in before}
     for step in steps:

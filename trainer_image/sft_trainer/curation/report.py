@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from collections import Counter
 from typing import Any, get_args
 
@@ -16,7 +17,18 @@ TASK_ORDER: tuple[str, ...] = get_args(TaskType)
 def status_block(result: CurationResult) -> dict[str, Any]:
     """Exactly the camelCase shape of DatasetCurationStatus's curation fields."""
     rejected = len(result.rejected)
-    return {
+    selection = result.selection
+    block: dict[str, Any] = {}
+    if selection:
+        block["selection"] = {
+            "strategy": selection["strategy"],
+            "budget": selection["budget"],
+            "selected": selection["selected"],
+            "control": selection["control"],
+        }
+    if result.notes:
+        block["notes"] = [note[:300] for note in result.notes[:5]]
+    return block | {
         "counts": {
             "input": result.input_count,
             "curated": len(result.curated),
@@ -53,6 +65,9 @@ def build_report(result: CurationResult, *, input_path: str, seconds: float, con
             "outcome": step.outcome,
             "seen": step.seen,
             "stopped": dict(step.drops),
+            "seconds": round(step.seconds, 3),
+            "recordsPerSecond": round(step.seen / step.seconds, 1) if step.seconds > 0 else None,
+            **({"figures": step.report()} if step.report() else {}),
         }
         for step in result.steps
     ]
@@ -82,9 +97,43 @@ def build_report(result: CurationResult, *, input_path: str, seconds: float, con
             "meanAfter": _mean(stats["gptism_after"]),
         },
         "templateSkeletons": stats.get("skeletons", {}),
+        "selection": result.selection,
+        "scores": _score_histograms(stats["score_values"], _thresholds(result)),
         "notes": result.notes,
         "config": config,
     }
+
+
+def _thresholds(result: CurationResult) -> dict[str, list[dict[str, Any]]]:
+    """Score key -> the thresholds judges apply to it (from each step's `report()["thresholds"]`)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for step in result.steps:
+        for entry in step.report().get("thresholds", []):
+            found.setdefault(entry["score"], []).append({"reason": entry["reason"], "value": entry["value"]})
+    return found
+
+
+def _score_histograms(
+    values: dict[str, dict[str, list[float]]], thresholds: dict[str, list[dict[str, Any]]], bins: int = 12
+) -> dict[str, Any]:
+    """Per score: equal-width bins between the 1st and 99th percentile of the judged records, before and after."""
+    out: dict[str, Any] = {}
+    for key, groups in values.items():
+        judged = sorted(v for v in groups["judged"] if math.isfinite(v))
+        if len(judged) < 2:
+            continue
+        low, high = judged[int(0.01 * (len(judged) - 1))], judged[int(0.99 * (len(judged) - 1))]
+        if high <= low:
+            high = low + 1e-9
+        edges = [low + (high - low) * i / bins for i in range(bins + 1)]
+        edges[0], edges[-1] = float("-inf"), float("inf")
+        out[key] = {
+            "edges": [round(e, 4) if math.isfinite(e) else None for e in edges],
+            "before": _histogram(judged, edges),
+            "after": _histogram([v for v in groups["curated"] if math.isfinite(v)], edges),
+            "thresholds": thresholds.get(key, []),
+        }
+    return out
 
 
 def _mean(values: list[float]) -> float:
@@ -161,7 +210,10 @@ def _paired_svg(
 def _edge_labels(edges: list[float | None]) -> list[str]:
     out = []
     for lo, hi in zip(edges, edges[1:], strict=False):
-        out.append(f"{lo:g}+" if hi is None else f"{lo:g}–{hi:g}")
+        if lo is None:
+            out.append(f"<{hi:g}")
+        else:
+            out.append(f"{lo:g}+" if hi is None else f"{lo:g}–{hi:g}")
     return out
 
 
@@ -254,7 +306,68 @@ def render_html(report: dict[str, Any]) -> str:
         )
         parts.append(f"<tr><td class=n>{n}</td><td>{members}</td></tr>")
     parts.append("</table></section>")
+    parts += _score_sections(report)
+    parts += _selection_section(report)
+    parts += _steps_section(report)
     if report["notes"]:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in report["notes"]) + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _score_sections(report: dict[str, Any]) -> list[str]:
+    scores = report.get("scores") or {}
+    if not scores:
+        return []
+    parts = [
+        '<section id="scores"><h2>Scores of the judges</h2><p class=muted>Per record: judged (passed validation, grey) '
+        "and curated (blue). Each judge's threshold is named under its chart; examples of the records it "
+        "stopped are in the drops table.</p>"
+    ]
+    for key, h in scores.items():
+        labels = _edge_labels(h["edges"])
+        parts.append(f"<h3>{_e(key)}</h3>")
+        parts.append(_paired_svg(f"score-{key}-chart", labels, h["before"], h["after"]))
+        if h["thresholds"]:
+            lines = "; ".join(f"{_e(t['reason'])} at {t['value']:g}" for t in h["thresholds"])
+            parts.append(f"<p>Threshold: {lines}.</p>")
+    parts.append("</section>")
+    return parts
+
+
+def _selection_section(report: dict[str, Any]) -> list[str]:
+    sel = report.get("selection")
+    if not sel:
+        return []
+    rows = [
+        ("strategy", sel["strategy"]),
+        ("pool (passed hygiene)", sel["pool"]),
+        ("budget", sel["budget"]),
+        ("selected", sel["selected"]),
+        ("random control (control.jsonl)", sel["control"]),
+        ("control seed", sel["controlSeed"]),
+    ]
+    if sel.get("diversityThreshold") is not None:
+        rows.append(("diversity threshold (cosine)", sel["diversityThreshold"]))
+        rows.append(("passed over for diversity", sel["passedOverForDiversity"]))
+    body = "".join(f"<tr><td>{_e(k)}</td><td class=n>{_e(v)}</td></tr>" for k, v in rows)
+    return [
+        '<section id="selection"><h2>Selection</h2>'
+        "<p>The best records by the strategy's score, in the pool's task mix; the rest are rejected as "
+        "<code>selection.not_selected</code> with their score and rank. Train on control.jsonl too: it is the "
+        "random A/B that tells whether the selection beat chance on your model.</p>",
+        f'<table id="selection-table">{body}</table></section>',
+    ]
+
+
+def _steps_section(report: dict[str, Any]) -> list[str]:
+    rows = "".join(
+        f"<tr><td>{_e(s['name'])}</td><td>{_e(s['step'])}</td><td class=n>{s['seen']}</td>"
+        f"<td class=n>{sum(s['stopped'].values())}</td><td class=n>{s['seconds']}</td>"
+        f"<td class=n>{s['recordsPerSecond'] if s['recordsPerSecond'] is not None else ''}</td></tr>"
+        for s in report["steps"]
+    )
+    return [
+        '<section id="steps"><h2>Steps</h2><table id="steps-table"><tr><th>name</th><th>step</th><th>seen</th>'
+        f"<th>stopped</th><th>seconds</th><th>records/s</th></tr>{rows}</table></section>"
+    ]
