@@ -77,3 +77,15 @@ bench-train: $(STAMP)
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache
+
+# GPU figures (issue #14, docs/gpu.md): `make gpu-wheels` here puts what travels with the checkout into
+# .cache/wheels and .cache/gpu-inputs; `bash benchmarks/gpu_check.sh` runs on the GPU machine (no make,
+# no virtualenv there); `make gpu-check GPU_CHECK_ARGS=--dry-run` runs every stage here on the CPU.
+.PHONY: gpu-wheels gpu-check
+GPU_CHECK_ARGS ?=
+
+gpu-wheels: $(STAMP) model
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/gpu_check.py prepare
+
+gpu-check:
+	SFT_SHARED_DATA=$(SHARED_DATA) bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/bench_train.py --size 1b       # GPU: 1B-class Llama (LoRA + full)
     .venv/bin/python benchmarks/bench_train.py --size 8b --methods lora   # GPU: 8B-class Llama, LoRA
     options: --steps 8 --warmup 2 --repeats 1 --seq 512 --batch 4 --skip-trl
+             --json FIGURES.json (rewritten after every child) --profile DIR (one more step of ours, profiled)
+             --tokenizer DIR (default .cache/models/smollm2-135m-instruct)
 
 The model is a Llama built from a config (random weights, SmolLM2's tokenizer
 and chat template), trained on Alpaca-GPT-4 records (../shared/data) with
@@ -11,14 +13,17 @@ packing and loss on responses only. Each contender runs in its own child
 process (clean memory peaks), interleaved per repeat; figures are medians
 over the timed steps (after --warmup steps) and over repeats.
 
-Reported: non-pad tokens per second; MFU = 6 * N * tokens/s / peak FLOP/s,
-where N counts the parameters that take part in matmuls (all but an untied
-input embedding) and is the *same N for LoRA and full fine-tuning* (LoRA's
-backward skips the frozen weights' gradients, so its true utilisation is
-lower than this counts; we count it the same way as TRL users do); attention
-score FLOPs are not counted. Peak = 989 TFLOP/s (H100/H200 dense bf16) unless
---peak-tflops is given; on CPU MFU is not reported. Peak GPU memory is
-torch.cuda.max_memory_allocated.
+Reported: non-pad tokens per second; MFU = FLOPs per token * tokens/s / peak
+FLOP/s, where N counts the parameters that take part in matmuls (all but an
+untied input embedding) and attention-score FLOPs are not counted. Two MFU
+columns: "6N" counts 6 * N per token for both methods (the usual convention,
+which overstates LoRA), "done" counts the matmul work each method really does:
+6N for full fine-tuning (forward 2N, input gradients 2N, weight gradients 2N)
+and 4N for LoRA (the frozen weights get no weight gradients; the adapters'
+own FLOPs, under 1% of N at r=16, are left out). Gradient-checkpointing
+recomputation is not counted. Peak = 989 TFLOP/s (H100/H200 SXM dense bf16)
+unless --peak-tflops is given; on CPU MFU is not reported. Peak GPU memory is
+torch.cuda.max_memory_allocated in the contender's own process.
 """
 
 from __future__ import annotations
@@ -38,13 +43,40 @@ sys.path[:0] = [str(REPO / "trainer_image"), str(REPO / "operator"), str(Path(__
 
 from train_models import SIZES, build_model, matmul_parameters  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "alpaca_gpt4_en_demo_llamafactory.json"
+DATA = (
+    Path(os.environ.get("SFT_SHARED_DATA", REPO.parent / "shared" / "data")) / "alpaca_gpt4_en_demo_llamafactory.json"
+)
 TOKENIZER = REPO / ".cache" / "models" / "smollm2-135m-instruct"
+# Matmul FLOPs per token and per matmul parameter: forward 2, input gradients 2, weight gradients 2 (full only).
+FLOPS_PER_PARAMETER = {"full": 6, "lora": 4}
 
 
 # ---------------------------------------------------------------------------
 # Children: one contender, one process; prints one JSON line
 # ---------------------------------------------------------------------------
+
+
+class OneStepProfiler:
+    """torch.profiler around one optimiser step of our trainer, driven by its progress callback (no trainer hook)."""
+
+    def __init__(self, after_step: int, table: Path) -> None:
+        self.after_step, self.table, self.profiler = after_step, table, None
+
+    def __call__(self, progress: dict) -> None:
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        step = progress.get("step")
+        if self.profiler is None and step == self.after_step:
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self.profiler = profile(activities=activities, record_shapes=True)
+            self.profiler.start()
+        elif self.profiler is not None and step == self.after_step + 1:
+            self.profiler.stop()
+            key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            self.table.write_text(self.profiler.key_averages().table(sort_by=key, row_limit=30) + "\n")
+            self.after_step = -1  # done: later progress updates (checkpoint, export) are not profiled
+            self.profiler = None
 
 
 def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
@@ -53,6 +85,11 @@ def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
     from sft_trainer.config import TrainRunConfig
     from sft_trainer.training.entrypoint import run_from_config
 
+    profiled = args.profile is not None
+    on_progress = None
+    if profiled:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        on_progress = OneStepProfiler(args.warmup + args.steps, args.profile / f"profile_{args.method}.txt")
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
         cfg = TrainRunConfig.model_validate(
             {
@@ -64,7 +101,7 @@ def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
                     "packing": True,
                     "maxSeqLength": args.seq,
                     "batchSize": args.batch,
-                    "maxSteps": args.warmup + args.steps,
+                    "maxSteps": args.warmup + args.steps + int(profiled),
                     "evalFraction": 0,
                     "checkpointEverySteps": 10_000,
                     "gradientCheckpointing": args.gradient_checkpointing,
@@ -74,10 +111,10 @@ def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
                 },
             }
         )
-        if run_from_config(cfg) != 0:
+        if run_from_config(cfg, on_progress) != 0:
             raise SystemExit("our run failed")
         report = json.loads((Path(out) / "train_report.json").read_text())
-    timed = report["training"]["history"][args.warmup :]
+    timed = report["training"]["history"][args.warmup : args.warmup + args.steps]
     return {
         "tokensPerSecond": statistics.median(h["tokensPerSecond"] for h in timed),
         "peakMemoryGiB": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
@@ -198,6 +235,8 @@ def run_child(args: argparse.Namespace, contender: str, method: str, model_dir: 
         "--warmup",
         str(args.warmup),
     ] + (["--gradient-checkpointing"] if args.gradient_checkpointing else [])
+    if args.profile is not None and contender == "ours":
+        command += ["--profile", str(args.profile)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -229,6 +268,9 @@ def main() -> None:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--skip-trl", action="store_true")
     parser.add_argument("--peak-tflops", type=float, default=None)
+    parser.add_argument("--tokenizer", type=Path, default=TOKENIZER, help="a folder with SmolLM2's tokenizer")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here (after every child)")
+    parser.add_argument("--profile", type=Path, default=None, help="profile one extra step of ours into DIR")
     parser.add_argument("--child", choices=["ours", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--method", default="lora", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -246,36 +288,61 @@ def main() -> None:
     spec = SIZES[size]
     args.seq = args.seq or spec["seq"]
     args.batch = args.batch or spec["batch"]
-    if not (TOKENIZER / "tokenizer.json").is_file():
-        raise SystemExit(f"{TOKENIZER} missing: run python -m sft_trainer.modelprep --out {TOKENIZER}")
+    if not (args.tokenizer / "tokenizer.json").is_file():
+        raise SystemExit(f"{args.tokenizer} missing: run python -m sft_trainer.modelprep --out {args.tokenizer}")
     methods = [m for m in args.methods.split(",") if m]
     peak = peak_flops(args)
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
-        model_dir = build_model(Path(tmp) / size, size, TOKENIZER, bf16=torch.cuda.is_available())
+        model_dir = build_model(Path(tmp) / size, size, args.tokenizer, bf16=torch.cuda.is_available())
         n_matmul = matmul_parameters(model_dir)
+        setup = {"size": size, "matmulParameters": n_matmul, "seq": args.seq, "batch": args.batch}
+        setup |= {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "device": device}
+        setup |= {"peakTflops": peak / 1e12 if peak else None, "gradientCheckpointing": args.gradient_checkpointing}
         results: dict[tuple[str, str], list[dict]] = {}
         for _ in range(args.repeats):
             for method in methods:
                 for contender in ["ours"] + ([] if args.skip_trl else ["trl"]):
                     results.setdefault((method, contender), []).append(run_child(args, contender, method, model_dir))
                     print(f"  {method} {contender}: {results[(method, contender)][-1]}", file=sys.stderr)
+                    if args.json:
+                        args.json.write_text(json.dumps(figures(setup, results, peak), indent=2) + "\n")
 
     print(
         f"\nFine-tuning throughput: Llama {size} ({n_matmul / 1e6:.0f}M matmul params), seq {args.seq}, "
         f"batch {args.batch}, packing, {args.steps} timed steps, {args.repeats} repeat(s), {device}\n"
     )
-    print("| method | trainer | non-pad tokens/s | MFU (6N) | peak GPU mem GiB | ours / TRL |")
-    print("|---|---|---:|---:|---:|---:|")
-    for method in methods:
-        ours_tps = statistics.median(r["tokensPerSecond"] for r in results[(method, "ours")])
-        for contender in ["ours"] + ([] if args.skip_trl else ["trl"]):
-            runs = results[(method, contender)]
-            tps = statistics.median(r["tokensPerSecond"] for r in runs)
-            mfu = f"{100 * 6 * n_matmul * tps / peak:.1f}%" if peak else "n/a (CPU)"
-            memory = runs[-1]["peakMemoryGiB"]
-            ratio = f"{ours_tps / tps:.2f}x" if contender == "trl" else ""
-            name = "ours" if contender == "ours" else "TRL SFTTrainer"
-            print(f"| {method} | {name} | {tps:,.0f} | {mfu} | {f'{memory:.1f}' if memory else '-'} | {ratio} |")
+    print("| method | trainer | non-pad tokens/s | MFU (6N) | MFU (done) | peak GPU mem GiB | ours / TRL |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row in figures(setup, results, peak)["rows"]:
+        name = "ours" if row["trainer"] == "ours" else "TRL SFTTrainer"
+        mfu = [f"{100 * row[k]:.1f}%" if row[k] is not None else "n/a (CPU)" for k in ("mfu6N", "mfuDone")]
+        memory = f"{row['peakMemoryGiB']:.1f}" if row["peakMemoryGiB"] else "-"
+        ratio = f"{row['oursOverTrl']:.2f}x" if row["oursOverTrl"] else ""
+        print(
+            f"| {row['method']} | {name} | {row['tokensPerSecond']:,.0f} | {mfu[0]} | {mfu[1]} | {memory} | {ratio} |"
+        )
+
+
+def figures(setup: dict, results: dict[tuple[str, str], list[dict]], peak: float | None) -> dict:
+    """The run's figures as JSON: one row per (method, trainer) measured so far; medians over repeats."""
+    n_matmul = setup["matmulParameters"]
+    rows = []
+    for (method, contender), runs in results.items():
+        tps = statistics.median(r["tokensPerSecond"] for r in runs)
+        ours = results.get((method, "ours"))
+        ratio = statistics.median(r["tokensPerSecond"] for r in ours) / tps if ours and contender == "trl" else None
+        rows.append(
+            {
+                "method": method,
+                "trainer": contender,
+                "tokensPerSecond": tps,
+                "mfu6N": 6 * n_matmul * tps / peak if peak else None,
+                "mfuDone": FLOPS_PER_PARAMETER[method] * n_matmul * tps / peak if peak else None,
+                "peakMemoryGiB": runs[-1]["peakMemoryGiB"],
+                "oursOverTrl": ratio,
+            }
+        )
+    return {"setup": setup, "rows": rows}
 
 
 if __name__ == "__main__":

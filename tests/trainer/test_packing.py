@@ -35,18 +35,18 @@ def model_and_samples(tiny_model_dir, tiny_tokenizer):
 
 
 def per_sample_losses(model, samples: list[Sample], pad_id: int) -> dict[int, list[float]]:
-    """Reference: each sample alone, padded."""
+    """Reference: each sample alone, padded (on the model's device: tests/gpu reuses this)."""
     out = {}
     with torch.no_grad():
         for sample in samples:
-            losses, mask = token_losses(model, pad_batch([sample], pad_id))
+            losses, mask = token_losses(model, pad_batch([sample], pad_id).to(model.device))
             out[sample.source_index] = losses[0][mask[0]].tolist()
     return out
 
 
 def packed_losses(model, rows: list[list[Sample]], batch) -> dict[int, list[float]]:
     with torch.no_grad():
-        losses, mask = token_losses(model, batch)
+        losses, mask = token_losses(model, batch.to(model.device))
     out = {}
     for r, row in enumerate(rows):
         start = 0
