@@ -144,9 +144,9 @@ class ScorerStep(WireModel):
     """Score every record with a causal language model: response perplexity, perplexity given the prompt, IFD (their ratio) and the probability of end-of-turn after the response."""
     model: str | None = None
     """Folder of a Hugging Face causal LM (typically the SFTJob's base model). Unset: the packaged SmolLM2-135M-Instruct."""
-    max_prompt_tokens: int = Field(default=128, ge=16, le=32768)
-    """Most tokens of the rendered prompt the scorer reads (its head and tail halves)."""
-    max_response_tokens: int = Field(default=256, ge=8, le=32768)
+    max_prompt_tokens: int = Field(default=64, ge=16, le=32768)
+    """Most tokens of prompt content the scorer reads, shared by the turns before the response (each keeps its head and tail halves); the chat template's own tokens come on top."""
+    max_response_tokens: int = Field(default=96, ge=8, le=32768)
     """Most response tokens the perplexities read, from the start (the end-of-turn probability always reads the real end)."""
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     """Sequences per forward pass (2-3 per record). Unset: 8 on a CPU, 64 on a GPU."""
@@ -167,6 +167,8 @@ class RelevanceStep(WireModel):
 class CoherenceStep(WireModel):
     enabled: bool = True
     """Reject responses that are not fluent language (word salad, garbled text); needs the scorer."""
+    max_perplexity: float | None = Field(default=None, gt=1)
+    """Perplexity of the response given its prompt (the scorer's `cond_ppl`) above which it is incoherent. Unset: the calibrated default shipped in the package."""
 
 
 class CompletenessStep(WireModel):

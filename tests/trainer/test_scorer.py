@@ -1,0 +1,154 @@
+"""The scorer LM and the judges that read it, with the real SmolLM2-135M-Instruct.
+
+Every record here comes from LIMA's held-out half (`noise.calibration_half`
+False): the thresholds shipped in resources/calibration/scorer.json were
+calibrated on the other half by benchmarks/calibrate_scorer.py. Samples are
+short answers, so the module runs in well under a minute on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from sft_trainer.config.curation import CoherenceStep, CompletenessStep, ScorerStep
+from sft_trainer.curation import noise
+from sft_trainer.curation.coherence import Coherence
+from sft_trainer.curation.completeness import Completeness
+from sft_trainer.curation.lm_scores import SCORE_KEYS, LmScores, exchange, skip_note
+from sft_trainer.formats import Conversation, Message
+from sft_trainer.models.scorer import FIELD, ScorerLM
+from sft_trainer.runconfig import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOLLM2_DIR = REPO_ROOT / ".cache" / "models" / "smollm2-135m-instruct"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def scorer() -> ScorerLM:
+    if not (SMOLLM2_DIR / "config.json").is_file():
+        pytest.skip(f"SmolLM2 not converted at {SMOLLM2_DIR} (make model)")
+    return ScorerLM.load(str(SMOLLM2_DIR))
+
+
+@pytest.fixture(scope="module")
+def held_out_short(shared_data: Path) -> list[Conversation]:
+    """Single-turn held-out LIMA answers of 200-700 characters (cheap to score), in a seeded order."""
+    lima = noise.load_lima(shared_data)
+    short = [
+        c
+        for c in lima
+        if not noise.calibration_half(c) and len(c.messages) == 2 and 200 <= len(noise._last_response(c)) <= 700
+    ]
+    random.Random(7).shuffle(short)
+    return short
+
+
+def scored(scorer: ScorerLM, convs: list[Conversation]) -> list[Conversation]:
+    LmScores(ScorerStep(), scorer)(convs)
+    return convs
+
+
+def test_scores_are_sane_on_clean_answers_and_their_truncated_copies(scorer, held_out_short) -> None:
+    clean = held_out_short[:6]
+    truncated = noise.plant("truncated", clean, random.Random(3))
+    scored(scorer, clean + truncated)
+    for conv in clean + truncated:
+        assert set(SCORE_KEYS) <= set(conv.meta["scores"])
+        json.dumps(conv.meta["scores"], allow_nan=False)
+    helped = sum(c.meta["scores"]["cond_ppl"] < c.meta["scores"]["ppl"] for c in clean)
+    print(f"\nprompt lowers perplexity on {helped}/{len(clean)} clean answers")
+    assert helped >= len(clean) - 1
+    by_origin = {c.source_index: c for c in clean}
+    for cut in truncated:
+        original = by_origin[cut.meta["planted_from"]]
+        assert cut.meta["scores"]["eos_prob"] < original.meta["scores"]["eos_prob"]
+    assert all(0 < c.meta["scores"]["ifd"] < 1.6 for c in clean)
+
+
+def test_judges_meet_the_recall_goal_on_held_out_noise(scorer, held_out_short) -> None:
+    clean = held_out_short[6:14]
+    salad = noise.plant("word_salad", held_out_short[14:19], random.Random(4))
+    truncated = noise.plant("truncated", held_out_short[19:24], random.Random(5))
+    scored(scorer, clean + salad + truncated)
+    coherence, completeness = Coherence(CoherenceStep()), Completeness(CompletenessStep())
+    salad_recall = sum(coherence.check(c) == "incoherent" for c in salad) / len(salad)
+    cut_recall = sum(completeness.check(c) == "truncated" for c in truncated) / len(truncated)
+    clean_flagged = sum(coherence.check(c) is not None or completeness.check(c) is not None for c in clean)
+    print(
+        f"\nword_salad recall {salad_recall:.2f}, truncated recall {cut_recall:.2f}, clean flagged {clean_flagged}/{len(clean)}"
+    )
+    assert salad_recall >= 0.8
+    assert cut_recall >= 0.8
+    assert clean_flagged <= 1
+
+
+def test_odd_responses_go_through(scorer, held_out_short) -> None:
+    """Empty, huge (100k tokens), non-English and code-only responses: scored, no crash, finite or None."""
+    text = " ".join(noise._last_response(c) for c in held_out_short)
+    huge = (text + " ") * (1 + 100_000 // max(1, len(scorer.tokenizer(text).input_ids)))
+    responses = {
+        "empty": "",
+        "huge": huge,
+        "chinese": "我的家乡有着美丽的自然风景和悠久的历史文化。每年春天，山上开满了花。",
+        "code": "```python\ndef add(a: int, b: int) -> int:\n    return a + b\n```",
+    }
+    convs = [
+        Conversation([Message("user", "Please answer."), Message("assistant", r)], i)
+        for i, r in enumerate(responses.values())
+    ]
+    scored(scorer, convs)
+    results = dict(zip(responses, (c.meta["scores"] for c in convs), strict=True))
+    assert len(scorer.tokenizer(huge).input_ids) >= 100_000
+    assert results["empty"]["ppl"] is None and results["empty"]["ifd"] is None
+    assert 0 <= results["empty"]["eos_prob"] <= 1
+    for name in ("huge", "chinese", "code"):
+        assert all(isinstance(results[name][k], float) and math.isfinite(results[name][k]) for k in SCORE_KEYS), name
+
+
+def test_non_finite_model_output_becomes_none_and_the_judges_keep_the_record(scorer) -> None:
+    broken = copy.deepcopy(scorer.model)
+    broken.base_model.norm.weight.data.fill_(math.nan)  # every logit NaN, as after an overflow
+    nan_scorer = ScorerLM(broken, scorer.tokenizer)
+    conv = Conversation([Message("user", "Hi"), Message("assistant", "Hello there, how can I help you today")], 0)
+    LmScores(ScorerStep(), nan_scorer)([conv])
+    assert conv.meta["scores"] == {"ppl": None, "cond_ppl": None, "ifd": None, "eos_prob": None}
+    json.dumps(conv.meta["scores"], allow_nan=False)
+    assert Coherence(CoherenceStep()).check(conv) is None
+    assert Completeness(CompletenessStep()).check(conv) is None
+
+
+def test_a_missing_or_unreadable_model_folder_is_a_config_error_naming_the_field(tmp_path) -> None:
+    unreadable = tmp_path / "broken"
+    unreadable.mkdir()
+    (unreadable / "config.json").write_text("{not json", encoding="utf-8")
+    for model in (str(tmp_path / "missing"), str(tmp_path), str(unreadable)):
+        with pytest.raises(ConfigError, match=FIELD.replace(".", r"\.")):
+            ScorerLM.load(model)
+    assert FIELD == "curation.scorer.model"
+
+
+def test_a_set_too_large_for_the_cpu_skips_the_lm_judges_and_says_so() -> None:
+    config = ScorerStep(max_records_on_cpu=100)
+    note = skip_note(config, 101, "cpu")
+    assert note is not None and "maxRecordsOnCpu" in note and "101" in note
+    assert skip_note(config, 100, "cpu") is None
+    assert skip_note(config, 10**6, "cuda") is None
+    assert skip_note(ScorerStep(max_records_on_cpu=None), 10**6, "cpu") is None
+    assert "disabled" in skip_note(ScorerStep(enabled=False), 1, "cuda")
+
+
+def test_the_last_assistant_turn_is_scored_after_the_whole_conversation() -> None:
+    conv = Conversation(
+        [Message("user", "a"), Message("assistant", "b"), Message("user", "c"), Message("assistant", "d")], 0
+    )
+    context, response = exchange(conv)
+    assert [m.content for m in context] == ["a", "b", "c"] and response == "d"
+    assert exchange(Conversation([Message("user", "only")], 1)) == ([Message("user", "only")], "")

@@ -1,0 +1,77 @@
+"""The completeness judge without a model: structural cues on real held-out LIMA and planted truncations.
+
+The LM half of the judge (end-of-turn probability) is tested with the real
+scorer in tests/trainer/test_scorer.py.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sft_trainer.config.curation import CompletenessStep
+from sft_trainer.curation import noise
+from sft_trainer.curation.completeness import Completeness, ends_open, structurally_cut, unclosed_fence
+from sft_trainer.formats import Conversation, Message
+
+
+@pytest.fixture(scope="module")
+def held_out_lima(data_dir) -> list[Conversation]:
+    """LIMA's held-out half: no threshold was calibrated on it."""
+    return [c for c in noise.load_lima(data_dir) if not noise.calibration_half(c)]
+
+
+def conversation(response: str, scores: dict | None = None) -> Conversation:
+    meta = {"scores": scores} if scores is not None else {}
+    return Conversation([Message("user", "Tell me about it."), Message("assistant", response)], 0, meta)
+
+
+def test_structure_alone_catches_cut_code_blocks_and_flags_almost_no_clean_answer(held_out_lima) -> None:
+    truncated = noise.plant("truncated", held_out_lima, random.Random(1))
+    mid_code = [c for c in truncated if c.meta["planted_detail"] == "mid_code"]
+    caught = [structurally_cut(noise._last_response(c)) for c in truncated]
+    clean_flagged = sum(structurally_cut(noise._last_response(c)) for c in held_out_lima)
+    print(
+        f"\nstructure only: recall {sum(caught) / len(caught):.3f} on {len(caught)} truncated, "
+        f"{clean_flagged}/{len(held_out_lima)} clean flagged"
+    )
+    assert mid_code and all(unclosed_fence(noise._last_response(c)) for c in mid_code)
+    assert sum(caught) / len(caught) >= 0.4
+    assert clean_flagged / len(held_out_lima) <= 0.01
+
+
+def test_judge_without_scores_uses_structure_only() -> None:
+    judge = Completeness(CompletenessStep(max_eos_prob=0.001))
+    assert judge.check(conversation("Here is the code:\n```python\nprint(1)\n")) == "truncated"
+    assert judge.check(conversation("The capital of France is Paris, and the")) == "truncated"
+    assert judge.check(conversation("Apples, pears,")) == "truncated"
+    # An open ending alone is no evidence without the model: kept.
+    assert judge.check(conversation("The best known example is the Eiffel Tower in Paris")) is None
+    assert judge.check(conversation("The best known example is the Eiffel Tower in Paris", {"eos_prob": None})) is None
+
+
+def test_judge_reads_eos_prob_only_on_open_endings() -> None:
+    judge = Completeness(CompletenessStep(max_eos_prob=0.001))
+    open_end = "The best known example is the Eiffel Tower in Paris"
+    assert judge.check(conversation(open_end, {"eos_prob": 1e-6})) == "truncated"
+    assert judge.check(conversation(open_end, {"eos_prob": 0.2})) is None
+    # Closing punctuation, a closed code block, a table row: a low probability alone does not condemn them.
+    for finished in ("It is in Paris.", "```python\nprint(1)\n```", "| a | b |", 'He said "yes"'):
+        assert not ends_open(finished)
+        assert judge.check(conversation(finished, {"eos_prob": 1e-6})) is None
+
+
+def test_reason_is_prefixed_and_counted() -> None:
+    judge = Completeness(CompletenessStep(max_eos_prob=0.001))
+    assert judge(conversation("Steps:\n1. Open the")) == "completeness.truncated"
+    assert judge(conversation("Done.")) is None
+    assert judge.seen == 2 and judge.drops["completeness.truncated"] == 1
+
+
+def test_default_threshold_comes_from_the_shipped_calibration() -> None:
+    from sft_trainer.curation.lm_scores import calibration
+
+    judge = Completeness(CompletenessStep())
+    assert judge.max_eos_prob == calibration()["completeness"]["max_eos_prob"]
+    assert 0 < judge.max_eos_prob < 1

@@ -1,0 +1,47 @@
+"""Coherence: reject responses that are not fluent language (`coherence.incoherent`).
+
+Word salad, garbled or machine-mangled text is text a language model cannot
+predict: its per-token perplexity is many times that of any fluent answer.
+The judge reads the scorer's `cond_ppl` (perplexity of the response given its
+prompt) rather than the bare `ppl`, because the prompt is what makes unusual
+but fluent answers predictable: a translation asked for in French, a code
+block after a coding question, a list of names after "list ...". Perplexity
+is a per-token mean, so it does not grow with length; only answers too short
+to measure (fewer than `MIN_WORDS` words, where one rare name decides the
+mean) are not judged.
+
+The threshold is calibrated so that at most 0.5% of clean LIMA answers of the
+calibration half are above it (`benchmarks/calibrate_scorer.py`, which also
+prints the false positives on clean code and non-English answers). A record
+without `cond_ppl` (scorer skipped, empty response, non-finite score: see
+`models.scorer`) is kept: no evidence, no verdict.
+"""
+
+from __future__ import annotations
+
+from ..config.curation import CoherenceStep
+from ..formats import Conversation
+from .base import Filter
+from .lm_scores import calibration
+from .text import last_response
+
+MIN_WORDS = 6
+"""Shorter answers are not judged: a few tokens give no stable perplexity."""
+
+
+class Coherence(Filter):
+    """`coherence.incoherent`: the response's prompt-conditioned perplexity is above the threshold."""
+
+    name = "coherence"
+
+    def __init__(self, config: CoherenceStep) -> None:
+        super().__init__()
+        self.max_perplexity = (
+            config.max_perplexity if config.max_perplexity is not None else calibration()["coherence"]["max_cond_ppl"]
+        )
+
+    def check(self, conv: Conversation) -> str | None:
+        cond_ppl = conv.meta.get("scores", {}).get("cond_ppl")
+        if cond_ppl is None or len(last_response(conv).split()) < MIN_WORDS:
+            return None
+        return "incoherent" if cond_ppl > self.max_perplexity else None

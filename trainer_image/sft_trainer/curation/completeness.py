@@ -1,0 +1,151 @@
+"""Completeness: reject responses that stop mid-sentence, mid-list or mid-code block (`completeness.truncated`).
+
+Two kinds of evidence:
+
+- structure, which needs no model and always runs: an unclosed code fence
+  (an odd number of fence lines: three backticks and an optional info
+  string, no other backtick; LIMA writes inline code as ```x```), a last character
+  that cannot end a text (a comma, an opening bracket, an operator: `,([{=+&\\`),
+  or a last word that cannot end an English sentence (an article, a
+  preposition, a conjunction, an auxiliary: "the", "of", "and", "is"...);
+- the scorer LM's `eos_prob` (probability of end-of-turn right after the
+  response, given the prompt): a response whose text ends open (on a letter,
+  digit or comma rather than closing punctuation, a bracket or a code fence)
+  AND whose `eos_prob` is below the calibrated threshold is truncated. The
+  open-end condition keeps finished answers that the small model merely did
+  not expect to end there (a closing sentence, a signature) from being judged
+  by probability alone.
+
+When the scorer was skipped or its `eos_prob` is None (empty or non-finite,
+see `models.scorer`), only the structural cues decide. Measured recall and
+false positives of both: `benchmarks/calibrate_scorer.py`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..config.curation import CompletenessStep
+from ..formats import Conversation
+from .base import Filter
+from .lm_scores import calibration
+from .text import last_response
+
+FENCE_LINE = re.compile(r"^[ \t]*```[^`\n]*$", re.MULTILINE)
+"""A code fence: a line opening with three backticks and no other backtick (```--hard``` is inline code)."""
+DANGLING_CHARS = frozenset(",([{=+&\\")
+"""A text never ends on these (a table row ending `|` or `-` does: those are not here)."""
+OPEN_END = re.compile(r"[\w,;–—-]$")
+"""Ends on a letter, a digit (any script) or a comma/dash: the sentence may go on."""
+NON_FINAL_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "nor",
+        "but",
+        "of",
+        "to",
+        "in",
+        "into",
+        "onto",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "than",
+        "that",
+        "which",
+        "whose",
+        "whether",
+        "because",
+        "while",
+        "although",
+        "if",
+        "unless",
+        "until",
+        "since",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "has",
+        "have",
+        "had",
+        "does",
+        "did",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "can",
+        "could",
+        "may",
+        "might",
+        "must",
+        "my",
+        "your",
+        "our",
+        "their",
+        "its",
+        "this",
+        "these",
+        "those",
+        "such",
+        "every",
+        "each",
+        "very",
+        "also",
+    ]
+)
+"""English words that cannot end a sentence (no pronoun or adverb that can: "though", "her", "you", "I")."""
+LAST_WORD = re.compile(r"(?<![\w'])([A-Za-z]+)$")
+
+
+def unclosed_fence(text: str) -> bool:
+    return len(FENCE_LINE.findall(text)) % 2 == 1
+
+
+def structurally_cut(text: str) -> bool:
+    """True when the text's own shape says it was cut: an open code block, a dangling comma or operator, a dangling word."""
+    end = text.rstrip()
+    if not end:
+        return False
+    if unclosed_fence(end) or end[-1] in DANGLING_CHARS:
+        return True
+    word = LAST_WORD.search(end)
+    return word is not None and word.group(1).lower() in NON_FINAL_WORDS
+
+
+def ends_open(text: str) -> bool:
+    """True when the text ends where a sentence could go on (no closing punctuation, bracket, quote or fence)."""
+    return OPEN_END.search(text.rstrip()) is not None
+
+
+class Completeness(Filter):
+    """`completeness.truncated`: structural cues, plus a low end-of-turn probability on an open ending."""
+
+    name = "completeness"
+
+    def __init__(self, config: CompletenessStep) -> None:
+        super().__init__()
+        self.max_eos_prob = (
+            config.max_eos_prob if config.max_eos_prob is not None else calibration()["completeness"]["max_eos_prob"]
+        )
+
+    def check(self, conv: Conversation) -> str | None:
+        text = last_response(conv)
+        if structurally_cut(text):
+            return "truncated"
+        eos_prob = conv.meta.get("scores", {}).get("eos_prob")
+        if eos_prob is not None and eos_prob < self.max_eos_prob and ends_open(text):
+            return "truncated"
+        return None

@@ -1,0 +1,86 @@
+"""The scorer step: one forward pass per record gives the scores the meaning judges read.
+
+`LmScores` is an `Annotator`: it stops nothing and writes, for the last
+assistant turn of each record (the conversation before it is the prompt),
+`conv.meta["scores"]` `ppl`, `cond_ppl`, `ifd` and `eos_prob` (definitions,
+windows and None for undefined values: `sft_trainer.models.scorer`). The
+judges that decide on them are `coherence.Coherence` and
+`completeness.Completeness` (and the lead's selection reads `ifd`).
+
+Without a GPU, scoring is slow: about 2 records/s on 2 CPU cores (see
+`benchmarks/calibrate_scorer.py --speed`). A set larger than
+`curation.scorer.maxRecordsOnCpu` is not scored on a CPU: `skip_note` says
+why, the runner puts that sentence in the report and the status, and the
+judges fall back to what they can see without the model (completeness keeps
+its structural cues; coherence judges nothing). Never hours of silent work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from ..config.curation import ScorerStep
+from ..formats import Conversation, Message
+from ..models.scorer import Exchange, ScorerLM, describe
+from .base import Annotator
+
+SCORE_KEYS: tuple[str, ...] = ("ppl", "cond_ppl", "ifd", "eos_prob")
+CALIBRATION = "scorer.json"
+
+
+@cache
+def calibration() -> dict[str, Any]:
+    """The thresholds `benchmarks/calibrate_scorer.py` wrote (resources/calibration/scorer.json), with its figures."""
+    path = resources.files("sft_trainer") / "resources" / "calibration" / CALIBRATION
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def exchange(conv: Conversation) -> Exchange:
+    """(the turns before the last assistant turn, that turn); no assistant turn: (all turns, "")."""
+    messages: list[Message] = list(conv.messages)
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].role == "assistant":
+            return messages[:i], messages[i].content
+    return messages, ""
+
+
+def skip_note(config: ScorerStep, records: int, device_type: str) -> str | None:
+    """Why the LM judges will not run on this set here, or None when they will."""
+    if not config.enabled:
+        return "The scorer LM is disabled (curation.scorer.enabled: false): coherence and the LM part of completeness were skipped."
+    limit = config.max_records_on_cpu
+    if device_type == "cpu" and limit is not None and records > limit:
+        return (
+            f"Skipped the scorer LM and the judges that read it (coherence, completeness's end-of-turn check): "
+            f"{records} records on a CPU exceed curation.scorer.maxRecordsOnCpu ({limit}; about 2 records/s on "
+            f"2 cores). Give the curation a GPU or raise the limit to judge meaning."
+        )
+    return None
+
+
+class LmScores(Annotator):
+    """Writes `ppl`, `cond_ppl`, `ifd`, `eos_prob` into `conv.meta["scores"]` (None where undefined)."""
+
+    name = "scorer"
+    batch_size = 64
+
+    def __init__(self, config: ScorerStep, scorer: ScorerLM | None = None) -> None:
+        super().__init__()
+        self.scorer = scorer or ScorerLM.load(
+            config.model,
+            max_prompt_tokens=config.max_prompt_tokens,
+            max_response_tokens=config.max_response_tokens,
+            batch_size=config.batch_size,
+        )
+
+    def annotate(self, convs: Sequence[Conversation]) -> None:
+        results = self.scorer.score([exchange(conv) for conv in convs])
+        for conv, scores in zip(convs, results, strict=True):
+            conv.meta.setdefault("scores", {}).update(scores.as_dict())
+
+    def report(self) -> dict[str, Any]:
+        return describe(self.scorer)
