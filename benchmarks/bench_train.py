@@ -56,40 +56,44 @@ FLOPS_PER_PARAMETER = {"full": 6, "lora": 4}
 # ---------------------------------------------------------------------------
 
 
-class OneStepProfiler:
-    """torch.profiler around one optimiser step of our trainer, driven by its progress callback (no trainer hook)."""
+class StepWatcher:
+    """Our trainer's progress callback (no trainer hook): the peak GPU memory of the timed steps, taken before the
+    final checkpoint and export add theirs, and optionally a torch.profiler table of the one step after them."""
 
-    def __init__(self, after_step: int, table: Path) -> None:
-        self.after_step, self.table, self.profiler = after_step, table, None
+    def __init__(self, last_timed_step: int, profile_table: Path | None) -> None:
+        self.last_timed_step, self.profile_table = last_timed_step, profile_table
+        self.peak_memory_gib: float | None = None
+        self.profiler = None
+        self.done = False
 
     def __call__(self, progress: dict) -> None:
         import torch
         from torch.profiler import ProfilerActivity, profile
 
-        step = progress.get("step")
-        if self.profiler is None and step == self.after_step:
-            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-            self.profiler = profile(activities=activities, record_shapes=True)
-            self.profiler.start()
-        elif self.profiler is not None and step == self.after_step + 1:
+        step, on_gpu = progress.get("step"), torch.cuda.is_available()
+        if not self.done and step == self.last_timed_step:
+            self.done = True  # the first update at this step comes right after it; later ones are not steps
+            self.peak_memory_gib = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None
+            if self.profile_table is not None:
+                activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+                self.profiler = profile(activities=activities, record_shapes=True)
+                self.profiler.start()
+        elif self.profiler is not None and step == self.last_timed_step + 1:
             self.profiler.stop()
-            key = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
-            self.table.write_text(self.profiler.key_averages().table(sort_by=key, row_limit=30) + "\n")
-            self.after_step = -1  # done: later progress updates (checkpoint, export) are not profiled
+            key = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+            assert self.profile_table is not None
+            self.profile_table.write_text(self.profiler.key_averages().table(sort_by=key, row_limit=30) + "\n")
             self.profiler = None
 
 
 def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
-    import torch
-
     from sft_trainer.config import TrainRunConfig
     from sft_trainer.training.entrypoint import run_from_config
 
     profiled = args.profile is not None
-    on_progress = None
     if profiled:
         args.profile.mkdir(parents=True, exist_ok=True)
-        on_progress = OneStepProfiler(args.warmup + args.steps, args.profile / f"profile_{args.method}.txt")
+    watcher = StepWatcher(args.warmup + args.steps, args.profile / f"profile_{args.method}.txt" if profiled else None)
     with tempfile.TemporaryDirectory(prefix="bench-ours-") as out:
         cfg = TrainRunConfig.model_validate(
             {
@@ -111,13 +115,13 @@ def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
                 },
             }
         )
-        if run_from_config(cfg, on_progress) != 0:
+        if run_from_config(cfg, watcher) != 0:
             raise SystemExit("our run failed")
         report = json.loads((Path(out) / "train_report.json").read_text())
     timed = report["training"]["history"][args.warmup : args.warmup + args.steps]
     return {
         "tokensPerSecond": statistics.median(h["tokensPerSecond"] for h in timed),
-        "peakMemoryGiB": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+        "peakMemoryGiB": watcher.peak_memory_gib,
     }
 
 

@@ -320,7 +320,8 @@ def main() -> None:
     if args.command == "prepare":
         prepare(args.shared_data)
     elif args.command == "wheels-to-install":
-        print("\n".join(str(w) for w in wheels_to_install()))
+        for wheel in wheels_to_install():
+            print(wheel)
     elif args.command == "environment":
         print(json.dumps(environment()))
     else:
