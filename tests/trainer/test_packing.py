@@ -107,3 +107,20 @@ def test_packing_is_deterministic_and_fits(model_and_samples) -> None:
     assert [[s.source_index for s in row] for row in first] == [[s.source_index for s in row] for row in second]
     assert all(sum(len(s.input_ids) for s in row) <= limit for row in first)
     assert sorted(s.source_index for row in first for s in row) == list(range(len(samples)))
+
+
+def test_token_losses_equal_cross_entropy_over_all_logits_at_the_trained_positions(
+    model_and_samples, tiny_tokenizer
+) -> None:
+    """What a transformers without boolean `logits_to_keep` computes (loop.py's fallback) is the same loss."""
+    import torch.nn.functional as F
+
+    model, samples = model_and_samples
+    rows = pack_samples(samples, max_length=sum(len(s.input_ids) for s in samples[:3]))
+    batch = packed_batch(rows, tiny_tokenizer.pad_token_id)
+    losses, mask = token_losses(model, batch)
+    with torch.no_grad():
+        every_logit = model(**batch.model_inputs(), use_cache=False).logits[:, :-1]
+    expected = F.cross_entropy(every_logit[mask].float(), batch.labels[:, 1:][mask], reduction="none")
+    assert losses[mask].tolist() == pytest.approx(expected.tolist(), abs=2e-5)
+    assert (losses[~mask] == 0).all()

@@ -6,6 +6,7 @@ these. Nothing here hides control flow: each function does one thing.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -97,7 +98,10 @@ def token_losses(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, to
 
     The output head runs only at positions that predict a trained token
     (`logits_to_keep` with a boolean mask): in SFT many positions are prompt,
-    and the vocabulary-sized logits are the largest tensors of a step.
+    and the vocabulary-sized logits are the largest tensors of a step. A
+    transformers that cannot slice by a mask (before `slice_logits_to_keep`;
+    5.17 indexes only the sequence dimension) computes all logits instead,
+    and the trained positions are selected from them: same losses, more memory.
     """
     import torch
     import torch.nn.functional as F
@@ -109,9 +113,20 @@ def token_losses(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, to
         return losses, mask
     # Position t predicts token t+1: keep the hidden states of positions whose next token is trained.
     keep = F.pad(mask, (0, 1), value=False)
-    logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep).logits  # (trained, vocab)
+    if _head_takes_a_mask():
+        logits = model(**batch.model_inputs(), use_cache=False, logits_to_keep=keep).logits  # (trained, vocab)
+    else:
+        logits = model(**batch.model_inputs(), use_cache=False).logits[keep]
     losses[mask] = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets[mask], reduction="none")
     return losses, mask
+
+
+@functools.cache
+def _head_takes_a_mask() -> bool:
+    """Whether this transformers slices the output head's input by a boolean (batch, sequence) `logits_to_keep`."""
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
 
 
 def summed_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
