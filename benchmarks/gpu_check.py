@@ -33,8 +33,9 @@ WHEELS = REPO / ".cache" / "wheels"
 INPUTS = REPO / ".cache" / "gpu-inputs"
 TOKENIZER_SOURCE = REPO / ".cache" / "models" / "smollm2-135m-instruct"
 DATA_FILES = ["alpaca_gpt4_en_demo_llamafactory.json", "lima_llamafactory.json"]
-# What the GPU machine's Python lacks for this project (its image has torch, transformers, peft,
-# accelerate, pandas, pyarrow, ...; docs/gpu.md): carried at the versions this virtualenv runs.
+# What the GPU machine's Python lacks for this project (its image has torch, accelerate, pandas, pyarrow, ...;
+# docs/gpu.md), and transformers and peft at the versions this virtualenv runs (the image's transformers 5.17
+# predates the boolean `logits_to_keep` the trainer uses when it can). Installed there only where older or missing.
 CARRIED = [
     "trl",
     "datasets",
@@ -44,6 +45,8 @@ CARRIED = [
     "pydantic-core",
     "annotated-types",
     "typing-inspection",
+    "transformers",
+    "peft",
 ]
 CARRY_LIMIT_MIB = 64
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt", ".pth"}
