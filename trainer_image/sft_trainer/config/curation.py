@@ -99,6 +99,10 @@ class DedupStep(WireModel):
     """Number of MinHash permutations."""
     threshold: float = Field(default=0.8, gt=0, le=1)
     """Jaccard similarity above which two records are near duplicates."""
+    semantic: bool = True
+    """Remove semantic near duplicates (the same request reworded) by the cosine similarity of their prompt embeddings; needs the embedder."""
+    semantic_threshold: float | None = Field(default=None, gt=0, le=1)
+    """Prompt-embedding cosine similarity at or above which two records are semantic duplicates. Unset: the calibrated default for the embedder."""
 
 
 class OodReviewStep(WireModel):
@@ -156,12 +160,18 @@ class ScorerStep(WireModel):
 
 class EmbedderStep(WireModel):
     model: str | None = None
-    """Folder of a sentence-embedding model (sentence-transformers or model2vec). Unset: the packaged default."""
+    """Sentence embedder for semantic dedup, task labels and style: `all-minilm-l6-v2-static` (a model2vec model distilled from MiniLM, thousands of records/s on a CPU), `all-minilm-l6-v2` (the packaged MiniLM), or the folder of a sentence-transformers or model2vec model. Unset: `all-minilm-l6-v2-static`."""
 
 
 class RelevanceStep(WireModel):
     enabled: bool = True
     """Reject responses that answer another prompt (`off_topic`) or only restate the prompt (`prompt_echo`)."""
+    model: str = "all-minilm-l6-v2"
+    """Embedder that compares each prompt with its response (same values as `embedder.model`). The packaged MiniLM is the default: the static model separates off-topic answers far worse (measured by benchmarks/calibrate_relevance.py)."""
+    off_topic_threshold: float | None = Field(default=None, ge=-1, le=1)
+    """Cosine similarity of prompt and response below which the response is off topic. Unset: the calibrated default for the packaged model (another model needs this set)."""
+    echo_threshold: float | None = Field(default=None, ge=0, le=1)
+    """Echo score (share of the prompt's words the response repeats, times the share of the response's words taken from the prompt) above which the response only restates the prompt. Unset: the calibrated default."""
 
 
 class CoherenceStep(WireModel):
