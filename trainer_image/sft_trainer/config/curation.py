@@ -76,7 +76,7 @@ class RepetitionStep(WireModel):
 
 class ArtifactStep(WireModel):
     enabled: bool = True
-    """Hard-reject chatbot artifacts: 'As an AI language model', cutoff disclaimers, identity claims, leaked template tokens, refusals of benign requests."""
+    """Hard-reject chatbot artifacts ('As an AI language model', cutoff disclaimers, identity claims, leaked template tokens, refusals of benign requests) and junk characters (mojibake, U+FFFD, invisible runs, emoji and symbol floods)."""
 
 
 class GptismStep(WireModel):

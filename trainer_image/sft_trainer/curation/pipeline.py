@@ -5,8 +5,8 @@
 
 1. gates: over-long turns (unread), then validation;
 2. task labels (rules, or the learned head over embeddings);
-3. surface quality filters (length, repetition, artifacts, GPT-isms,
-   arithmetic, decontamination), all of them, so a rejected record lists
+3. surface quality filters (length, repetition, artifacts, junk characters,
+   GPT-isms, arithmetic, decontamination), all of them, so a rejected record lists
    every reason it has;
 4. judges of meaning: the scorer LM and the embedder measure, the relevance,
    coherence, completeness and style judges decide on the measurements;
@@ -32,7 +32,9 @@ from .balance import Balance
 from .base import Filter, Step
 from .decontamination import Decontamination
 from .dedup import ExactDedup, NearDedup
+from .facts import Facts
 from .gptisms import Gptisms
+from .junk import Junk
 from .labels import RuleTaskLabels
 from .length import Length, Overlength
 from .per_record import QualityScore
@@ -139,9 +141,11 @@ def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> 
             ),
         )
     if cfg.artifacts.enabled:
-        add("filter", Artifacts())
+        add("filter", Artifacts(), Junk())
     if cfg.gptisms.enabled:
         add("filter", Gptisms(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
+    if cfg.facts.enabled:
+        add("filter", Facts(cfg.facts))
     if cfg.decontamination.eval_sets:
         add("filter", Decontamination(cfg.decontamination.eval_sets, ngram=cfg.decontamination.ngram))
     add("score", QualityScore(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
