@@ -105,6 +105,18 @@ INVALID_ON_CREATE = [
     Invalid("DatasetCuration", "spec.curation.dedup.permutations", 8, "spec.curation.dedup.permutations"),
     Invalid("DatasetCuration", "spec.curation.balance.targetEntropy", 2, "spec.curation.balance.targetEntropy"),
     Invalid("DatasetCuration", "spec.curation.balance.targetMix", {"coding": 1.0}, "spec.curation.balance.targetMix"),
+    Invalid(
+        "DatasetCuration",
+        "spec.curation.balance.targetMix",
+        {"coding": 0.5, "codng": 0.5},
+        "balance.targetMix keys must be task types",
+    ),
+    Invalid(
+        "DatasetCuration",
+        "spec.curation.selection",
+        {"budget": 10, "fraction": 0.5},
+        "set selection.budget or selection.fraction, not both",
+    ),
     Invalid("DatasetCuration", "spec.curation.balance.method", "vibes", "spec.curation.balance.method"),
     Invalid("DatasetCuration", "spec.curation.gptisms.maxDensity", -1, "spec.curation.gptisms.maxDensity"),
     Invalid("DatasetCuration", "spec.curation.repetition.maxDuplicateLineFraction", 1.2, "spec.curation.repetition.maxDuplicateLineFraction"),

@@ -6,6 +6,8 @@ import random
 import re
 from collections import Counter
 
+import pytest
+
 from sft_trainer.curation.balance import Balance, entropy_cap
 from sft_trainer.curation.dedup import ExactDedup, NearDedup, conversation_text, lsh_bands
 from sft_trainer.curation.tasks import normalised_entropy
@@ -110,3 +112,21 @@ def test_balance_with_an_explicit_mix() -> None:
     kept = Counter(c.meta["task"] for i, c in enumerate(convs) if i not in stopped)
     assert kept == Counter({"a": 10, "b": 10})
     assert Counter(stopped.values())["balance.not_in_target_mix"] == 5
+
+
+def test_a_mix_task_without_records_does_not_zero_the_others() -> None:
+    convs = [Conversation([], i, {"task": t}) for i, t in enumerate(["coding"] * 30 + ["open_qa"] * 10)]
+    step = Balance(target_mix={"coding": 0.5, "open_qa": 0.25, "creative_writing": 0.25})
+    stopped = step(convs)
+    kept = Counter(c.meta["task"] for i, c in enumerate(convs) if i not in stopped)
+    assert kept == Counter({"coding": 20, "open_qa": 10})  # 2:1, as the mix asks of the tasks present
+    assert any("creative_writing" in note for note in step.notes)
+
+
+def test_a_misspelt_mix_task_is_refused_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from sft_trainer.config import CurationConfig
+
+    with pytest.raises(ValidationError, match="balance.targetMix keys must be task types"):
+        CurationConfig.model_validate({"balance": {"targetMix": {"coding": 0.5, "codng": 0.5}}})

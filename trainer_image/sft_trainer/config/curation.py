@@ -8,7 +8,7 @@ with `enabled: false`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
@@ -235,7 +235,15 @@ class CurationConfig(WireModel):
             "balance.targetMix needs at least two task types",
             ".balance.targetMix",
             check=lambda c: c.balance.target_mix is None or len(c.balance.target_mix) > 1,
-        )
+        ),
+        Rule(
+            "!has(self.balance) || !has(self.balance.targetMix) || self.balance.targetMix.all(t, t in "
+            + str(list(get_args(TaskType)))
+            + ")",
+            "balance.targetMix keys must be task types: " + ", ".join(get_args(TaskType)),
+            ".balance.targetMix",
+            check=lambda c: c.balance.target_mix is None or set(c.balance.target_mix) <= set(get_args(TaskType)),
+        ),
     )
 
     validation: ValidationStep = Field(default_factory=ValidationStep)

@@ -6,7 +6,8 @@ Two targets, as the spec chooses:
   as c shrinks, so c is found by bisection). Nothing is cut when the mix is
   already diverse enough.
 - `target_mix`: explicit shares; the largest total N with N * share <= count
-  for every type in the mix; types outside the mix are dropped.
+  for every type in the mix; types outside the mix are dropped. A type of the
+  mix with no records left gives its share to the others (and a note).
 Within a type the highest-quality records are kept, ties by file order.
 
 `max_drop_fraction` bounds what an entropy target may cost: the cap never
@@ -71,6 +72,23 @@ class Balance(SetStep):
         self.categories = categories
         self.quota: dict[str, int] = {}
 
+    def _shares_of_present_tasks(self, counts: Counter[str]) -> dict[str, float]:
+        """The target shares of the tasks that have records, rescaled to sum to 1.
+
+        A task of the mix with no records here must not zero every quota (the
+        largest N with N * share <= count would be 0): its share goes to the others.
+        """
+        assert self.target_mix is not None
+        missing = sorted(t for t, s in self.target_mix.items() if s > 0 and counts.get(t, 0) == 0)
+        if missing:
+            self.notes.append(
+                f"balance.targetMix names {', '.join(missing)} with no records left at balancing: "
+                "their share was spread over the other tasks of the mix"
+            )
+        share = {t: s for t, s in self.target_mix.items() if s > 0 and counts.get(t, 0) > 0}
+        total = sum(share.values())
+        return {t: s / total for t, s in share.items()}
+
     def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
         by_task: dict[str, list[int]] = {}
         for i, conv in enumerate(convs):
@@ -80,8 +98,8 @@ class Balance(SetStep):
             return {}
         stopped: dict[int, str] = {}
         if self.target_mix:
-            share = {t: s for t, s in self.target_mix.items() if s > 0}
-            total = min(counts.get(t, 0) / s for t, s in share.items())
+            share = self._shares_of_present_tasks(counts)
+            total = min(counts[t] / s for t, s in share.items()) if share else 0.0
             self.quota = {t: int(total * share.get(t, 0.0)) for t in counts}
         else:
             k = self.categories or len(counts)
