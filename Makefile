@@ -43,6 +43,13 @@ model: $(MODEL_DIR)/config.json
 $(MODEL_DIR)/config.json: | $(STAMP)
 	$(PY) -m sft_trainer.modelprep --out $(MODEL_DIR)
 
+# The static sentence embedder, distilled offline from the packaged MiniLM (model2vec; 1-3 min on 2 cores).
+EMBEDDER_DIR := .cache/models/all-minilm-l6-v2-static
+model: $(EMBEDDER_DIR)/trustdoc_distillation.json
+
+$(EMBEDDER_DIR)/trustdoc_distillation.json: | $(STAMP)
+	$(PY) -m sft_trainer.models.embedder --out $(EMBEDDER_DIR)
+
 crds: $(STAMP)
 	$(PY) -m sft_operator.crdgen
 
