@@ -126,7 +126,7 @@ class BalanceStep(WireModel):
     """Normalised Shannon entropy of the task mix to reach (1.0 = perfectly even)."""
     max_drop_fraction: float = Field(default=0.1, ge=0, le=1)
     """Most of the records an entropy target may drop; balancing stops short of the target rather than cut more (small curated sets keep their examples)."""
-    target_mix: dict[str, float] | None = None
+    target_mix: dict[str, float] | None = Field(default=None, max_length=len(get_args(TaskType)))
     """Explicit share per task type instead of an entropy target; shares must sum to 1 (not bounded by maxDropFraction)."""
     method: Literal["rules", "learned"] = "rules"
     """How records are labelled with a task type: `rules`, ordered keyword rules over the instruction; `learned`, a small trained head over the prompt and response embeddings (needs the embedder). docs/curation.md gives both accuracies on the hand-labelled audit sample."""
