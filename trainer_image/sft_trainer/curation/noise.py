@@ -573,3 +573,69 @@ def plant(kind: str, clean: Sequence[Conversation], rng: random.Random, **source
         conv.source_index = base + i
         conv.meta["planted"] = kind
     return noisy
+
+
+# ---- the whole pipeline, measured -------------------------------------------
+
+CLEAN = "clean"
+NOT_JUDGEMENTS = ("balance.", "selection.")
+"""Reasons that are choices about the mix or the budget, not verdicts on a record's quality."""
+
+
+def judged_mix(
+    half: str = "test",
+    *,
+    clean_count: int = 300,
+    per_kind: int = 40,
+    seed: int = 0,
+    shared_dir: str | Path | None = None,
+) -> tuple[list[Conversation], list[str]]:
+    """Clean LIMA records plus `per_kind` planted records of every kind, shuffled, indexed 0..n-1.
+
+    `half` is "test" (the held-out half: what tests score) or "calibration".
+    The noisy copies are made from other LIMA records than the clean ones,
+    so deduplication cannot catch a copy by its original: what catches it is
+    a judge. Returns the records and, position by position, their kind
+    (`CLEAN` or a noise kind).
+    """
+    if half not in ("test", "calibration"):
+        raise ValueError(f"half must be 'test' or 'calibration', not {half!r}")
+    rng = random.Random(seed)
+    lima = [c for c in load_lima(shared_dir) if calibration_half(c) == (half == "calibration")]
+    rng.shuffle(lima)
+    clean, donors = lima[:clean_count], lima[clean_count:]
+    chat = [c for c in load_chat_answers(shared_dir) if calibration_half(c) == (half == "calibration")]
+    records: list[tuple[Conversation, str]] = [(c, CLEAN) for c in clean]
+    for kind in KINDS:
+        pool = rng.sample(donors, min(len(donors), per_kind * 2))
+        records += [(c, kind) for c in plant(kind, pool, rng, chat_answers=chat)[:per_kind]]
+    rng.shuffle(records)
+    convs, kinds = [], []
+    for index, (conv, kind) in enumerate(records):
+        conv.source_index = index
+        convs.append(conv)
+        kinds.append(kind)
+    return convs, kinds
+
+
+def judgement_table(kinds: Sequence[str], verdicts: dict[int, list[str]]) -> dict[str, dict[str, Any]]:
+    """Per kind: records, how many a judge stopped (rejected or held for review), and by which reasons.
+
+    `verdicts`: source_index -> reasons, for every rejected or held record.
+    Drops by balance or selection are counted apart (`dropped_for_mix`), never as catches.
+    """
+    table: dict[str, dict[str, Any]] = {}
+    for index, kind in enumerate(kinds):
+        row = table.setdefault(kind, {"records": 0, "caught": 0, "dropped_for_mix": 0, "reasons": {}})
+        row["records"] += 1
+        reasons = verdicts.get(index, [])
+        judged = [r for r in reasons if not r.startswith(NOT_JUDGEMENTS)]
+        if judged:
+            row["caught"] += 1
+            first = judged[0]
+            row["reasons"][first] = row["reasons"].get(first, 0) + 1
+        elif reasons:
+            row["dropped_for_mix"] += 1
+    for row in table.values():
+        row["rate"] = round(row["caught"] / row["records"], 4) if row["records"] else 0.0
+    return table
