@@ -3,8 +3,8 @@
 # plane, openssl for its keys, lua5.4 to run the Argo CD health check,
 # prometheus to scrape the operator's and a trainer's /metrics, chromium to
 # open the HTML reports, strace to prove the bad-data runs write nothing
-# outside their output folders. Installs only what is missing, so a second
-# run does nothing.
+# outside their output folders, tmux to drive `sftctl review` as a person
+# does. Installs only what is missing, so a second run does nothing.
 set -euo pipefail
 declare -A wanted=(
   [etcd]=etcd-server
@@ -13,6 +13,7 @@ declare -A wanted=(
   [prometheus]=prometheus
   [chromium]=chromium
   [strace]=strace
+  [tmux]=tmux
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -277,9 +277,20 @@ class SelectionFigures(WireModel):
     """Records in control.jsonl: the random control of the same size and task mix."""
 
 
+class ReviewFigures(WireModel):
+    pending: int = 0
+    """Held records no reviewer has decided yet (still in review.jsonl)."""
+    kept: int = 0
+    """Held records a reviewer kept (as they were, or edited), now in curated.jsonl."""
+    dropped: int = 0
+    """Held records a reviewer dropped, now in rejected.jsonl with reason review.dropped."""
+
+
 class DatasetCurationStatus(CommonStatus):
     counts: CurationCounts | None = None
     """Where every input record ended up."""
+    review: ReviewFigures | None = None
+    """Manual review of the held records, once decisions were applied (sftctl review, Label Studio)."""
     selection: SelectionFigures | None = None
     """The best-N selection and its random control, when spec.curation.selection asks for one."""
     notes: list[str] = Field(default_factory=list, max_length=5)
