@@ -142,3 +142,25 @@ def test_sftctl_curate_prints_a_summary(tmp_path: Path, mixed_input: Path, capsy
     settings.write_text("balance:\n  targetEntropy: 3\n")
     assert sftctl_main(["curate", str(mixed_input), "--out", str(tmp_path / "o2"), "--config", str(settings)]) == 42
     assert "balance.targetEntropy" in capsys.readouterr().err
+
+
+def test_a_curation_pod_serves_its_progress_with_rate_and_eta() -> None:
+    import urllib.request
+
+    from sft_trainer.curation.entrypoint import _progress_server, _reporting
+
+    server = _progress_server(0)
+    assert server is not None
+    try:
+        report = _reporting(None, server, started=0.0)
+        report("filter", 0, 400)
+        report("filter", 100, 400)
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/progress", timeout=5) as response:
+            progress = json.loads(response.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+    finally:
+        server.stop()
+    assert progress["phase"] == "filter" and progress["done"] == 100 and progress["percent"] == 25.0
+    assert progress["etaSeconds"] >= 0 and progress["recordsPerSecond"] > 0
+    assert 'sft_curation_phase{phase="filter"} 1.0' in metrics

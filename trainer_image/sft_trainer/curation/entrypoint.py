@@ -20,20 +20,17 @@ from typing import Any
 from ..config.curation import CurationRunConfig
 from ..formats import DatasetReadError, read_dataset
 from ..paths import check_run_paths
+from ..progress import ProgressServer
 from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from ..termination import write_termination_summary
 from .pipeline import CurationResult, curate
 from .report import build_report, render_html
-from .runner import usable_cpus
+from .runner import AccountingError, usable_cpus
 
 # The accounting check failed: a bug, not a configuration problem.
 EXIT_ACCOUNTING_ERROR = 3
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json", "report.html")
-
-
-class AccountingError(RuntimeError):
-    """Some input record is missing from the outputs, or is in more than one."""
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -105,8 +102,53 @@ def run_from_config(
 
     `workers`: processes for the per-record steps; by default every CPU this process may use.
     """
-    progress = on_progress or (lambda stage, done, total: None)
     started = time.perf_counter()
+    server = _progress_server(cfg.progress_port)
+    progress = _reporting(on_progress, server, started)
+    try:
+        code = _run(cfg, progress, workers, started)
+    finally:
+        if server is not None:
+            server.update(phase="finished")
+            server.stop()
+    return code
+
+
+def _progress_server(port: int | None) -> ProgressServer | None:
+    """The pod's /progress and /metrics (the operator polls the first, Prometheus scrapes the second)."""
+    if port is None:
+        return None
+    return ProgressServer(prefix="sft_curation", port=port).start()
+
+
+def _reporting(
+    on_progress: Callable[[str, int, int], None] | None, server: ProgressServer | None, started: float
+) -> Callable[[str, int, int], None]:
+    """The progress callback, also published on the pod's progress server with a rate and an ETA for the stage."""
+    stage_started: dict[str, float] = {}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if on_progress is not None:
+            on_progress(stage, done, total)
+        if server is None:
+            return
+        now = time.perf_counter()
+        begun = stage_started.setdefault(stage, now)
+        rate = done / (now - begun) if done and now > begun else None
+        server.update(
+            phase=stage,
+            done=done,
+            total=total,
+            percent=round(100.0 * done / total, 1) if total else None,
+            recordsPerSecond=round(rate, 1) if rate else None,
+            etaSeconds=round((total - done) / rate, 1) if rate else None,
+            elapsedSeconds=round(now - started, 1),
+        )
+
+    return report
+
+
+def _run(cfg: CurationRunConfig, progress: Callable[[str, int, int], None], workers: int | None, started: float) -> int:
     out = Path(cfg.output_dir)
     try:
         check_run_paths({"input": cfg.input, "tokenizer": cfg.tokenizer}, "outputDir", cfg.output_dir)
@@ -131,13 +173,17 @@ def run_from_config(
         except (OSError, ValueError) as err:
             print(f"Cannot load the tokenizer from tokenizer={cfg.tokenizer!r}: {err}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
-    result = curate(items, cfg.curation, tokenizer, progress, workers=workers or usable_cpus())
-    progress("write", 0, 1)
-    write_outputs(result, out)
     try:
+        result = curate(items, cfg.curation, tokenizer, progress, workers=workers or usable_cpus())
+        progress("write", 0, 1)
+        write_outputs(result, out)
         verify_accounting(out, result.input_count)
+    except ConfigError as err:  # a model folder of the spec that cannot be loaded
+        print(f"Configuration error: {err}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
     except AccountingError as err:
         print(f"Curation lost or duplicated records, outputs in {out} are not trustworthy: {err}", file=sys.stderr)
+        out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps({"error": str(err)}, indent=2), encoding="utf-8")
         return EXIT_ACCOUNTING_ERROR
     report = build_report(
