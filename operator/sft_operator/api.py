@@ -286,7 +286,28 @@ class ReviewFigures(WireModel):
     """Held records a reviewer dropped, now in rejected.jsonl with reason review.dropped."""
 
 
+class CurationProgress(WireModel):
+    phase: str | None = None
+    """Stage the pod is in: read, validate, label, filter, score, dedup, tokens, review, balance, select, write."""
+    done: int | None = None
+    """Records the stage has handled."""
+    total: int | None = None
+    """Records the stage handles in all."""
+    percent: float | None = None
+    """done / total of the stage, 0-100."""
+    records_per_second: float | None = None
+    """The stage's rate so far."""
+    eta_seconds: float | None = None
+    """Estimated seconds to the end of the stage."""
+    elapsed_seconds: float | None = None
+    """Seconds since the curation started."""
+    updated_at: str | None = None
+    """When the pod reported these figures (RFC 3339)."""
+
+
 class DatasetCurationStatus(CommonStatus):
+    progress: CurationProgress | None = None
+    """Live curation progress read from the pod."""
     counts: CurationCounts | None = None
     """Where every input record ended up."""
     review: ReviewFigures | None = None

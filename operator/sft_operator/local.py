@@ -220,9 +220,8 @@ class LocalExecutor:
                 if payload:
                     if self.on_progress:
                         self.on_progress(resource.key, payload)
-                    if resource.kind == "SFTJob":
-                        status["progress"] = st.progress_figures(payload)
-                        _write_json(log.parent / STATUS_FILE, status)
+                    status["progress"] = st.progress_figures(payload, resource.kind)
+                    _write_json(log.parent / STATUS_FILE, status)
                 time.sleep(self.poll_seconds)
         return int(process.returncode)
 

@@ -15,6 +15,7 @@ from . import conditions as c
 from .api import (
     CommonStatus,
     CurationCounts,
+    CurationProgress,
     DatasetCurationSpec,
     DatasetCurationStatus,
     PvcLocation,
@@ -129,10 +130,13 @@ def _figures_only(wire: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in wire.items() if key not in _COMMON_KEYS}
 
 
-def progress_figures(payload: dict[str, Any]) -> dict[str, Any]:
-    """A pod's /progress JSON reduced to the TrainingProgress fields (unknown keys ignored)."""
-    known = {field.alias or name for name, field in TrainingProgress.model_fields.items()}
-    return TrainingProgress.model_validate({k: v for k, v in payload.items() if k in known}).to_wire()
+def progress_figures(payload: dict[str, Any], kind: str = "SFTJob") -> dict[str, Any]:
+    """A pod's /progress JSON reduced to the kind's progress fields (unknown keys ignored)."""
+    model: type[TrainingProgress] | type[CurationProgress] = (
+        CurationProgress if kind == "DatasetCuration" else TrainingProgress
+    )
+    known = {field.alias or name for name, field in model.model_fields.items()}
+    return model.model_validate({k: v for k, v in payload.items() if k in known}).to_wire()
 
 
 def gate_failures(gates: dict[str, Any] | None, curation_status: dict[str, Any]) -> list[str]:

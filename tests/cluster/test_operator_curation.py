@@ -8,6 +8,7 @@ import pytest
 from operator_support import Api, Node, OperatorFactory, RunningOperator, condition, curation_manifest, eventually
 
 from sft_operator.manifests import MountLayout
+from sft_trainer.progress import ProgressServer
 from sft_trainer.termination import compact
 
 pytestmark = pytest.mark.cluster
@@ -18,6 +19,8 @@ REPORT_STATUS = {
     "taskEntropyBefore": 0.712,
     "taskEntropyAfter": 0.884,
     "rejectedFraction": 0.251,
+    "selection": {"strategy": "diverse-quality", "budget": 600, "selected": 600, "control": 600},
+    "notes": ["scorer LM skipped: 1,000 records on CPU"],
 }
 
 
@@ -54,8 +57,21 @@ def test_curation_creates_owned_children_and_reports_its_figures(
     assert condition(pending, "Progressing")["reason"] == "PodsPending"
 
     (pod,) = node.wait_pending(namespace, "cur-curate")
-    node.run(pod)
-    eventually(lambda: api.status("DatasetCuration", namespace, "cur").get("phase") == "Running", what="phase Running")
+    with ProgressServer(prefix="sft_curation", host="127.0.0.1", port=operator.progress_port) as server:
+        server.update(phase="filter", done=1200, total=4000, percent=30.0, recordsPerSecond=400.0, etaSeconds=7.0)
+        node.run(pod)
+        eventually(
+            lambda: api.status("DatasetCuration", namespace, "cur").get("phase") == "Running", what="phase Running"
+        )
+        progress = eventually(
+            lambda: (
+                (api.status("DatasetCuration", namespace, "cur").get("progress") or {}).get("done") == 1200
+                and api.status("DatasetCuration", namespace, "cur")["progress"]
+            ),
+            what="status.progress from the curation pod's /progress",
+        )
+    assert (progress["phase"], progress["total"], progress["percent"]) == ("filter", 4000, 30.0)
+    assert progress["recordsPerSecond"] == 400.0 and progress["etaSeconds"] == 7.0 and progress["updatedAt"]
     node.finish(pod, 0, compact(REPORT_STATUS))
 
     done = eventually(
@@ -65,6 +81,7 @@ def test_curation_creates_owned_children_and_reports_its_figures(
     assert done["counts"] == REPORT_STATUS["counts"]
     assert done["dropsByReason"] == REPORT_STATUS["dropsByReason"]
     assert (done["taskEntropyBefore"], done["taskEntropyAfter"], done["rejectedFraction"]) == (0.712, 0.884, 0.251)
+    assert done["selection"] == REPORT_STATUS["selection"] and done["notes"] == REPORT_STATUS["notes"]
     ready = condition(done, "Ready")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "JobSucceeded", 1)
     assert done["startTime"] <= done["completionTime"]

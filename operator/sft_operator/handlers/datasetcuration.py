@@ -1,4 +1,4 @@
-"""DatasetCuration: a Job running `python -m sft_trainer curate`, its figures copied into status."""
+"""DatasetCuration: a Job running `python -m sft_trainer curate`, its progress and figures copied into status."""
 
 from __future__ import annotations
 
@@ -38,6 +38,14 @@ def lifecycle_changed(body: kopf.Body, new: Any, memo: kopf.Memo, **_: Any) -> N
 def spec_changed(body: kopf.Body, diff: kopf.Diff, **_: Any) -> None:
     """A started Job's pod template is immutable: say so rather than drift silently."""
     runs.warn_ignored_changes(body, diff)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="progress", interval=runs.PROGRESS_POLL_SECONDS, when=runs.is_running)
+def poll_progress(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    """Copy the curation pod's /progress into status.progress while the Job runs."""
+    ctx = runs.context(memo)
+    with runs.instrumented(ctx, KIND, "progress", body):
+        runs.poll_progress(ctx, body, logger)
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id="datasetcuration_status")

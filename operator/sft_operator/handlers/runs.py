@@ -36,6 +36,10 @@ from ..status import (
     waiting,
 )
 
+# kopf fixes a timer's interval when it registers the handler, so this one
+# setting is read at import (the startup handler reads the same variables).
+PROGRESS_POLL_SECONDS = OperatorSettings.from_env().progress_poll_seconds
+
 NAME_CONFLICT_RETRY_SECONDS = 5.0
 
 
@@ -244,6 +248,11 @@ def _lifecycle_event(job_name: str, changes: Obj) -> tuple[str, str]:
 # --------------------------------------------------------------------------
 
 
+def is_running(status: kopf.Status, **_: Any) -> bool:
+    """The progress timers' filter: only a running Job has a pod to ask."""
+    return bool(status.get("phase") == "Running")
+
+
 def poll_progress(ctx: Context, body: kopf.Body, logger: Any) -> None:
     """Copy the rank-0 pod's /progress into status.progress."""
     ref = Ref.of(body)
@@ -260,7 +269,7 @@ def poll_progress(ctx: Context, body: kopf.Body, logger: Any) -> None:
         logger.info(f"No progress from pod {pod['metadata']['name'] if pod else '?'}: {err}")
         return
     ctx.metrics.progress_polls.labels("ok").inc()
-    figures = progress_figures(payload)
+    figures = progress_figures(payload, body.get("kind", "SFTJob"))
 
     def change(obj: Obj) -> Obj | None:
         status = _status(obj)

@@ -9,14 +9,11 @@ import kopf
 from .. import conditions as c
 from ..api import GROUP, VERSION, Lifecycle, SFTJobSpec
 from ..manifests import training_children
-from ..settings import OperatorSettings
 from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures
 from . import runs
+from .runs import PROGRESS_POLL_SECONDS
 
 KIND, PLURAL = "SFTJob", "sftjobs"
-# kopf fixes a timer's interval when it registers the handler, so this one
-# setting is read at import (the startup handler reads the same variables).
-PROGRESS_POLL_SECONDS = OperatorSettings.from_env().progress_poll_seconds
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", backoff=5)
@@ -70,11 +67,7 @@ def spec_changed(body: kopf.Body, diff: kopf.Diff, **_: Any) -> None:
     runs.warn_ignored_changes(body, diff)
 
 
-def is_running(status: kopf.Status, **_: Any) -> bool:
-    return bool(status.get("phase") == "Running")
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, id="progress", interval=PROGRESS_POLL_SECONDS, when=is_running)
+@kopf.timer(GROUP, VERSION, PLURAL, id="progress", interval=PROGRESS_POLL_SECONDS, when=runs.is_running)
 def poll_progress(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     """Copy the rank-0 pod's /progress into status.progress while the Job runs."""
     ctx = runs.context(memo)

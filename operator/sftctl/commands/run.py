@@ -60,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             tasks[key] = progress.add_task(key, total=100.0, detail="")
         detail = " ".join(
             f"{name}={payload[name]:.4g}" if isinstance(payload.get(name), float) else f"{name}={payload[name]}"
-            for name in ("stage", "step", "loss", "evalLoss")
+            for name in ("phase", "step", "loss", "evalLoss")
             if payload.get(name) is not None
         )
         progress.update(tasks[key], completed=float(payload.get("percent") or 0.0), detail=detail)
@@ -116,6 +116,9 @@ def _figures(status: dict[str, Any]) -> str:
     if counts:
         entropy = status.get("taskEntropyAfter")
         text = f"kept {counts['curated']}/{counts['input']}, rejected {counts['rejected']}, review {counts['review']}"
+        selection = status.get("selection")
+        if selection:
+            text += f", selected {selection['selected']} by {selection['strategy']} (control {selection['control']})"
         return text + (f", entropy {entropy:.3f}" if entropy is not None else "")
     progress = status.get("progress") or {}
     metrics = status.get("metrics") or {}
