@@ -42,7 +42,8 @@ def test_rows_are_unit_float32_in_input_order_and_empty_is_zero(embedder: Embedd
 
 
 def test_a_response_is_closer_to_its_own_prompt_than_to_others(embedder: Embedder, shared_data: Path) -> None:
-    lima = [c for c in noise.load_lima(shared_data) if not noise.calibration_half(c)][:20]
+    held_out = [c for c in noise.load_lima(shared_data) if not noise.calibration_half(c)]
+    lima = [c for c in held_out if len(last_response(c)) <= 1000][:20]  # short ones: MiniLM's CPU time
     prompts = embedder.encode([prompt_text(c) for c in lima])
     responses = embedder.encode([last_response(c) for c in lima])
     sims = prompts @ responses.T
