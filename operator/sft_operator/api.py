@@ -94,6 +94,8 @@ class QualityGates(WireModel):
     """Fail if the curation rejected more than this fraction of its input."""
     min_curated_records: int | None = Field(default=None, ge=1)
     """Fail if the curation kept fewer records than this."""
+    max_pending_review: int | None = Field(default=None, ge=0)
+    """Wait (reason WaitingForReview) while more records than this wait for manual review; unset: do not wait."""
 
 
 class DatasetSource(WireModel):

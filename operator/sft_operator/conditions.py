@@ -15,6 +15,7 @@ READY = "Ready"
 PROGRESSING = "Progressing"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
+REVIEW_COMPLETE = "ReviewComplete"
 
 # Reasons
 JOB_CREATED = "JobCreated"
@@ -26,6 +27,9 @@ CONFIG_ERROR = "ConfigurationError"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 WAITING_FOR_DATASET = "WaitingForDataset"
+WAITING_FOR_REVIEW = "WaitingForReview"
+RECORDS_PENDING = "RecordsPending"
+NOTHING_PENDING = "NothingPending"
 DATASET_FAILED = "DatasetFailed"
 QUALITY_GATE_FAILED = "QualityGateFailed"
 INVALID_SPEC = "InvalidSpec"
@@ -120,7 +124,7 @@ def phase(conditions: list[dict[str, Any]]) -> str:
     if is_true(conditions, SUCCEEDED):
         return "Succeeded"
     progressing = get_condition(conditions, PROGRESSING)
-    if progressing and progressing.get("reason") == WAITING_FOR_DATASET:
+    if progressing and progressing.get("reason") in (WAITING_FOR_DATASET, WAITING_FOR_REVIEW):
         return "Waiting"
     if progressing and progressing.get("reason") == JOB_SUSPENDED:
         return "Suspended"

@@ -68,6 +68,11 @@ class StatusCollector(Collector):
             "Normalised task-mix entropy before and after curation",
             labels=["namespace", "name", "stage"],
         )
+        review = GaugeMetricFamily(
+            f"{PREFIX}_curation_review_records",
+            "Held records of a curation by review state (pending, kept, dropped)",
+            labels=["namespace", "name", "state"],
+        )
         for (namespace, name), status in _statuses(self.sftjobs):
             _phase(phase, "SFTJob", namespace, name, status)
             figures = status.get("progress") or {}
@@ -83,7 +88,9 @@ class StatusCollector(Collector):
             for stage, key in (("before", "taskEntropyBefore"), ("after", "taskEntropyAfter")):
                 if status.get(key) is not None:
                     entropy.add_metric([namespace, name, stage], float(status[key]))
-        yield from (phase, progress, loss, eval_loss, throughput, records, entropy)
+            for state, count in (status.get("review") or {}).items():
+                review.add_metric([namespace, name, state], float(count))
+        yield from (phase, progress, loss, eval_loss, throughput, records, entropy, review)
 
 
 def _statuses(index: StatusIndex) -> Iterator[tuple[tuple[str, str], Mapping[str, Any]]]:

@@ -106,8 +106,40 @@ def curation_figures(report: dict[str, Any]) -> dict[str, Any]:
         rejected_fraction=figures.get("rejectedFraction"),
         selection=figures.get("selection"),
         notes=figures.get("notes", []),
+        # A curation that nobody reviewed yet: every held record is pending.
+        review=figures.get("review") or {"pending": figures.get("counts", {}).get("review", 0)},
     )
     return _figures_only(validated.to_wire())
+
+
+def with_review_condition(status: dict[str, Any], generation: int | None) -> dict[str, Any]:
+    """ReviewComplete: False with the count while held records wait for a person, True when none does."""
+    if not status.get("review"):
+        return status
+    pending = status["review"].get("pending", 0)
+    conds = c.set_condition(
+        list(status.get("conditions", [])),
+        c.REVIEW_COMPLETE,
+        pending == 0,
+        c.NOTHING_PENDING if pending == 0 else c.RECORDS_PENDING,
+        "no record waits for review" if pending == 0 else f"{pending} records wait for review",
+        generation,
+    )
+    return {**status, "conditions": conds}
+
+
+def review_wait(gates: dict[str, Any] | None, curation_status: dict[str, Any], name: str) -> str | None:
+    """Why an SFTJob waits for its curation's review (gate maxPendingReview), or None when it need not."""
+    limit = (gates or {}).get("maxPendingReview")
+    if limit is None:
+        return None
+    review = curation_status.get("review") or {}
+    pending = review.get("pending", (curation_status.get("counts") or {}).get("review", 0))
+    if pending <= limit:
+        return None
+    return (
+        f"Waiting for review of DatasetCuration {name}: {pending} records pending, more than maxPendingReview {limit}"
+    )
 
 
 def training_figures(report: dict[str, Any]) -> dict[str, Any]:
@@ -356,7 +388,8 @@ def observe_job(
     if run.state == SUCCEEDED and not has_figures(kind, updated):
         message = f"{run.message}, but {found.problem}: figures are unavailable"
         run = replace(run, reason=c.REPORT_MISSING, message=_clip(message))
-    return with_run_state(updated, run, generation)
+    updated = with_run_state(updated, run, generation)
+    return with_review_condition(updated, generation) if kind == "DatasetCuration" else updated
 
 
 def job_missing(status: dict[str, Any], job_name: str, generation: int | None) -> dict[str, Any]:

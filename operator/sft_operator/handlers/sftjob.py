@@ -9,7 +9,7 @@ import kopf
 from .. import conditions as c
 from ..api import GROUP, VERSION, Lifecycle, SFTJobSpec
 from ..manifests import training_children
-from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures
+from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures, review_wait
 from . import runs
 from .runs import PROGRESS_POLL_SECONDS
 
@@ -50,6 +50,9 @@ def ready_curation(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec) -> dict[s
     if failures:
         runs.fail(ctx, ref, c.QUALITY_GATE_FAILED, f"DatasetCuration {name} failed " + "; ".join(failures))
         return None
+    waiting = review_wait(gates, curation.get("status") or {}, name)
+    if waiting:  # retried until the count drops: the job then starts by itself
+        raise runs.wait(ctx, ref, c.WAITING_FOR_REVIEW, waiting, ctx.settings.dataset_wait_seconds)
     return curation
 
 
