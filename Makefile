@@ -79,6 +79,11 @@ bench-curation: $(STAMP)
 bench-operator: $(STAMP) cluster-binaries
 	$(PY) benchmarks/bench_operator_load.py --count 500
 
+.PHONY: classifiers
+# The style classifier and the task-label head shipped in resources/classifiers/ (needs the bench extra: scikit-learn).
+classifiers: $(STAMP)
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/train_classifiers.py
+
 bench-train: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_train.py
 

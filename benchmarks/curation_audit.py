@@ -1,6 +1,9 @@
 """Precision and recall of each filter family, and task-label accuracy, on the hand-labelled Alpaca audit sample.
 
-    .venv/bin/python benchmarks/curation_audit.py
+    .venv/bin/python benchmarks/curation_audit.py [--learned]
+
+`--learned` also labels the sample with the learned task head (loads the
+embedder) and prints its accuracy beside the rules'.
 
 Labels and the labelling rules: tests/data/curation/ (README.md). Recall is
 measured on the random stratum only; precision on every labelled record the
@@ -63,6 +66,19 @@ def audit() -> dict:
     return result
 
 
+def learned_task_accuracy() -> tuple[float, int]:
+    """Accuracy of `LearnedTaskLabeller` (real embedder) on the random stratum's task labels."""
+    from sft_trainer.curation.tasks import LearnedTaskLabeller
+    from sft_trainer.models.embedder import load_embedder
+
+    records = json.loads((DATA / "alpaca_data.json").read_text(encoding="utf-8"))
+    rows = [r for r in (json.loads(line) for line in LABELS.read_text(encoding="utf-8").splitlines()) if r["task"]]
+    convs = [record_to_conversation(records[r["source_index"]], r["source_index"]) for r in rows]
+    assert all(isinstance(c, Conversation) for c in convs)
+    predicted = LearnedTaskLabeller(load_embedder(None, "cpu")).label_batch(convs)  # type: ignore[arg-type]
+    return sum(p == r["task"] for p, r in zip(predicted, rows, strict=True)) / len(rows), len(rows)
+
+
 def main() -> int:
     result = audit()
     print(f"audit sample: {result['n']} records ({result['n_random']} random)")
@@ -76,6 +92,11 @@ def main() -> int:
     )
     for (truth, pred), n in result["task_confusions"]:
         print(f"  {truth:17} -> {pred:17} {n}")
+    if "--learned" in sys.argv[1:]:
+        accuracy, n = learned_task_accuracy()
+        print(
+            f"task labels, learned head: accuracy {accuracy:.3f} on {n} records (rules: {result['task_accuracy']:.3f})"
+        )
     return 0
 
 

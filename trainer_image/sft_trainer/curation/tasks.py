@@ -12,6 +12,14 @@ labelling rule of the committed sample (tests/data/curation/README.md):
 
 Its accuracy on that hand-labelled sample is measured by
 tests/unit/curation/test_tasks.py and reported in docs/curation.md.
+
+Method "learned": `LearnedTaskLabeller`, a multinomial logistic regression
+over the prompt and response embeddings (`conv.features["prompt_emb"]`,
+`["response_emb"]`), the instruction's words (tf-idf, vocabulary shipped with
+the weights), the rules' label and two flags, trained by
+`benchmarks/train_classifiers.py` on labels that never include the audit
+sample (benchmarks/data/README.md); weights in
+`resources/classifiers/tasks.npz`, applied with numpy.
 """
 
 from __future__ import annotations
@@ -19,10 +27,20 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
+import numpy as np
+
+from ..config.curation import TaskType
 from ..formats import Conversation
-from .text import looks_like_code
+from .base import Annotator
+from .linear import CLASSIFIERS_DIR, LinearModel, softmax, tfidf
+from .text import last_response, looks_like_code, prompt_text
+
+if TYPE_CHECKING:
+    from ..models.embedder import Embedder
 
 # Rules run on the lower-cased instruction: cheaper than re.IGNORECASE.
 _I = 0
@@ -205,3 +223,96 @@ def normalised_entropy(counts: Counter[str] | dict[str, int], categories: int | 
         return 0.0
     h = -sum((c / total) * math.log(c / total) for c in present)
     return h / math.log(k)
+
+
+# --------------------------------------------------------------------------
+# Method "learned": a small trained head over sentence embeddings
+# --------------------------------------------------------------------------
+
+TASK_WEIGHTS = CLASSIFIERS_DIR / "tasks.npz"
+PROMPT_KEY = "prompt_emb"
+RESPONSE_KEY = "response_emb"
+CONFIDENCE_KEY = "task_confidence"
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
+
+
+def rule_features(conv: Conversation) -> np.ndarray:
+    """What the head sees beside the embeddings: the rules' label (one-hot), a context paragraph, a code answer."""
+    _, context = instruction_and_context(conv)
+    one_hot = np.zeros(len(TASK_TYPES))
+    one_hot[TASK_TYPES.index(label(conv))] = 1.0
+    response = next((m.content for m in conv.messages if m.role == "assistant"), "")
+    return np.concatenate([one_hot, [float(bool(context.strip())), float(looks_like_code(response))]])
+
+
+def embedding_pair(convs: Sequence[Conversation], embedder: Embedder | None) -> np.ndarray:
+    """Prompt and response vectors side by side: from `conv.features`, or encoded here when absent."""
+    have = all(PROMPT_KEY in c.features and RESPONSE_KEY in c.features for c in convs)
+    if have:
+        prompts = np.stack([np.asarray(c.features[PROMPT_KEY], dtype=np.float64) for c in convs])
+        responses = np.stack([np.asarray(c.features[RESPONSE_KEY], dtype=np.float64) for c in convs])
+    elif embedder is not None:
+        prompts = embedder.encode([prompt_text(c) for c in convs]).astype(np.float64)
+        responses = embedder.encode([last_response(c) for c in convs]).astype(np.float64)
+    else:
+        missing = next(c for c in convs if PROMPT_KEY not in c.features or RESPONSE_KEY not in c.features)
+        raise ValueError(
+            f"record {missing.source_index} has no features[{PROMPT_KEY!r}] / [{RESPONSE_KEY!r}]: run the embeddings "
+            "annotator first, or give the labeller an embedder"
+        )
+    return np.hstack([prompts, responses])
+
+
+def instruction_text(conv: Conversation) -> str:
+    """The words the tf-idf part reads: the instruction (first paragraph of the first user turn)."""
+    return instruction_and_context(conv)[0]
+
+
+def task_feature_matrix(
+    convs: Sequence[Conversation], embedder: Embedder | None, vocabulary: Sequence[str], idf: np.ndarray
+) -> np.ndarray:
+    """[instruction tf-idf | prompt embedding | response embedding | rule features], the head's input."""
+    words = tfidf([instruction_text(c) for c in convs], vocabulary, idf)
+    return np.hstack([words, embedding_pair(convs, embedder), np.stack([rule_features(c) for c in convs])])
+
+
+class LearnedTaskLabeller(Annotator):
+    """Labels each record with the most probable task type of the trained head (`method: learned`).
+
+    Sets `conv.meta["task"]` and `conv.meta["scores"]["task_confidence"]` (the
+    head's probability of that type). A record whose embedding is not finite
+    falls back to the rules' label with confidence None.
+    """
+
+    name = "tasks"
+
+    def __init__(self, embedder: Embedder | None = None, weights: Path | None = None) -> None:
+        super().__init__()
+        self.embedder = embedder
+        self.model = LinearModel.load(weights or TASK_WEIGHTS)
+        self.classes: list[str] = list(self.model.meta["meta_classes"])
+        self.vocabulary = [str(t) for t in self.model.extras["vocabulary"]]
+        self.idf = self.model.extras["idf"]
+        unknown = set(self.classes) - set(TASK_TYPES)
+        if unknown:
+            raise ValueError(
+                f"{self.model.path}: classes {sorted(unknown)} are not task types ({', '.join(TASK_TYPES)})"
+            )
+
+    def label_batch(self, convs: Sequence[Conversation]) -> list[str]:
+        if not convs:
+            return []
+        features = task_feature_matrix(convs, self.embedder, self.vocabulary, self.idf)
+        finite = np.isfinite(features).all(axis=1)
+        probs = softmax(self.model.logits(np.where(finite[:, None], features, 0.0)))
+        out = []
+        for conv, p, ok in zip(convs, probs, finite, strict=True):
+            best = int(p.argmax())
+            task = self.classes[best] if ok else label(conv)
+            conv.meta["task"] = task
+            conv.meta.setdefault("scores", {})[CONFIDENCE_KEY] = round(float(p[best]), 4) if ok else None
+            out.append(task)
+        return out
+
+    def annotate(self, convs: Sequence[Conversation]) -> None:
+        self.label_batch(convs)

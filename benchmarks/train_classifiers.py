@@ -1,0 +1,548 @@
+"""Train the two shipped classifiers and print how well they separate on held-out data.
+
+    SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/train_classifiers.py [--only style|tasks]
+    (make classifiers)
+
+Writes `trainer_image/sft_trainer/resources/classifiers/{style,tasks}.npz`
+(numpy arrays: standardisation, coefficients, intercept, and `meta_*`
+entries with the threshold and the figures printed here). scikit-learn is
+used here only; the pipeline reads the weights with numpy.
+
+**Style** (`style.npz`, read by `curation/style.py`). Every source is cut
+by `noise.calibration_half` (CRC-32 of the prompt): the model is fitted on the
+calibration half, the threshold is chosen on the calibration half's
+out-of-fold scores (5 folds), and the figures are measured on the held-out
+half, which the tests score. AlpacaEval's six generators answer the same
+prompts, so one prompt's answers are all in the same half.
+- human (label 0): LIMA, OpenAssistant assistant replies not flagged
+  synthetic, self-instruct seed and user-oriented instances;
+- assistant style (label 1): AlpacaEval outputs of gpt4, gpt-3.5-turbo-0301,
+  claude-2 and llama-2-70b-chat-hf (chat-tuned models: markdown lists, "Here
+  are some...", closing summaries), GPT-4 Alpaca, GPTeacher role-play;
+- left out of training, scored for information: AlpacaEval text_davinci_003
+  and alpaca-7b (instruction-tuned, not chat-tuned: short plain answers in
+  the style of raw Alpaca; calling them "assistant style" would teach the
+  classifier that a short plain answer is synthetic and flag terse human
+  answers), GPTeacher code generation (its answers are code, which has no
+  chat style), raw Alpaca (text-davinci-003, the data users most often curate).
+The threshold is the lowest at which at most `HUMAN_FP_TARGET` of the
+calibration half's out-of-fold LIMA scores exceed it.
+
+**Task labels** (`tasks.npz`, read by `curation/tasks.LearnedTaskLabeller`):
+multinomial logistic regression over the prompt and response embeddings,
+the rules' label (one-hot), whether the prompt carries a context paragraph
+and whether the response is code. Training labels, all committed under
+benchmarks/data/ (README.md there says how each was made): hand labels of
+Alpaca records outside the audit sample, self-instruct seed tasks labelled by
+their task name, GPTeacher code generation (coding) and role-play (creative
+writing) samples, and the rules' labels on Alpaca records for the rule
+classes whose precision on the hand labels is at least `RULE_PRECISION`.
+The regularisation strength is chosen by 5-fold cross-validation on the hand
+labels. The audit sample (tests/data/curation/alpaca_audit_labels.jsonl) is
+never read here: `benchmarks/curation_audit.py` and the tests measure on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "trainer_image"))
+
+from sft_trainer.curation import gptisms, linear, noise, style, tasks  # noqa: E402
+from sft_trainer.curation.text import last_response, prompt_text  # noqa: E402
+from sft_trainer.formats import Conversation, Message, RejectedRecord, read_dataset  # noqa: E402
+
+LABELS_DIR = ROOT / "benchmarks" / "data"
+CACHE_DIR = ROOT / ".cache" / "embeddings"
+SEED = 0
+FOLDS = 5
+HUMAN_FP_TARGET = 0.008
+"""Share of human (LIMA) answers the style threshold may flag on the calibration half's out-of-fold scores
+(the goal allows 1% on the held-out half; a little under it leaves room for sampling error)."""
+GPTISM_MAX_DENSITY = 15.0
+"""The GPT-ism step's default threshold (config GptismStep.max_density), measured beside the classifier."""
+RULE_PRECISION = 0.9
+"""A rule class lends its labels to training when at least this share of the hand labels it predicts agree."""
+RULE_LABELS_PER_CLASS = 150
+GPTEACHER_PER_SOURCE = 150
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+TASK_C_GRID = (0.01, 0.03)
+WORD_WEIGHTS = (10.0, 30.0)
+"""Strength of the instruction's tf-idf columns against the standardised embedding columns."""
+
+Encode = Callable[[Sequence[str]], np.ndarray]
+
+
+# --------------------------------------------------------------------------
+# Embeddings, cached on disk by text (a rerun costs seconds, not minutes)
+# --------------------------------------------------------------------------
+
+
+def cached_encoder(encode: Encode, name: str) -> Encode:
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / f"{hashlib.sha1(name.encode()).hexdigest()[:12]}.npz"
+    store: dict[str, np.ndarray] = dict(np.load(path)) if path.exists() else {}
+
+    def run(texts: Sequence[str]) -> np.ndarray:
+        keys = [hashlib.sha1(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+        todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in store}.items())
+        if todo:
+            print(f"  embedding {len(todo)} texts...", flush=True)
+            vectors = encode([t for _, t in todo])
+            store.update({k: v for (k, _), v in zip(todo, vectors, strict=True)})
+            np.savez(path, **store)
+        return np.stack([store[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+
+    return run
+
+
+def default_encoder() -> tuple[Encode, str]:
+    """The embedder the pipeline uses by default (`curation.embedder.model` unset): the heads are trained on its vectors."""
+    from sft_trainer.models.embedder import load_embedder
+
+    embedder = load_embedder(None, "cpu")
+    return embedder.encode, embedder.name
+
+
+# --------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------
+
+
+def _read(path: Path) -> list[Conversation]:
+    out = []
+    for item in read_dataset(path):
+        if isinstance(item, RejectedRecord):
+            raise ValueError(f"{path}: record {item.source_index} is unreadable: {item.reasons}")
+        out.append(item)
+    return out
+
+
+def _pair(prompt: str, response: str, index: int) -> Conversation:
+    return Conversation([Message("user", prompt), Message("assistant", response)], index)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def oasst_human_replies(data: Path) -> list[Conversation]:
+    """Assistant replies written by people, each with the message it answers (synthetic messages skipped)."""
+    out: list[Conversation] = []
+
+    def walk(node: dict, parent: dict | None) -> None:
+        human = not node.get("synthetic") and parent is not None and not parent.get("synthetic")
+        if node.get("role") == "assistant" and human and node.get("lang", "en") == "en":
+            out.append(_pair(parent["text"], node["text"], len(out)))
+        for child in node.get("replies", []):
+            walk(child, node)
+
+    for tree in _jsonl(data / "oasst_en_100_tree.jsonl"):
+        walk(tree["prompt"], None)
+    return out
+
+
+def self_instruct_pairs(path: Path) -> list[Conversation]:
+    out = []
+    for row in _jsonl(path):
+        for inst in row["instances"]:
+            if inst["output"].strip():
+                prompt = row["instruction"] + (f"\n\n{inst['input']}" if inst["input"].strip() else "")
+                out.append(_pair(prompt, inst["output"], len(out)))
+    return out
+
+
+def alpaca_eval(data: Path, model: str) -> list[Conversation]:
+    return noise.load_chat_answers(data, models=(model,))
+
+
+@dataclass
+class Source:
+    name: str
+    convs: list[Conversation]
+    label: int | None
+    """1 assistant style, 0 human, None: scored for information only."""
+
+
+def style_sources(data: Path, rng: random.Random) -> list[Source]:
+    roleplay = _read(data / "gpteacher_roleplay_instruct.json")
+    codegen = _read(data / "gpteacher_codegen_instruct.json")
+    alpaca = noise.load_alpaca(data)
+    return [
+        Source("lima", noise.load_lima(data), 0),
+        Source("oasst_human", oasst_human_replies(data), 0),
+        Source("self_instruct_seeds", self_instruct_pairs(data / "self_instruct_seed_tasks.jsonl"), 0),
+        Source(
+            "self_instruct_user_oriented",
+            self_instruct_pairs(data / "self_instruct_user_oriented_instructions.jsonl"),
+            0,
+        ),
+        *(Source(f"alpaca_eval_{m}", alpaca_eval(data, m), 1) for m in noise.CHAT_MODELS),
+        Source("alpaca_gpt4", _read(data / "alpaca_gpt4_en_demo_llamafactory.json"), 1),
+        Source("gpteacher_roleplay", rng.sample(roleplay, 800), 1),
+        Source("alpaca_eval_text_davinci_003", alpaca_eval(data, "text_davinci_003"), None),
+        Source("alpaca_eval_alpaca-7b", alpaca_eval(data, "alpaca-7b"), None),
+        Source("gpteacher_codegen", rng.sample(codegen, 300), None),
+        Source("raw_alpaca", rng.sample(alpaca, 4000), None),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Style
+# --------------------------------------------------------------------------
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def estimator(c: float):  # noqa: ANN201
+    """Standardise, then a logistic regression with classes weighted to equal total weight."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced"))
+
+
+def save_linear(path: Path, model, meta: dict) -> None:  # noqa: ANN001
+    scaler, logistic = model[0], model[1]
+    arrays = {
+        "mean": scaler.mean_.astype(np.float64),
+        "scale": scaler.scale_.astype(np.float64),
+        "coef": logistic.coef_.astype(np.float32),
+        "intercept": logistic.intercept_.astype(np.float64),
+    }
+    for key, value in meta.items():
+        arrays[f"meta_{key}"] = np.asarray(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def style_matrix(convs: Sequence[Conversation], encode: Encode) -> np.ndarray:
+    texts = [last_response(c) for c in convs]
+    return np.hstack([encode(texts).astype(np.float64), style.text_feature_matrix(texts)])
+
+
+def train_style(data: Path, encode: Encode, embedder_name: str) -> dict:
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    rng = random.Random(SEED)
+    sources = style_sources(data, rng)
+    halves: dict[bool, dict[str, tuple[np.ndarray, list[Conversation]]]] = {True: {}, False: {}}
+    for src in sources:
+        for half in (True, False):
+            convs = [c for c in src.convs if noise.calibration_half(c) == half]
+            halves[half][src.name] = (style_matrix(convs, encode), convs)
+    labelled = [s for s in sources if s.label is not None]
+    x_cal = np.vstack([halves[True][s.name][0] for s in labelled])
+    y_cal = np.concatenate([np.full(len(halves[True][s.name][1]), s.label) for s in labelled])
+    group = np.concatenate([np.full(len(halves[True][s.name][1]), i) for i, s in enumerate(labelled)])
+
+    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=SEED)
+    best_c, best_auc, oof = None, -1.0, None
+    for c in C_GRID:
+        pred = cross_val_predict(estimator(c), x_cal, y_cal, cv=folds, method="predict_proba")[:, 1]
+        auc = roc_auc(y_cal, pred)
+        print(f"  style C={c}: out-of-fold AUC {auc:.4f}")
+        if auc > best_auc:
+            best_c, best_auc, oof = c, auc, pred
+    assert best_c is not None and oof is not None
+    lima_oof = oof[group == [s.name for s in labelled].index("lima")]
+    threshold = float(np.quantile(lima_oof, 1 - HUMAN_FP_TARGET, method="higher"))
+    model = estimator(best_c).fit(x_cal, y_cal)
+
+    def probs(name: str, half: bool) -> np.ndarray:
+        x = halves[half][name][0]
+        return model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
+
+    report: dict = {"C": best_c, "threshold": threshold, "cv_auc": best_auc, "sources": {}}
+    for half, label in ((True, "calibration"), (False, "held_out")):
+        ys, ps = [], []
+        for src in labelled:
+            p = probs(src.name, half)
+            ys.append(np.full(len(p), src.label))
+            ps.append(p)
+        y, p = np.concatenate(ys), np.concatenate(ps)
+        flagged = p > threshold
+        report[label] = {
+            "auc": roc_auc(y, p),
+            "precision": float((flagged & (y == 1)).sum() / max(1, flagged.sum())),
+            "recall": float((flagged & (y == 1)).sum() / max(1, (y == 1).sum())),
+            "human_flagged": float((flagged & (y == 0)).sum() / max(1, (y == 0).sum())),
+        }
+    for src in sources:
+        p = probs(src.name, False)
+        report["sources"][src.name] = {"n": len(p), "flagged": float((p > threshold).mean()) if len(p) else None}
+    # The goal's own terms: the noise kit's assistant_style plants vs clean LIMA, held-out half.
+    lima_held = [c for c in noise.load_lima(data) if not noise.calibration_half(c)]
+    donors = [c for s in sources if s.name.startswith("alpaca_eval_") and s.label == 1 for c in s.convs]
+    planted = noise.plant("assistant_style", lima_held * 4, random.Random(1), chat_answers=donors)
+    planted = [c for c in planted if not noise.calibration_half(c)]
+    p_planted = model.predict_proba(style_matrix(planted, encode))[:, 1]
+    p_lima = probs("lima", False)
+    gptisms_planted = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in planted])
+    gptisms_lima = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in lima_held])
+    report["noise_kit"] = {
+        "gptisms_recall": float(gptisms_planted.mean()),
+        "gptisms_lima_flagged": float(gptisms_lima.mean()),
+        "either_recall": float(((p_planted > threshold) | gptisms_planted).mean()),
+        "either_lima_flagged": float(((p_lima > threshold) | gptisms_lima).mean()),
+        "assistant_style_n": len(planted),
+        "assistant_style_recall": float((p_planted > threshold).mean()),
+        "lima_n": len(p_lima),
+        "lima_flagged": float((p_lima > threshold).mean()),
+        "auc": roc_auc(np.r_[np.ones(len(p_planted)), np.zeros(len(p_lima))], np.r_[p_planted, p_lima]),
+    }
+    save_linear(
+        style.STYLE_WEIGHTS,
+        model,
+        {
+            "threshold": threshold,
+            "embedder": embedder_name,
+            "feature_names": list(style.FEATURE_NAMES),
+            "heldout_auc": report["held_out"]["auc"],
+            "noise_kit_auc": report["noise_kit"]["auc"],
+            "report": json.dumps(report),
+        },
+    )
+    return report
+
+
+def print_style(report: dict) -> None:
+    print(f"style: C={report['C']}, threshold {report['threshold']:.4f} (out-of-fold AUC {report['cv_auc']:.4f})")
+    for half in ("calibration", "held_out"):
+        r = report[half]
+        print(
+            f"  {half:12} AUC {r['auc']:.4f}  precision {r['precision']:.3f}  recall {r['recall']:.3f}"
+            f"  human flagged {r['human_flagged']:.4f}"
+        )
+    print("  held-out share flagged per source:")
+    for name, row in report["sources"].items():
+        share = "-" if row["flagged"] is None else f"{row['flagged']:.3f}"
+        print(f"    {name:32} n={row['n']:5d}  flagged {share}")
+    k = report["noise_kit"]
+    print(
+        f"  noise kit (held-out): assistant_style recall {k['assistant_style_recall']:.3f} (n={k['assistant_style_n']}),"
+        f" clean LIMA flagged {k['lima_flagged']:.4f} (n={k['lima_n']}), AUC {k['auc']:.4f}"
+    )
+    print(
+        f"  beside it, the GPT-ism step (max density {GPTISM_MAX_DENSITY}): recall {k['gptisms_recall']:.3f},"
+        f" LIMA flagged {k['gptisms_lima_flagged']:.4f}; either of the two: recall {k['either_recall']:.3f},"
+        f" LIMA flagged {k['either_lima_flagged']:.4f}"
+    )
+
+
+# --------------------------------------------------------------------------
+# Task labels
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Labelled:
+    conv: Conversation
+    task: str
+    source: str
+
+
+def hand_labels(alpaca: list[Conversation]) -> list[Labelled]:
+    return [
+        Labelled(alpaca[row["source_index"]], row["task"], "alpaca_hand")
+        for row in _jsonl(LABELS_DIR / "task_labels_alpaca.jsonl")
+    ]
+
+
+def seed_labels(data: Path) -> list[Labelled]:
+    by_id = {row["id"]: row["task"] for row in _jsonl(LABELS_DIR / "task_labels_self_instruct_seeds.jsonl")}
+    out = []
+    for row in _jsonl(data / "self_instruct_seed_tasks.jsonl"):
+        inst = row["instances"][0]
+        prompt = row["instruction"] + (f"\n\n{inst['input']}" if inst["input"].strip() else "")
+        out.append(Labelled(_pair(prompt, inst["output"], len(out)), by_id[row["id"]], "self_instruct_seeds"))
+    return out
+
+
+def gpteacher_labels(data: Path, rng: random.Random) -> list[Labelled]:
+    code = rng.sample(_read(data / "gpteacher_codegen_instruct.json"), GPTEACHER_PER_SOURCE)
+    roleplay = rng.sample(_read(data / "gpteacher_roleplay_instruct.json"), GPTEACHER_PER_SOURCE)
+    return [Labelled(c, "coding", "gpteacher_codegen") for c in code] + [
+        Labelled(c, "creative_writing", "gpteacher_roleplay") for c in roleplay
+    ]
+
+
+def confident_rule_classes(hand: list[Labelled]) -> dict[str, float]:
+    """Rule classes whose predictions agree with the hand labels at least RULE_PRECISION of the time."""
+    predicted = Counter(tasks.label(h.conv) for h in hand)
+    right = Counter(tasks.label(h.conv) for h in hand if tasks.label(h.conv) == h.task)
+    return {t: right[t] / n for t, n in predicted.items() if n >= 5 and right[t] / n >= RULE_PRECISION}
+
+
+def rule_labels(alpaca: list[Conversation], exclude: set[int], classes: set[str], rng: random.Random) -> list[Labelled]:
+    """Up to RULE_LABELS_PER_CLASS rule-labelled Alpaca records per confident class, none hand-labelled or audited."""
+    pool = [i for i in range(len(alpaca)) if i not in exclude]
+    rng.shuffle(pool)
+    taken: Counter[str] = Counter()
+    out = []
+    for i in pool:
+        task = tasks.label(alpaca[i])
+        if task in classes and taken[task] < RULE_LABELS_PER_CLASS:
+            taken[task] += 1
+            out.append(Labelled(alpaca[i], task, "alpaca_rules"))
+        if len(taken) == len(classes) and all(n == RULE_LABELS_PER_CLASS for n in taken.values()):
+            break
+    return out
+
+
+def audit_indexes() -> set[int]:
+    """Only the record numbers, so that no audit record is ever used for training; its labels are not read."""
+    path = ROOT / "tests" / "data" / "curation" / "alpaca_audit_labels.jsonl"
+    return {json.loads(line)["source_index"] for line in path.read_text(encoding="utf-8").splitlines()}
+
+
+def dense_task_matrix(items: Sequence[Labelled], encode: Encode) -> np.ndarray:
+    """Embeddings and rule features: the part of the head's input that is standardised."""
+    convs = [h.conv for h in items]
+    prompts = encode([prompt_text(c) for c in convs]).astype(np.float64)
+    responses = encode([last_response(c) for c in convs]).astype(np.float64)
+    return np.hstack([prompts, responses, np.stack([tasks.rule_features(c) for c in convs])])
+
+
+@dataclass
+class TaskHead:
+    """A fitted head in the shipped layout: [tf-idf of the instruction x weight | standardised dense features]."""
+
+    vocabulary: list[str]
+    idf: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    model: object
+
+    def features(self, items: Sequence[Labelled], dense: np.ndarray) -> np.ndarray:
+        words = linear.tfidf([tasks.instruction_text(h.conv) for h in items], self.vocabulary, self.idf)
+        return (np.hstack([words, dense]) - self.mean) / self.scale
+
+    def predict(self, items: Sequence[Labelled], dense: np.ndarray) -> np.ndarray:
+        return self.model.predict(self.features(items, dense))  # type: ignore[attr-defined]
+
+
+def fit_task_head(items: Sequence[Labelled], dense: np.ndarray, c: float, word_weight: float) -> TaskHead:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    vectorizer.fit([tasks.instruction_text(h.conv) for h in items])
+    vocabulary = [str(t) for t in vectorizer.get_feature_names_out()]
+    idf = vectorizer.idf_.astype(np.float64)
+    # The tf-idf columns are not centred (sparse counts); their "scale" 1/weight sets their
+    # strength against the standardised dense columns.
+    mean = np.r_[np.zeros(len(vocabulary)), dense.mean(axis=0)]
+    scale = np.r_[np.full(len(vocabulary), 1.0 / word_weight), np.where(dense.std(axis=0) > 0, dense.std(axis=0), 1.0)]
+    head = TaskHead(vocabulary, idf, mean, scale, None)
+    logistic = LogisticRegression(C=c, max_iter=3000, class_weight="balanced")
+    head.model = logistic.fit(head.features(items, dense), [h.task for h in items])
+    return head
+
+
+def train_tasks(data: Path, encode: Encode, embedder_name: str) -> dict:
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = random.Random(SEED)
+    alpaca = noise.load_alpaca(data)
+    hand = hand_labels(alpaca)
+    audit = audit_indexes()
+    if audit & {h.conv.source_index for h in hand}:
+        raise SystemExit("a hand-labelled training record is in the audit sample")
+    confident = confident_rule_classes(hand)
+    extra = seed_labels(data) + gpteacher_labels(data, rng)
+    extra += rule_labels(alpaca, audit | {h.conv.source_index for h in hand}, set(confident), rng)
+    d_hand, d_extra = dense_task_matrix(hand, encode), dense_task_matrix(extra, encode)
+    y_hand = np.array([h.task for h in hand])
+    rules_hand = np.mean([tasks.label(h.conv) == h.task for h in hand])
+
+    # Cross-validation on the hand labels (the target distribution): each fold's
+    # model sees the other folds plus every extra source.
+    counts = Counter(y_hand)
+    strat = np.array([t if counts[t] >= FOLDS else "rare" for t in y_hand])
+    folds = list(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(d_hand, strat))
+    report: dict = {
+        "n_hand": len(hand),
+        "n_extra": Counter(h.source for h in extra),
+        "confident_rule_classes": confident,
+    }
+    report["rules_accuracy_on_hand"] = float(rules_hand)
+    best, best_acc = (C_GRID[0], WORD_WEIGHTS[0]), -1.0
+    for c in TASK_C_GRID:
+        for weight in WORD_WEIGHTS:
+            right = 0
+            for train, test in folds:
+                items = [hand[i] for i in train] + extra
+                head = fit_task_head(items, np.vstack([d_hand[train], d_extra]), c, weight)
+                right += int((head.predict([hand[i] for i in test], d_hand[test]) == y_hand[test]).sum())
+            acc = right / len(y_hand)
+            print(
+                f"  tasks C={c} word weight {weight}: cross-validated accuracy on the hand labels {acc:.3f}", flush=True
+            )
+            if acc > best_acc:
+                best, best_acc = (c, weight), acc
+    head = fit_task_head(hand + extra, np.vstack([d_hand, d_extra]), *best)
+    logistic = head.model
+    report.update({"C": best[0], "word_weight": best[1], "cv_accuracy": best_acc})
+    report["classes"] = [str(c) for c in logistic.classes_]  # type: ignore[attr-defined]
+    path = tasks.TASK_WEIGHTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        mean=head.mean,
+        scale=head.scale,
+        coef=logistic.coef_.astype(np.float32),  # type: ignore[attr-defined]
+        intercept=logistic.intercept_,  # type: ignore[attr-defined]
+        vocabulary=np.asarray(head.vocabulary),
+        idf=head.idf,
+        meta_classes=np.asarray(report["classes"]),
+        meta_embedder=np.asarray(embedder_name),
+        meta_cv_accuracy=np.asarray(best_acc),
+        meta_report=np.asarray(json.dumps(report)),
+    )
+    return report
+
+
+def print_tasks(report: dict) -> None:
+    print(
+        f"tasks: {report['n_hand']} hand labels + {dict(report['n_extra'])};"
+        f" rule classes lent: {', '.join(f'{t} ({p:.2f})' for t, p in report['confident_rule_classes'].items())}"
+    )
+    print(
+        f"  C={report['C']}, word weight {report['word_weight']}: cross-validated accuracy on the hand labels {report['cv_accuracy']:.3f}"
+        f" (rules alone: {report['rules_accuracy_on_hand']:.3f})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=("style", "tasks"))
+    args = parser.parse_args()
+    data = noise.shared_data_dir()
+    encode, name = default_encoder()
+    encode = cached_encoder(encode, name)
+    if args.only in (None, "style"):
+        print_style(train_style(data, encode, name))
+    if args.only in (None, "tasks"):
+        print_tasks(train_tasks(data, encode, name))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

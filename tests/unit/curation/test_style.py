@@ -1,0 +1,117 @@
+"""The shipped style classifier: real weights, real embedder, held-out data only (calibration_half False)."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sft_trainer.config.curation import StyleStep
+from sft_trainer.curation import noise
+from sft_trainer.curation.style import STYLE_WEIGHTS, StyleClassifier, StyleJudge, StyleScore
+from sft_trainer.formats import Conversation, Message
+
+SAMPLE = 40
+AUC_TOLERANCE = 0.04
+"""A 40 + 40 sample's AUC scatters around the full held-out figure by a few hundredths."""
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from sft_trainer.models.embedder import load_embedder
+
+    return load_embedder(None, "cpu")
+
+
+@pytest.fixture(scope="module")
+def held_out(data_dir: Path) -> tuple[list[Conversation], list[Conversation]]:
+    """(clean LIMA, planted assistant_style) records of the held-out half, SAMPLE of each."""
+    lima = [c for c in noise.load_lima(data_dir) if not noise.calibration_half(c)]
+    planted = [
+        c
+        for c in noise.plant("assistant_style", lima * 4, random.Random(7), shared_dir=data_dir)
+        if not noise.calibration_half(c)
+    ]
+    rng = random.Random(0)
+    return rng.sample(lima, SAMPLE), rng.sample(planted, SAMPLE)
+
+
+def _scores(convs: list[Conversation], embedder) -> list[float]:
+    StyleScore(StyleStep(), embedder)(convs)
+    return [c.meta["scores"]["style"] for c in convs]
+
+
+@pytest.fixture(scope="module")
+def scored(held_out, embedder) -> tuple[list[Conversation], list[Conversation]]:
+    """The held-out sample with `scores["style"]` set by the real annotator."""
+    for convs in held_out:
+        _scores(convs, embedder)
+    return held_out
+
+
+def _auc(positives: list[float], negatives: list[float]) -> float:
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return wins / (len(positives) * len(negatives))
+
+
+def test_shipped_weights_reproduce_the_held_out_separation(scored) -> None:
+    human, chat = scored
+    human_scores = [c.meta["scores"]["style"] for c in human]
+    chat_scores = [c.meta["scores"]["style"] for c in chat]
+    reported = float(StyleClassifier().model.meta["meta_noise_kit_auc"])
+    auc = _auc(chat_scores, human_scores)
+    print(f"held-out sample AUC {auc:.3f} (reported on the whole held-out half: {reported:.3f})")
+    assert auc == pytest.approx(reported, abs=AUC_TOLERANCE)
+    assert np.mean(chat_scores) > np.mean(human_scores)
+    assert np.median(chat_scores) > np.quantile(human_scores, 0.9)
+
+
+def test_judge_flags_chat_answers_and_keeps_human_ones(scored) -> None:
+    human, chat = scored
+    judge = StyleJudge(StyleStep())
+    flagged_chat = sum(judge(c) == "style.assistant" for c in chat) / len(chat)
+    flagged_human = sum(judge(c) is not None for c in human) / len(human)
+    print(f"sample: chat flagged {flagged_chat:.2f}, LIMA flagged {flagged_human:.2f}")
+    assert flagged_chat >= 0.7
+    assert flagged_human <= 0.05
+
+
+def test_features_from_the_annotator_are_used_without_an_embedder(held_out, embedder) -> None:
+    convs = [Conversation(list(c.messages), c.source_index) for c in held_out[1][:4]]
+    direct = _scores([Conversation(list(c.messages), c.source_index) for c in convs], embedder)
+    for conv in convs:
+        conv.features["response_emb"] = embedder.encode(["\n\n".join(conv.turns("assistant"))])[0]
+    StyleScore(StyleStep())(convs)
+    assert [c.meta["scores"]["style"] for c in convs] == pytest.approx(direct, abs=1e-3)
+
+
+def test_non_finite_embedding_is_not_scored_and_the_judge_abstains() -> None:
+    dim = StyleClassifier().embedding_dim
+    conv = Conversation([Message("user", "Hi"), Message("assistant", "Hello there.")], 0)
+    conv.features["response_emb"] = np.full(dim, np.nan, dtype=np.float32)
+    StyleScore(StyleStep())([conv])
+    assert conv.meta["scores"]["style"] is None
+    assert StyleJudge(StyleStep())(conv) is None
+
+
+def test_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
+    conv = Conversation([Message("user", "Hi"), Message("assistant", "Hello.")], 5)
+    with pytest.raises(ValueError, match="record 5 has no features\\['response_emb'\\]"):
+        StyleScore(StyleStep())([conv])
+    with pytest.raises(KeyError, match="record 5 has no scores"):
+        StyleJudge(StyleStep())(conv)
+    with pytest.raises(FileNotFoundError, match="make classifiers"):
+        StyleClassifier(tmp_path / "style.npz")
+    with pytest.raises(ValueError, match="dimensional embeddings"):
+        StyleClassifier().probabilities(np.zeros((1, 7)), ["text"])
+
+
+def test_threshold_from_config_overrides_the_shipped_one() -> None:
+    shipped = StyleClassifier().threshold
+    assert 0 < shipped < 1 and math.isfinite(shipped)
+    assert StyleJudge(StyleStep()).threshold == shipped
+    assert StyleJudge(StyleStep(threshold=0.99)).threshold == 0.99
+    assert STYLE_WEIGHTS.stat().st_size < 400_000
