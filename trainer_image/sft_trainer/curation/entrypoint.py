@@ -33,7 +33,7 @@ EXIT_ACCOUNTING_ERROR = 3
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json", "report.html")
 
 
-def _dumps(record: dict[str, Any]) -> str:
+def record_line(record: dict[str, Any]) -> str:
     # default=str: a Parquet input can hand us bytes, timestamps and decimals,
     # which a rejected record must still be written with.
     try:
@@ -47,7 +47,7 @@ def _dumps(record: dict[str, Any]) -> str:
 def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(_dumps(record) + "\n")
+            handle.write(record_line(record) + "\n")
 
 
 def write_outputs(result: CurationResult, out: Path) -> None:

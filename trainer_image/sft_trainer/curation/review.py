@@ -44,8 +44,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .entrypoint import _dumps, verify_accounting
-from .tokens import _INVISIBLE, mixed_script_word
+from .entrypoint import record_line, verify_accounting
+from .tokens import INVISIBLE, mixed_script_word
 
 DECISIONS_FILE = "review_decisions.jsonl"
 PARTITION = ("curated.jsonl", "rejected.jsonl", "review.jsonl")
@@ -473,7 +473,7 @@ class ApplyResult:
 
 
 def _encode(records: list[dict[str, Any]]) -> bytes:
-    return "".join(_dumps(r) + "\n" for r in records).encode("utf-8", errors="surrogatepass")
+    return "".join(record_line(r) + "\n" for r in records).encode("utf-8", errors="surrogatepass")
 
 
 def apply_decisions(out: Path) -> ApplyResult:
@@ -623,7 +623,7 @@ def flagged_spans(text: str) -> list[Flag]:
     letters of non-Latin scripts; sorted by position, not overlapping."""
     if text.isascii():
         return []
-    flags = [Flag(m.start(), m.end(), "invisible", _char_name(m.group())) for m in _INVISIBLE.finditer(text)]
+    flags = [Flag(m.start(), m.end(), "invisible", _char_name(m.group())) for m in INVISIBLE.finditer(text)]
     for m in _WORD.finditer(text):
         if not m.group().isascii() and mixed_script_word(m.group()):
             foreign = sorted({_char_name(ch) for ch in m.group() if ord(ch) > 127 and ch.isalpha()})

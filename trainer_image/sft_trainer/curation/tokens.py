@@ -34,7 +34,7 @@ _SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
 
 # Zero-width and bidirectional-override characters: invisible, and a classic
 # way to smuggle instructions or break tokenisation.
-_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
+INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")
 _CONFUSABLE_SCRIPTS = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 _NON_ASCII_WORD = re.compile(r"\w*[^\x00-\x7f]\w*")
 
@@ -65,7 +65,7 @@ class OodText(Filter):
         for message in conv.messages:
             if message.content.isascii():
                 continue
-            if _INVISIBLE.search(message.content):
+            if INVISIBLE.search(message.content):
                 return "control_sequence"
             if mixed_script_word(message.content):
                 return "mixed_script"
