@@ -101,3 +101,11 @@ gpu-wheels: $(STAMP) model
 
 gpu-check:
 	SFT_SHARED_DATA=$(SHARED_DATA) bash benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
+
+# Label Studio for the review tests, in a virtualenv of its own (its pins clash
+# with ours); tests/unit/test_label_studio.py runs the same idempotent script.
+.PHONY: label-studio
+label-studio:
+	bash hack/install-label-studio.sh
+
+test: label-studio

@@ -219,6 +219,20 @@ class CommonStatus(WireModel):
 # --------------------------------------------------------------------------
 
 
+class LabelStudioSpec(WireModel):
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    """Base URL of the Label Studio server, as the operator and the pods reach it."""
+    project: str = Field(min_length=1, max_length=50)
+    """Title of the project the held records go to: created when missing, reused otherwise."""
+    token_secret_ref: SecretKeyRef
+    """Secret holding a Label Studio API token (legacy or personal access token). Never copied into status or logs."""
+
+
+class ReviewSpec(WireModel):
+    label_studio: LabelStudioSpec | None = None
+    """Review the held records in Label Studio: tasks are created when the curation ends, annotations applied."""
+
+
 class DatasetCurationSpec(WireModel):
     model_config = model_rules(
         Rule(
@@ -255,6 +269,8 @@ class DatasetCurationSpec(WireModel):
     """Pod resources; curation needs no GPU by default."""
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     """Suspend, deadlines, retries and cleanup."""
+    review: ReviewSpec | None = None
+    """Where the held records are reviewed besides `sftctl review` (Label Studio)."""
 
 
 class CurationCounts(WireModel):
@@ -288,6 +304,21 @@ class ReviewFigures(WireModel):
     """Held records a reviewer dropped, now in rejected.jsonl with reason review.dropped."""
 
 
+class LabelStudioStatus(WireModel):
+    project: int | None = None
+    """Id of the Label Studio project (unset until the first review-apply Job created it)."""
+    decisions: int = 0
+    """Finished annotations turned into decisions and handed to the newest review-apply Job."""
+    digest: str | None = None
+    """Fingerprint of those decisions: new annotations change it, and with it the Job's name."""
+    apply_job: str | None = None
+    """The newest review-apply Job (decisions in its ConfigMap; it appends, applies and exports the queue)."""
+    attempt: int = 0
+    """review-apply Jobs that failed for the current decisions (each retry gets a new Job)."""
+    problems: list[str] = Field(default_factory=list, max_length=10)
+    """Annotations not turned into decisions (unknown choice, empty edit, deleted tasks), one line each."""
+
+
 class CurationProgress(WireModel):
     phase: str | None = None
     """Stage the pod is in: read, validate, label, filter, score, dedup, tokens, review, balance, select, write."""
@@ -314,6 +345,8 @@ class DatasetCurationStatus(CommonStatus):
     """Where every input record ended up."""
     review: ReviewFigures | None = None
     """Manual review of the held records, once decisions were applied (sftctl review, Label Studio)."""
+    label_studio: LabelStudioStatus | None = None
+    """The Label Studio project the held records went to, and the newest review-apply Job."""
     selection: SelectionFigures | None = None
     """The best-N selection and its random control, when spec.curation.selection asks for one."""
     notes: list[str] = Field(default_factory=list, max_length=5)

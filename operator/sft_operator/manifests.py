@@ -13,13 +13,14 @@ points each claim at a folder on this machine.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from sft_trainer.config import CurationRunConfig, TrainRunConfig
+from sft_trainer.config import TOKEN_ENV, CurationRunConfig, LabelStudioTarget, ReviewApplyRunConfig, TrainRunConfig
 
 from .api import (
     API_VERSION,
@@ -467,3 +468,92 @@ def training_children(
     if spec.resources.nodes > 1:
         children.service = headless_service(owner)
     return children
+
+
+# --------------------------------------------------------------------------
+# Review on a cluster: the review-apply Job
+# --------------------------------------------------------------------------
+
+REVIEW_APPLY_SUBCOMMAND = "review-apply"
+# A retried pod appends nothing twice and re-applying is a no-op, so retries are safe.
+REVIEW_APPLY_BACKOFF_LIMIT = 2
+
+
+def review_apply_name(owner_name: str, decisions: list[dict[str, Any]], attempt: int = 0) -> str:
+    """`<curation>-review-<hash>`: the same decisions (and attempt) give the same Job, so a poll creates no duplicate."""
+    canonical = json.dumps([decisions, attempt], sort_keys=True, separators=(",", ":"))
+    return child_name(owner_name, f"review-{hashlib.sha256(canonical.encode()).hexdigest()[:10]}")
+
+
+def review_apply_run_config(
+    spec: DatasetCurationSpec, layout: MountLayout, decisions: list[dict[str, Any]]
+) -> ReviewApplyRunConfig:
+    studio = spec.review.label_studio if spec.review else None
+    return ReviewApplyRunConfig(
+        output_dir=layout.path(spec.output.pvc),
+        decisions=decisions,
+        label_studio=LabelStudioTarget(url=studio.url, project=studio.project) if studio else None,
+    )
+
+
+def review_apply_children(
+    body: dict[str, Any],
+    settings: OperatorSettings,
+    decisions: list[dict[str, Any]],
+    attempt: int = 0,
+    layout: MountLayout | None = None,
+) -> Children:
+    """ConfigMap (the run config, with the decisions) + Job running `python -m sft_trainer review-apply`.
+
+    The pod is the curation pod's template (same image, security context and
+    output volume) with another command; it mounts only the output claim and,
+    when Label Studio is configured, gets the token by Secret reference.
+    """
+    owner = Owner.of(body)
+    spec = DatasetCurationSpec.model_validate(body["spec"])
+    layout = layout or MountLayout(volumes_root=settings.volumes_root)
+    name = review_apply_name(owner.name, decisions, attempt)
+    run_config = review_apply_run_config(spec, layout, decisions)
+    object_labels = labels(owner) | {"app.kubernetes.io/component": "review"}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, name, object_labels),
+        "data": {RUN_CONFIG_FILE: yaml.safe_dump(run_config.to_wire(), sort_keys=False)},
+    }
+    studio = spec.review.label_studio if spec.review else None
+    env = []
+    if studio is not None:
+        ref = studio.token_secret_ref
+        env.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    template = pod_template(owner, spec, layout, settings, name, claims_of(spec.output.pvc), env)
+    template["metadata"]["labels"] = object_labels
+    template["spec"]["containers"][0]["command"] = [
+        "python",
+        "-m",
+        "sft_trainer",
+        REVIEW_APPLY_SUBCOMMAND,
+        layout.run_config_path,
+    ]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": REVIEW_APPLY_BACKOFF_LIMIT,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": CONTAINER, "operator": "In", "values": [EXIT_CONFIG_ERROR]},
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": template,
+    }
+    if spec.lifecycle.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.lifecycle.ttl_seconds_after_finished
+    job_obj = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, name, object_labels),
+        "spec": job_spec,
+    }
+    return Children(cm, job_obj)

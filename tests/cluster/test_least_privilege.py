@@ -47,6 +47,9 @@ KEPT_UNUSED = {
     # (test_operator_faults.py covers it).
     ("", "configmaps", "get"),
     ("", "services", "get"),
+    # The Label Studio token (spec.review.labelStudio.tokenSecretRef), read only by the
+    # review timer; tests/unit/test_label_studio.py and tests/cluster/test_review_apply.py cover it.
+    ("", "secrets", "get"),
 }
 
 

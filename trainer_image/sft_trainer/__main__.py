@@ -1,4 +1,4 @@
-"""`python -m sft_trainer curate|train CONFIG`: what the operator's pods run.
+"""`python -m sft_trainer curate|train|review-apply CONFIG`: what the operator's pods run.
 
 CONFIG is the run config the operator rendered into a ConfigMap (YAML or
 JSON). Exit codes are part of the contract with the Job's podFailurePolicy:
@@ -26,7 +26,7 @@ def hub_or_path(location: str | None, repo_type: Literal["model", "dataset"], fi
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sft_trainer")
-    parser.add_argument("command", choices=["curate", "train"])
+    parser.add_argument("command", choices=["curate", "train", "review-apply"])
     parser.add_argument("config", type=Path, help="run config file (YAML or JSON)")
     args = parser.parse_args(argv)
     try:
@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
             )
+        if args.command == "review-apply":
+            from .config.review import ReviewApplyRunConfig
+            from .curation.review import run_review_apply
+
+            return run_review_apply(load_run_config(args.config, ReviewApplyRunConfig))
         from .config import TrainRunConfig
         from .training.entrypoint import run_from_config as run_training
 

@@ -8,6 +8,18 @@ classes. This package must never import torch, transformers or anything from
 
 from .base import Rule, RuleSet, WireModel, exactly_one_of, field_rules, immutable, model_rules
 from .curation import CurationConfig, CurationRunConfig, DatasetFormat, TaskType
+from .review import (
+    CHOICES,
+    DECISION_CONTROL,
+    EDIT_CONTROL,
+    LABEL_CONFIG,
+    NOTE_CONTROL,
+    TOKEN_ENV,
+    LabelStudioClient,
+    LabelStudioError,
+    LabelStudioTarget,
+    ReviewApplyRunConfig,
+)
 from .training import (
     DEFAULT_LEARNING_RATE,
     LoraSettings,
@@ -17,10 +29,20 @@ from .training import (
 )
 
 __all__ = [
+    "CHOICES",
+    "DECISION_CONTROL",
+    "EDIT_CONTROL",
+    "LABEL_CONFIG",
+    "NOTE_CONTROL",
+    "TOKEN_ENV",
     "DEFAULT_LEARNING_RATE",
     "CurationConfig",
     "CurationRunConfig",
     "DatasetFormat",
+    "LabelStudioClient",
+    "LabelStudioError",
+    "LabelStudioTarget",
+    "ReviewApplyRunConfig",
     "LoraSettings",
     "Method",
     "TaskType",

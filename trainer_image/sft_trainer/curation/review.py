@@ -644,3 +644,103 @@ def flagged_spans(text: str) -> list[Flag]:
             if category in ("So", "Co", "Cn", "Cs", "Cc", "Cf") or ch == "\ufffd":
                 flags.append(Flag(i, i + 1, "unusual", _char_name(ch)))
     return sorted(flags, key=lambda f: f.start)
+
+
+# --------------------------------------------------------------------------
+# On a cluster: the review-apply pod (decisions from the operator, tasks to Label Studio)
+# --------------------------------------------------------------------------
+
+EXIT_LABEL_STUDIO = 4
+"""review-apply applied the decisions but could not reach Label Studio: the Job retries (nothing is applied twice)."""
+
+
+def append_new_decisions(out: Path, decisions: list[Decision]) -> int:
+    """Append the decisions that the log does not hold yet (a retried pod appends nothing twice); how many."""
+    present = {d.model_dump_json() for d in read_decisions(out).decisions}
+    added = 0
+    for decision in decisions:
+        if decision.model_dump_json() not in present:
+            append_decision(out, decision)
+            present.add(decision.model_dump_json())
+            added += 1
+    return added
+
+
+def task_key(record: dict[str, Any]) -> str:
+    """What makes a Label Studio task unique: the held record and its content (a re-run adds no duplicate)."""
+    return f"{record['source_index']}:{record_hash(record)}"
+
+
+def label_studio_task(record: dict[str, Any]) -> dict[str, Any]:
+    """A held record as a Label Studio task: the prompt, the response, the reasons and flagged spans in words."""
+    turn = _last_assistant(record)
+    prompt = "\n\n".join(f"{m['role']}: {m['content']}" for m in record["messages"][:turn])
+    response = record["messages"][turn]["content"]
+    flags = [f"{reason}: {explain(reason)}" for reason in record["reasons"]]
+    flags += [f"{f.kind} at {f.start}-{f.end}: {f.detail}" for f in flagged_spans(response)[:20]]
+    return {
+        "data": {
+            "key": task_key(record),
+            "source_index": record["source_index"],
+            "record_hash": record_hash(record),
+            "prompt": prompt,
+            "response": response,
+            "flags": "\n".join(flags),
+        }
+    }
+
+
+def export_pending_tasks(out: Path, client: Any, project: int) -> int:
+    """Import the records still pending that the project lacks (keyed on source_index + record_hash); how many."""
+    with folder_lock(out):
+        report = read_report(out)
+        current = Outputs.read(out)
+        resolution = resolve(current.held, read_decisions(out), report["status"]["counts"]["input"])
+    existing = {str((task.get("data") or {}).get("key")) for task in client.export_tasks(project)}
+    new = [
+        label_studio_task(current.held[i])
+        for i in resolution.pending(current.held)
+        if task_key(current.held[i]) not in existing
+    ]
+    client.import_tasks(project, new)
+    return len(new)
+
+
+def run_review_apply(config: Any) -> int:
+    """`python -m sft_trainer review-apply CONFIG`: append the operator's decisions, apply them, export the queue.
+
+    `config` is a `ReviewApplyRunConfig`. The report's `status` (with `review`
+    figures) goes to the termination message, as the curation pod's does.
+    """
+    import sys
+
+    from ..config.review import TOKEN_ENV, LabelStudioClient, LabelStudioError
+    from ..termination import write_termination_summary
+
+    out = Path(config.output_dir)
+    try:
+        decisions = [Decision.model_validate(d) for d in config.decisions]
+    except ValidationError as err:
+        print(f"review-apply: a decision from the operator is invalid: {err}", file=sys.stderr)
+        return 2
+    added = append_new_decisions(out, decisions)
+    result = apply_decisions(out)
+    print(
+        f"review-apply: {added} new decisions, outputs {'changed' if result.changed else 'unchanged'}; {result.figures}"
+    )
+    for line in result.problems:
+        print(f"review-apply: {line}")
+    status = read_report(out)["status"]
+    if config.label_studio is not None and result.figures["pending"]:
+        token = os.environ.get(TOKEN_ENV, "")
+        client = LabelStudioClient(config.label_studio.url, token)
+        try:
+            project = client.ensure_project(config.label_studio.project)
+            imported = export_pending_tasks(out, client, project)
+        except LabelStudioError as err:
+            print(f"review-apply: {err.reason}: {err}", file=sys.stderr)
+            write_termination_summary(status)
+            return EXIT_LABEL_STUDIO
+        print(f"review-apply: {imported} tasks imported into Label Studio project {project}")
+    write_termination_summary(status)
+    return 0
