@@ -3,7 +3,6 @@ then, with spec.review.labelStudio, the review timer (see `sft_operator.labelstu
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import kopf
@@ -18,8 +17,8 @@ from ..status import last_pod_failure
 from . import runs
 
 KIND, PLURAL = "DatasetCuration", "datasetcurations"
-# Fixed at import, as kopf registers timers then (the operator's settings read the same variable).
-LABEL_STUDIO_POLL_SECONDS = float(os.environ.get("SFT_LABEL_STUDIO_POLL_SECONDS", "30"))
+# Label Studio is polled as often as pod progress (the operator's progressPollSeconds setting).
+LABEL_STUDIO_POLL_SECONDS = runs.PROGRESS_POLL_SECONDS
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", backoff=5)
