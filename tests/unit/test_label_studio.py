@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sft_operator.labelstudio import decisions_from_tasks, deleted_problems, fetch_decisions
 from sft_trainer.config import (
@@ -196,3 +197,47 @@ def test_annotations_a_person_edited_by_hand_are_reported_not_applied() -> None:
     assert any("task 3: not a review task" in p for p in problems)
     assert any("9:abc" in p and "no text" in p for p in problems)
     assert set(CHOICES.values()) == {"keep", "drop", "edit"}
+
+
+def test_the_review_apply_job_is_the_curation_pod_with_another_command_and_a_deterministic_name() -> None:
+    from sft_operator.manifests import curation_children, review_apply_children
+    from sft_operator.settings import OperatorSettings
+
+    body = {
+        "apiVersion": "sft.trustdoc.io/v1alpha1",
+        "kind": "DatasetCuration",
+        "metadata": {"name": "cur", "namespace": "ns", "uid": "u-1"},
+        "spec": {
+            "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
+            "output": {"pvc": {"claimName": "outputs", "path": "curation/cur"}},
+            "review": {
+                "labelStudio": {"url": "http://ls:8080", "project": "p", "tokenSecretRef": {"name": "ls-token"}}
+            },
+        },
+    }
+    settings = OperatorSettings()
+    decisions = [{"source_index": 3, "record_hash": "ab", "decision": "keep", "reviewer": "ana", "time": "t"}]
+    children = review_apply_children(body, settings, decisions)
+    again = review_apply_children(body, settings, [dict(d) for d in decisions])
+    assert children.job == again.job and children.config_map == again.config_map
+    assert (
+        review_apply_children(body, settings, decisions, attempt=1).job["metadata"]["name"]
+        != children.job["metadata"]["name"]
+    )
+    assert review_apply_children(body, settings, []).job["metadata"]["name"] != children.job["metadata"]["name"]
+
+    job, curation_job = children.job, curation_children(body, settings).job
+    assert job["metadata"]["ownerReferences"] == curation_job["metadata"]["ownerReferences"]
+    pod, curation_pod = job["spec"]["template"]["spec"], curation_job["spec"]["template"]["spec"]
+    assert pod["securityContext"] == curation_pod["securityContext"]
+    (container,), (curation_container,) = pod["containers"], curation_pod["containers"]
+    assert container["securityContext"] == curation_container["securityContext"]
+    assert container["command"] == ["python", "-m", "sft_trainer", "review-apply", "/mnt/config/run.yaml"]
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
+        "outputs"
+    ]
+    assert {"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": "ls-token", "key": "token"}}} in container["env"]
+    config = ReviewApplyRunConfig.model_validate(yaml.safe_load(children.config_map["data"]["run.yaml"]))
+    assert (
+        config.decisions == decisions and config.label_studio is not None and config.output_dir.endswith("curation/cur")
+    )
