@@ -5,13 +5,14 @@
 
 Clean LIMA answers and planted noise (`sft_trainer.curation.noise`: word_salad,
 truncated, off_topic, prompt_echo) of the calibration half are scored with the
-packaged SmolLM2-135M-Instruct at the default windows; each threshold is the
-one that flags at most TARGET_FP of the clean calibration answers. The
+packaged SmolLM2-135M-Instruct at the default windows; each threshold flags
+at most TARGET_FP of the clean calibration answers and sits midway (log scale)
+between them and the planted kind it targets when the two are apart. The
 figures (recall per noise kind, false positives on clean LIMA) are printed for
 the calibration AND the held-out half (which no threshold saw), plus what
 `ifd`, `eos_prob` and the perplexities do on off_topic and prompt_echo, and
-the false positives on clean code answers (GPTeacher codegen) and on the few
-clean non-English answers of the shared data. --write stores the thresholds
+the false positives on clean code answers (GPTeacher codegen), on short GPT-4 Alpaca
+answers (6-30 words) and on the few clean non-English answers of the shared data. --write stores the thresholds
 and figures in trainer_image/sft_trainer/resources/calibration/scorer.json.
 
 Scores are cached by content (FILE, default /tmp/calibrate_scorer_cache.jsonl):
@@ -38,15 +39,18 @@ from sft_trainer.curation import noise
 from sft_trainer.curation.completeness import Completeness, ends_open, structurally_cut
 from sft_trainer.curation.lm_scores import exchange
 from sft_trainer.formats import Conversation, Message
-from sft_trainer.models.scorer import ScorerLM
+from sft_trainer.models.scorer import ScorerLM, significant
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "trainer_image" / "sft_trainer" / "resources" / "calibration" / "scorer.json"
 MODEL = REPO / ".cache" / "models" / "smollm2-135m-instruct"
 KINDS = ("word_salad", "truncated", "off_topic", "prompt_echo")
 JUDGED = {"word_salad": "coherence", "truncated": "completeness"}
-TARGET_FP = 0.005
-"""Most clean calibration answers each judge may flag (the project's budget over all judges is 3%)."""
+TARGET_FP = {"coherence": 0.005, "completeness": 0.01}
+"""Most of the clean calibration half each judge may flag (the project's budget over all judges is 3%).
+Completeness gets 1%: the answers it can only judge by eos_prob (open endings, 4-6% of LIMA) overlap
+the truncated ones (a poem line or a last list item without a full stop), and at 0.5% its recall on
+truncated falls to 0.75."""
 SEED = 0
 
 
@@ -60,8 +64,9 @@ def shuffled(records: Sequence[Conversation], seed: str) -> list[Conversation]:
     return out
 
 
-def half_sets(n_clean: int, per_kind: int) -> dict[str, list[Conversation]]:
-    """For each half: up to n_clean clean LIMA records plus up to per_kind planted copies of each kind."""
+def half_sets(n_clean: int, per_kind: int, per_relevance_kind: int) -> dict[str, list[Conversation]]:
+    """For each half: up to n_clean clean LIMA records, per_kind planted copies of the judged kinds, and
+    per_relevance_kind of off_topic and prompt_echo (only described here: the embedder's judges decide on them)."""
     lima = noise.load_lima()
     out: dict[str, list[Conversation]] = {}
     for half, wanted in (("calibration", True), ("held_out", False)):
@@ -69,9 +74,20 @@ def half_sets(n_clean: int, per_kind: int) -> dict[str, list[Conversation]]:
         records = shuffled(clean, f"{SEED}-clean-{half}")[:n_clean]
         for kind in KINDS:
             planted = noise.plant(kind, clean, random.Random(f"{SEED}-{kind}-{half}"))
-            records += shuffled(planted, f"{SEED}-pick-{kind}-{half}")[:per_kind]
+            wanted_n = per_kind if kind in JUDGED else per_relevance_kind
+            records += shuffled(planted, f"{SEED}-pick-{kind}-{half}")[:wanted_n]
         out[half] = records
     return out
+
+
+def open_ended(records: Sequence[Conversation]) -> list[Conversation]:
+    """The records only the LM part of completeness judges: an open ending and no structural cue."""
+    texts = [noise._last_response(c) for c in records]
+    return [c for c, t in zip(records, texts, strict=True) if ends_open(t) and not structurally_cut(t)]
+
+
+def clean_half(half: str) -> list[Conversation]:
+    return [c for c in noise.load_lima() if noise.calibration_half(c) == (half == "calibration")]
 
 
 def non_english_answers() -> list[Conversation]:
@@ -104,6 +120,19 @@ def code_answers(n: int) -> list[Conversation]:
     return [
         Conversation(
             [Message("user", (r["instruction"] + "\n\n" + r["input"]).strip()), Message("assistant", r["response"])], i
+        )
+        for i, r in enumerate(picked)
+    ]
+
+
+def short_answers(n: int) -> list[Conversation]:
+    """n GPT-4 Alpaca answers of 6-30 words: short answers, where a perplexity rests on few tokens."""
+    rows = json.loads((noise.shared_data_dir() / "alpaca_gpt4_en_demo_llamafactory.json").read_text(encoding="utf-8"))
+    rows = [r for r in rows if 6 <= len(r["output"].split()) <= 30]
+    picked = random.Random(SEED).sample(rows, min(n, len(rows)))
+    return [
+        Conversation(
+            [Message("user", (r["instruction"] + "\n\n" + r["input"]).strip()), Message("assistant", r["output"])], i
         )
         for i, r in enumerate(picked)
     ]
@@ -154,24 +183,62 @@ def coherence_signal(conv: Conversation) -> float | None:
     return conv.meta["scores"].get("cond_ppl")
 
 
-def pick_coherence(clean: Sequence[Conversation]) -> float:
-    """Highest cond_ppl kept: flags at most TARGET_FP of the clean answers."""
+def between(clean_edge: float, noise_edge: float, noise_above: bool) -> float:
+    """The threshold: midway in log scale between the clean edge (the most extreme clean value the
+    false-positive budget allows) and the nearest planted value, when they are apart (the widest margin
+    on both sides, as held-out data will spread); else the clean edge itself."""
+    apart = noise_edge > clean_edge if noise_above else noise_edge < clean_edge
+    return significant(math.sqrt(clean_edge * noise_edge)) if apart else clean_edge
+
+
+def pick_coherence(clean: Sequence[Conversation], salad: Sequence[Conversation]) -> float:
+    """Highest cond_ppl kept: between the clean values (at most TARGET_FP above) and the word salad."""
     values = sorted(v for v in map(coherence_signal, clean) if v is not None)
-    allowed = int(TARGET_FP * len(values))
-    return values[len(values) - 1 - allowed]
+    clean_edge = values[len(values) - 1 - int(TARGET_FP["coherence"] * len(values))]
+    lowest_salad = min(v for v in map(coherence_signal, salad) if v is not None)
+    return between(clean_edge, lowest_salad, noise_above=True)
 
 
-def pick_completeness(clean: Sequence[Conversation]) -> float:
-    """eos_prob threshold: open-ended clean answers below it, plus the structural flags, stay within TARGET_FP."""
-    texts = [noise._last_response(c) for c in clean]
-    structural = sum(structurally_cut(t) for t in texts)
-    allowed = max(0, int(TARGET_FP * len(clean)) - structural)
-    open_eos = sorted(
-        c.meta["scores"]["eos_prob"]
-        for c, t in zip(clean, texts, strict=True)
-        if not structurally_cut(t) and ends_open(t) and c.meta["scores"].get("eos_prob") is not None
+def open_eos(records: Sequence[Conversation]) -> list[float]:
+    """eos_prob of the open-ended records (see `open_ended`), sorted."""
+    return sorted(
+        c.meta["scores"]["eos_prob"] for c in open_ended(records) if c.meta["scores"].get("eos_prob") is not None
     )
-    return open_eos[allowed] if allowed < len(open_eos) else 1.0
+
+
+def completeness_fp(
+    half: Sequence[Conversation], scored_open: Sequence[Conversation], threshold: float
+) -> dict[str, float]:
+    """Share of a whole clean half the completeness judge flags: structural flags (counted on every record)
+    plus the open-ended share times the share of scored open-ended answers under the threshold. Open
+    endings are 6% of LIMA, so they are all scored rather than a random sample that holds a handful."""
+    structural = sum(structurally_cut(noise._last_response(c)) for c in half) / len(half)
+    open_share = len(open_ended(half)) / len(half)
+    eos = open_eos(scored_open)
+    under = sum(e < threshold for e in eos) / len(eos) if eos else 0.0
+    return {
+        "rate": round(structural + open_share * under, 4),
+        "structural": round(structural, 4),
+        "open_share": round(open_share, 4),
+        "open_flagged": f"{sum(e < threshold for e in eos)}/{len(eos)}",
+    }
+
+
+def pick_completeness(
+    half: Sequence[Conversation], scored_open: Sequence[Conversation], truncated: Sequence[Conversation]
+) -> float:
+    """eos_prob threshold: the whole clean half flagged (structure + open endings under it) within
+    TARGET_FP, placed between those clean answers and the truncated ones."""
+    structural = sum(structurally_cut(noise._last_response(c)) for c in half) / len(half)
+    open_share = len(open_ended(half)) / len(half)
+    clean_eos = open_eos(scored_open)
+    allowed = (
+        int(max(0.0, TARGET_FP["completeness"] - structural) / open_share * len(clean_eos))
+        if open_share
+        else len(clean_eos)
+    )
+    clean_edge = clean_eos[allowed] if allowed < len(clean_eos) else 1.0
+    return between(clean_edge, max(open_eos(truncated)), noise_above=False)
 
 
 def coherence_flags(conv: Conversation, threshold: float) -> bool:
@@ -239,9 +306,10 @@ def speed(n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="write resources/calibration/scorer.json")
-    parser.add_argument("--clean", type=int, default=200, help="clean LIMA answers per half")
-    parser.add_argument("--per-kind", type=int, default=50, help="planted records per kind and half")
-    parser.add_argument("--extra", type=int, default=20, help="clean code answers measured for false positives")
+    parser.add_argument("--clean", type=int, default=100, help="clean LIMA answers per half")
+    parser.add_argument("--per-kind", type=int, default=25, help="planted records per kind and half")
+    parser.add_argument("--per-relevance-kind", type=int, default=15, help="off_topic and prompt_echo per half")
+    parser.add_argument("--extra", type=int, default=10, help="clean code answers measured for false positives")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/calibrate_scorer_cache.jsonl"))
     parser.add_argument("--speed", type=int, default=0, metavar="N", help="only measure records/s on N records")
     args = parser.parse_args(argv)
@@ -253,17 +321,28 @@ def main(argv: list[str] | None = None) -> int:
     scorer = ScorerLM.load(
         str(MODEL), max_prompt_tokens=defaults.max_prompt_tokens, max_response_tokens=defaults.max_response_tokens
     )
-    sets = half_sets(args.clean, args.per_kind)
-    extra = {"code": code_answers(args.extra), "non_english": non_english_answers()}
+    sets = half_sets(args.clean, args.per_kind, args.per_relevance_kind)
+    halves = {half: clean_half(half) for half in sets}
+    opens = {half: open_ended(records) for half, records in halves.items()}
+    extra = {
+        "open_ended_calibration": opens["calibration"],
+        "open_ended_held_out": opens["held_out"],
+        "code": code_answers(args.extra),
+        "non_english": non_english_answers(),
+        "short": short_answers(args.extra),
+    }
     for name, records in (*sets.items(), *extra.items()):
         print(f"scoring {name}: {len(records)} records", file=sys.stderr)
         score_all(scorer, records, args.cache)
 
     cal = sets["calibration"]
     clean_cal = [c for c in cal if kind(c) == "clean"]
+    planted_cal = {name: [c for c in cal if kind(c) == name] for name in JUDGED}
     thresholds = {
-        "coherence": {"max_cond_ppl": pick_coherence(clean_cal)},
-        "completeness": {"max_eos_prob": pick_completeness(clean_cal)},
+        "coherence": {"max_cond_ppl": pick_coherence(clean_cal, planted_cal["word_salad"])},
+        "completeness": {
+            "max_eos_prob": pick_completeness(halves["calibration"], opens["calibration"], planted_cal["truncated"])
+        },
     }
     completeness = Completeness(CompletenessStep(max_eos_prob=thresholds["completeness"]["max_eos_prob"]))
     judges: dict[str, Callable[[Conversation], bool]] = {
@@ -279,11 +358,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, table in figures[half].items():
             report(name, table)
         either = rates(records, lambda c: any(judges[j](c) for j in ("coherence", "completeness")))
-        print(f"  clean flagged by either judge: {either['clean']['rate']:.3f}")
+        print(f"  clean flagged by either judge (sample): {either['clean']['rate']:.3f}")
+        whole = completeness_fp(halves[half], opens[half], thresholds["completeness"]["max_eos_prob"])
+        figures[half]["completeness_clean_whole_half"] = whole
+        print(
+            f"  completeness on the whole clean half ({len(halves[half])} records, every open ending scored): {whole}"
+        )
         figures[half]["relevance_scores"] = relevance_figures(records)
         for score, row in figures[half]["relevance_scores"].items():
             print(f"  {score}: {json.dumps(row)}")
     for name, records in extra.items():
+        if name.startswith("open_ended"):
+            continue
         flagged = {j: sum(judges[j](c) for c in records) for j in ("coherence", "completeness")}
         figures[name] = {"n": len(records), "flagged": flagged}
         print(f"{name}: {len(records)} clean answers, flagged {flagged}")
@@ -301,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             "completeness": thresholds["completeness"],
             "figures": figures,
             "command": "benchmarks/calibrate_scorer.py --write "
-            + f"--clean {args.clean} --per-kind {args.per_kind} --extra {args.extra}",
+            + f"--clean {args.clean} --per-kind {args.per_kind} --per-relevance-kind {args.per_relevance_kind} "
+            + f"--extra {args.extra}",
         }
         OUT.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {OUT}")
