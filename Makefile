@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SHARED_DATA ?= $(abspath ../shared/data)
 MODEL_DIR := .cache/models/smollm2-135m-instruct
+# Where curation finds its default models (the scorer LM and the static embedder) prepared by `make model`.
+export SFT_MODEL_CACHE := $(abspath .cache/models)
 PYTEST_ARGS ?=
 
 .PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train bench-operator clean

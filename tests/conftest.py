@@ -6,6 +6,7 @@ so `pytest tests/unit` never touches it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,10 @@ import pytest
 
 from support.kube import REPO_ROOT, ControlPlane, Kubectl
 
-SHARED_DATA = Path(__import__("os").environ.get("SFT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("SFT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# The curation's default models (SmolLM2 scorer, static embedder) where `make model` put them, so a
+# test never converts or distils them again into the temp dir (minutes each).
+os.environ.setdefault("SFT_MODEL_CACHE", str(REPO_ROOT / ".cache" / "models"))
 
 
 @pytest.fixture(scope="session")
