@@ -18,8 +18,10 @@ Two packaged models, chosen by name in `curation.embedder.model`:
   DIR` and setting `SFT_MODEL_CACHE`). Distilling rather than failing keeps a
   pod without a prepared folder working; the cost is paid once per cache.
 - `all-minilm-l6-v2` (`MINILM`): the sentence-transformer itself (6 layers,
-  384 dimensions, first 256 word pieces of a text), more exact and about ten
-  times slower on a CPU.
+  384 dimensions, first 256 word pieces of a text), more exact and two
+  orders of magnitude slower on a CPU (Alpaca records, prompt and response:
+  about 3,200 records/s static vs 12-20 MiniLM on this project's 2 shared
+  cores; a GPU closes the gap).
 
 Any other value is a folder: a model2vec folder (its config.json says
 `"model_type": "model2vec"`) or a sentence-transformers / Hugging Face
@@ -98,8 +100,9 @@ class Embedder(ABC):
 class StaticEmbedder(Embedder):
     """A model2vec static model: mean of fixed token vectors (numpy only, no device)."""
 
-    batch_size = 2048
-    """Texts per model2vec call (measured: larger gains nothing; see benchmarks/bench_semantic_dedup.py)."""
+    batch_size = 512
+    """Texts per model2vec call: 512 measured fastest (3,200 records/s on 2 shared cores; 2,048 and 8,192 were
+    slower), by `benchmarks/bench_semantic_dedup.py --speed 4000`."""
 
     def __init__(self, folder: Path, name: str) -> None:
         from model2vec import StaticModel
@@ -130,8 +133,8 @@ class TransformerEmbedder(Embedder):
         self.name = name
         self.dim = int(self.model.config.hidden_size)
         self.max_tokens = _max_seq_length(folder, self.tokenizer)
-        # Measured on 2 CPU cores (benchmarks/bench_semantic_dedup.py --speed): 32 sorted-by-length
-        # texts per batch is as fast as any larger batch; a GPU takes many more.
+        # Measured on 2 shared CPU cores (benchmarks/bench_semantic_dedup.py --speed 4000): 32 texts
+        # sorted by length per batch are as fast as 64 and faster than 16; a GPU takes many more.
         self.batch_size = 256 if device.type == "cuda" else 32
 
     def _embed(self, texts: list[str]) -> np.ndarray:
