@@ -11,7 +11,7 @@ import pytest
 
 from sft_trainer.config.curation import RelevanceStep
 from sft_trainer.curation import noise
-from sft_trainer.curation.relevance import Relevance, RelevanceScores, calibration, echo_score
+from sft_trainer.curation.relevance import Relevance, RelevanceScores, calibration, echo_score, skip_note
 from sft_trainer.formats import Conversation, Message
 from sft_trainer.models.embedder import MINILM, Embedder, load_embedder
 from sft_trainer.runconfig import ConfigError
@@ -111,3 +111,18 @@ def test_thresholds_come_from_the_calibration_or_the_config() -> None:
     assert Relevance(RelevanceStep(off_topic_threshold=0.3), "my-model").off_topic_threshold == 0.3
     with pytest.raises(ConfigError, match=r"curation\.relevance\.offTopicThreshold"):
         Relevance(RelevanceStep(), "my-model")
+
+
+def test_a_large_set_on_a_cpu_skips_the_model_and_still_judges_echoes() -> None:
+    config = RelevanceStep(max_records_on_cpu=10)
+    assert "maxRecordsOnCpu (10" in (skip_note(config, 11, "cpu") or "")
+    assert skip_note(config, 10, "cpu") is None and skip_note(config, 11, "cuda") is None
+    prompt = "Name three primary colours."
+    convs = [
+        Conversation([Message("user", prompt), Message("assistant", "You asked: " + prompt)], 0),
+        Conversation([Message("user", prompt), Message("assistant", "Paris is the capital of France.")], 1),
+    ]
+    RelevanceScores(config, embed=False)(convs)
+    assert all("relevance" not in c.meta["scores"] for c in convs)
+    judge = Relevance(config, MINILM)
+    assert [judge(c) for c in convs] == ["relevance.prompt_echo", None]

@@ -172,6 +172,8 @@ class RelevanceStep(WireModel):
     """Cosine similarity of prompt and response below which the response is off topic. Unset: the calibrated default for the packaged model (another model needs this set)."""
     echo_threshold: float | None = Field(default=None, ge=0, le=1)
     """Echo score (share of the prompt's words the response repeats, times the share of the response's words taken from the prompt) above which the response only restates the prompt. Unset: the calibrated default."""
+    max_records_on_cpu: int | None = Field(default=5000, ge=0)
+    """Most records the off-topic judge embeds without a GPU (MiniLM: about 15 records/s on 2 cores); a larger set skips it, the report says so, and the prompt-echo judge (no model) still runs. Unset: no limit."""
 
 
 class CoherenceStep(WireModel):

@@ -27,6 +27,13 @@ Two steps, in the contract's shape (an `Annotator` measures, a `Filter` decides)
   off-topic threshold. A missing, None or non-finite score is no evidence:
   the record is kept by this judge.
 
+Without a GPU, MiniLM embeds about 15 records/s on 2 cores
+(`benchmarks/bench_semantic_dedup.py --speed`). A set larger than
+`curation.relevance.maxRecordsOnCpu` is not embedded on a CPU:
+`skip_note` says why (the runner puts it in the report), `RelevanceScores`
+is then built with `embed=False` and writes only `echo`, and the off-topic
+judge sees no `relevance` score (no evidence: it keeps the record).
+
 Thresholds: `curation.relevance.offTopicThreshold` / `echoThreshold`, else
 the calibrated values in `resources/calibration/relevance.json` (off-topic
 per embedder name; a model without a calibrated value needs the threshold
@@ -98,22 +105,38 @@ class RelevanceScores(Annotator):
     name = "relevance"
     batch_size = 256
 
-    def __init__(self, config: RelevanceStep, embedder: Embedder | None = None) -> None:
+    def __init__(self, config: RelevanceStep, embedder: Embedder | None = None, *, embed: bool = True) -> None:
         super().__init__()
-        self.embedder = embedder or load_embedder(config.model)
+        self.embedder = (embedder or load_embedder(config.model)) if embed else None
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
         prompts = [prompt_text(conv) for conv in convs]
         responses = [last_response(conv) for conv in convs]
-        cosines = np.einsum("ij,ij->i", self.embedder.encode(prompts), self.embedder.encode(responses))
+        cosines: list[float | None] = [None] * len(convs)
+        if self.embedder is not None:
+            products = np.einsum("ij,ij->i", self.embedder.encode(prompts), self.embedder.encode(responses))
+            cosines = [float(value) for value in products]
         for conv, prompt, response, cosine in zip(convs, prompts, responses, cosines, strict=True):
-            empty = not prompt.strip() or not response.strip()
             scores = conv.meta.setdefault("scores", {})
-            scores[RELEVANCE] = None if empty else _rounded(float(cosine))
+            if self.embedder is not None:
+                empty = not prompt.strip() or not response.strip()
+                scores[RELEVANCE] = None if empty else _rounded(cosine)
             scores[ECHO] = _rounded(echo_score(last_user_turn(conv), response))
 
     def report(self) -> dict[str, Any]:
-        return {"model": self.embedder.name}
+        return {"model": self.embedder.name if self.embedder is not None else None}
+
+
+def skip_note(config: RelevanceStep, records: int, device_type: str) -> str | None:
+    """Why the off-topic judge will not embed this set here, or None when it will."""
+    limit = config.max_records_on_cpu
+    if config.enabled and device_type == "cpu" and limit is not None and records > limit:
+        return (
+            f"Skipped the off-topic judge (relevance.off_topic): {records} records on a CPU exceed "
+            f"curation.relevance.maxRecordsOnCpu ({limit}; MiniLM embeds about 15 records/s on 2 cores). "
+            f"The prompt-echo judge ran. Give the curation a GPU or raise the limit."
+        )
+    return None
 
 
 def _finite(value: Any) -> float | None:
