@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..formats import Conversation
-from ..training.masking import IGNORE_INDEX, Sample
+from ..training.masking import Sample
 from .generation import EvalModel
 from .suite import Figure, SuiteResult, skipped_suite
 
 NON_FINITE = "non_finite_nll"
+EMPTY_ANSWER = "empty_answer"
 
 
 def load_reference(path: Path, limit: int | None = None) -> tuple[list[Conversation], Counter[str]]:
@@ -36,10 +37,16 @@ def load_reference(path: Path, limit: int | None = None) -> tuple[list[Conversat
     return conversations[:limit] if limit is not None else conversations, counted
 
 
-def token_nll(model: EvalModel, samples: Sequence[Sample], batch_size: int = 8) -> list[tuple[float, int]]:
-    """(summed NLL in nats, trained tokens) per sample, in order."""
+def token_nll(model: EvalModel, samples: Sequence[Sample], tokens_per_batch: int = 4096) -> list[tuple[float, int]]:
+    """(summed NLL in nats, scored tokens) per sample, in order.
+
+    The training loop's `token_losses` (output head only at scored positions);
+    samples sorted by length and batched up to `tokens_per_batch` padded tokens.
+    """
     import torch
-    import torch.nn.functional as F
+
+    from ..training.collate import pad_batch
+    from ..training.loop import token_losses
 
     generator = model.generator
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].input_ids))
@@ -47,31 +54,17 @@ def token_nll(model: EvalModel, samples: Sequence[Sample], batch_size: int = 8) 
     was_training = generator.model.training
     generator.model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            batch = [samples[i] for i in order[start : start + batch_size]]
-            width = max(len(s.input_ids) for s in batch)
-            ids = torch.full((len(batch), width), generator.pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, s in enumerate(batch):
-                ids[row, : len(s.input_ids)] = torch.tensor(s.input_ids)
-                labels[row, : len(s.labels)] = torch.tensor(s.labels)
-                attention[row, : len(s.input_ids)] = 1
+        start = 0
+        while start < len(order):
+            stop = start + 1
+            while stop < len(order) and (stop - start + 1) * len(samples[order[stop]].input_ids) <= tokens_per_batch:
+                stop += 1
+            batch = [samples[i] for i in order[start:stop]]
             with torch.no_grad():
-                logits = (
-                    generator.model(
-                        input_ids=ids.to(generator.device),
-                        attention_mask=attention.to(generator.device),
-                        use_cache=False,
-                    )
-                    .logits[:, :-1]
-                    .float()
-                )
-            target = labels[:, 1:].to(logits.device)
-            losses = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
-            counts = (target != IGNORE_INDEX).sum(dim=1)
-            for row, position in enumerate(order[start : start + batch_size]):
-                out[position] = (float(losses[row].sum()), int(counts[row]))
+                losses, mask = token_losses(generator.model, pad_batch(batch, generator.pad_id).to(generator.device))
+            for row, position in enumerate(order[start:stop]):
+                out[position] = (float(losses[row].sum()), int(mask[row].sum()))
+            start = stop
     finally:
         generator.model.train(was_training)
     return out
@@ -87,7 +80,9 @@ def run_reference(
     samples: list[Sample] = []
     kept: list[Conversation] = []
     for conversation, built in zip(conversations, model.builder.build_many(conversations), strict=True):
-        if isinstance(built, Sample):
+        if isinstance(built, Sample) and not conversation.messages[-1].content.strip():
+            result.skipped[EMPTY_ANSWER] += 1
+        elif isinstance(built, Sample):
             samples.append(built)
             kept.append(conversation)
         else:
