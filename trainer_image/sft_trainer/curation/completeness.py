@@ -17,8 +17,13 @@ Two kinds of evidence:
   by probability alone.
 
 When the scorer was skipped or its `eos_prob` is None (empty or non-finite,
-see `models.scorer`), only the structural cues decide. Measured recall and
-false positives of both: `benchmarks/calibrate_scorer.py`.
+see `models.scorer`), only the structural cues decide. Measured
+(`benchmarks/calibrate_scorer.py`, resources/calibration/scorer.json): recall
+on planted truncations 0.90 / 0.95 (calibration / held-out half), structure
+alone 0.20 / 0.50 (0.44 on all 508 held-out truncations); clean LIMA flagged
+0.96% / 0.59% of each whole half. The threshold's budget is 1%, not 0.5%:
+open endings the model finds unlikely to end there (a poem line, a last list
+item without a full stop) overlap the truncated answers.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ windows and None for undefined values: `sft_trainer.models.scorer`). The
 judges that decide on them are `coherence.Coherence` and
 `completeness.Completeness` (and the lead's selection reads `ifd`).
 
-Without a GPU, scoring is slow: about 2 records/s on 2 CPU cores (see
-`benchmarks/calibrate_scorer.py --speed`). A set larger than
+Without a GPU, scoring is slow: 0.4-0.6 records/s measured on this
+project's 2 shared CPU cores (see `models.scorer`). A set larger than
 `curation.scorer.maxRecordsOnCpu` is not scored on a CPU: `skip_note` says
 why, the runner puts that sentence in the report and the status, and the
 judges fall back to what they can see without the model (completeness keeps
@@ -56,8 +56,8 @@ def skip_note(config: ScorerStep, records: int, device_type: str) -> str | None:
     if device_type == "cpu" and limit is not None and records > limit:
         return (
             f"Skipped the scorer LM and the judges that read it (coherence, completeness's end-of-turn check): "
-            f"{records} records on a CPU exceed curation.scorer.maxRecordsOnCpu ({limit}; about 2 records/s on "
-            f"2 cores). Give the curation a GPU or raise the limit to judge meaning."
+            f"{records} records on a CPU exceed curation.scorer.maxRecordsOnCpu ({limit}; a CPU scores well under 1 "
+            f"record/s). Give the curation a GPU or raise the limit to judge meaning."
         )
     return None
 
