@@ -80,8 +80,8 @@ class ArtifactStep(WireModel):
 
 
 class GptismStep(WireModel):
-    enabled: bool = True
-    """Reject responses dense in phrases typical of synthetic chatbot text."""
+    enabled: bool = False
+    """Reject responses dense in phrases typical of synthetic chatbot text. Off by default: the trained style classifier (`style`) absorbs it; on held-out data this list added 0.03 recall of chat answers for 1.2% of clean LIMA flagged. The density is still measured (it feeds the quality score)."""
     max_density: float = Field(default=15.0, ge=0)
     """Highest weighted GPT-ism hits per 1,000 words a response may have."""
     prior_words: int = Field(default=100, ge=0)

@@ -4,12 +4,16 @@
 (`runner.py`) runs it and owns where every record goes. The order:
 
 1. gates: over-long turns (unread), then validation;
-2. task labels (rules, or the learned head over embeddings);
+2. the embedder (one pass: the vectors that task labels, style, semantic
+   dedup and diverse selection read), then task labels (rules, or the learned
+   head over the embeddings);
 3. surface quality filters (length, repetition, artifacts, junk characters,
    GPT-isms, arithmetic, decontamination), all of them, so a rejected record lists
    every reason it has;
-4. judges of meaning: the scorer LM and the embedder measure, the relevance,
-   coherence, completeness and style judges decide on the measurements;
+4. judges of meaning: the scorer LM and the relevance embedder measure, the
+   relevance, style, coherence and completeness judges decide on the
+   measurements (the scorer is left out, with a note, on a CPU above
+   `scorer.maxRecordsOnCpu`);
 5. the quality score (ranks survivors in dedup, balance and selection);
 6. exact, near and semantic deduplication;
 7. token steps with the target tokenizer: tokenise once, token bounds,
@@ -27,21 +31,30 @@ from typing import Any
 
 from ..config.curation import CurationConfig
 from ..formats import Conversation, RejectedRecord
+from ..models.device import inference_device
 from .artifacts import Artifacts
 from .balance import Balance
 from .base import Filter, Step
+from .coherence import Coherence
+from .completeness import Completeness
 from .decontamination import Decontamination
 from .dedup import ExactDedup, NearDedup
+from .embeddings import Embeddings
 from .facts import Facts
 from .gptisms import Gptisms
 from .junk import Junk
 from .labels import RuleTaskLabels
 from .length import Length, Overlength
+from .lm_scores import LmScores, skip_note
 from .per_record import QualityScore
+from .relevance import Relevance, RelevanceScores
+from .relevance import skip_note as relevance_skip_note
 from .repetition import Repetition
 from .runner import Progress, Rejection, Runner, RunResult, example
 from .selection import Selection
-from .tasks import normalised_entropy
+from .semantic_dedup import SemanticDedup
+from .style import StyleJudge, StyleScore
+from .tasks import LearnedTaskLabeller, normalised_entropy
 from .text import last_response
 from .tokens import OodText, RareTokens, TemplateCheck, TokenBounds, Tokenize, TokenizerView
 from .validation import Validation
@@ -100,24 +113,26 @@ REPORTED_SCORES = ("quality", "ifd", "ppl", "cond_ppl", "eos_prob", "relevance",
 """Scores whose distributions the report draws (those present in the run)."""
 
 
-def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> tuple[list[Step], dict[int, str]]:
-    """The steps `cfg` enables, in order, and the progress label of each."""
+def build_steps(
+    cfg: CurationConfig, tokenizer: TokenizerView | None = None, records: int = 0
+) -> tuple[list[Step], dict[int, str], list[str]]:
+    """The steps `cfg` enables, in order, the progress label of each, and notes on what was left out.
+
+    `records` (the input size) decides whether the scorer LM runs on a CPU
+    (`curation.scorer.maxRecordsOnCpu`). Models load here: a folder that
+    cannot be loaded raises `ConfigError` naming its field.
+    """
     steps: list[Step] = []
     labels: dict[int, str] = {}
+    notes: list[str] = []
 
     def add(label: str, *new: Step) -> None:
         for step in new:
             steps.append(step)
             labels[id(step)] = label
 
-    length = cfg.length
-    bounds = {
-        "min_prompt_chars": length.min_prompt_chars,
-        "max_prompt_chars": length.max_prompt_chars,
-        "min_response_chars": length.min_response_chars,
-        "max_response_chars": length.max_response_chars,
-    }
-    if length.enabled:
+    bounds = _char_bounds(cfg)
+    if cfg.length.enabled:
         add("validate", Overlength(**bounds))
     if cfg.validation.enabled:
         add(
@@ -127,27 +142,12 @@ def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> 
                 reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
             ),
         )
-    add("label", RuleTaskLabels())
-    if length.enabled:
-        add("filter", Length(**bounds))
-    if cfg.repetition.enabled:
-        add(
-            "filter",
-            Repetition(
-                max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
-                max_duplicate_ngram_fraction=cfg.repetition.max_duplicate_ngram_fraction,
-                max_top_ngram_share=cfg.repetition.max_top_ngram_share,
-                exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
-            ),
-        )
-    if cfg.artifacts.enabled:
-        add("filter", Artifacts(), Junk())
-    if cfg.gptisms.enabled:
-        add("filter", Gptisms(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
-    if cfg.facts.enabled:
-        add("filter", Facts(cfg.facts))
-    if cfg.decontamination.eval_sets:
-        add("filter", Decontamination(cfg.decontamination.eval_sets, ngram=cfg.decontamination.ngram))
+    embeddings = Embeddings(cfg.embedder) if _needs_embeddings(cfg) else None
+    if embeddings is not None:
+        add("embed", embeddings)
+    add("label", LearnedTaskLabeller() if cfg.balance.method == "learned" else RuleTaskLabels())
+    add("filter", *_surface_steps(cfg, bounds))
+    add("judge", *_meaning_steps(cfg, records, notes))
     add("score", QualityScore(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
     if cfg.dedup.exact:
         add("dedup", ExactDedup())
@@ -161,6 +161,8 @@ def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> 
                 seed=cfg.seed,
             ),
         )
+    if cfg.dedup.semantic and embeddings is not None:
+        add("dedup", SemanticDedup(cfg.dedup, embeddings.embedder))
     if tokenizer is not None:
         add("tokens", *_token_steps(cfg, tokenizer))
     if cfg.ood_review.enabled:
@@ -185,12 +187,81 @@ def build_steps(cfg: CurationConfig, tokenizer: TokenizerView | None = None) -> 
                 seed=cfg.seed,
             ),
         )
-    return steps, labels
+    return steps, labels, notes
+
+
+def _needs_embeddings(cfg: CurationConfig) -> bool:
+    """Task labels, style, semantic dedup and diverse selection read the shared embeddings."""
+    return (
+        cfg.balance.method == "learned"
+        or cfg.style.enabled
+        or cfg.dedup.semantic
+        or (cfg.selection.enabled and cfg.selection.strategy == "diverse-quality")
+    )
+
+
+def _char_bounds(cfg: CurationConfig) -> dict[str, int]:
+    return {
+        "min_prompt_chars": cfg.length.min_prompt_chars,
+        "max_prompt_chars": cfg.length.max_prompt_chars,
+        "min_response_chars": cfg.length.min_response_chars,
+        "max_response_chars": cfg.length.max_response_chars,
+    }
+
+
+def _surface_steps(cfg: CurationConfig, bounds: dict[str, int]) -> list[Step]:
+    """The per-record filters that read the text alone, in the order they report."""
+    steps: list[Step] = []
+    if cfg.length.enabled:
+        steps.append(Length(**bounds))
+    if cfg.repetition.enabled:
+        steps.append(
+            Repetition(
+                max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
+                max_duplicate_ngram_fraction=cfg.repetition.max_duplicate_ngram_fraction,
+                max_top_ngram_share=cfg.repetition.max_top_ngram_share,
+                exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
+            )
+        )
+    if cfg.artifacts.enabled:
+        steps += [Artifacts(), Junk()]
+    if cfg.gptisms.enabled:
+        steps.append(Gptisms(max_density=cfg.gptisms.max_density, prior_words=cfg.gptisms.prior_words))
+    if cfg.facts.enabled:
+        steps.append(Facts(cfg.facts))
+    if cfg.decontamination.eval_sets:
+        steps.append(Decontamination(cfg.decontamination.eval_sets, ngram=cfg.decontamination.ngram))
+    return steps
+
+
+def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[Step]:
+    """The model judges: measurements first (one pass each), then the filters that read them."""
+    steps: list[Step] = []
+    device = inference_device()[0].type
+    scorer_skipped = skip_note(cfg.scorer, records, device)
+    if scorer_skipped:
+        notes.append(scorer_skipped)
+    else:
+        steps.append(LmScores(cfg.scorer))
+    if cfg.relevance.enabled:
+        off_topic_skipped = relevance_skip_note(cfg.relevance, records, device)
+        if off_topic_skipped:
+            notes.append(off_topic_skipped)
+        relevance = RelevanceScores(cfg.relevance, embed=off_topic_skipped is None)
+        embedder_name = relevance.embedder.name if relevance.embedder else cfg.relevance.model
+        steps += [relevance, Relevance(cfg.relevance, embedder_name)]
+    if cfg.style.enabled:
+        steps += [StyleScore(cfg.style), StyleJudge(cfg.style)]
+    if cfg.coherence.enabled and not scorer_skipped:
+        steps.append(Coherence(cfg.coherence))
+    if cfg.completeness.enabled:
+        steps.append(Completeness(cfg.completeness))
+    return steps
 
 
 def surface_filters(cfg: CurationConfig) -> list[Filter]:
     """The per-record filters of `cfg` that need no model, in pipeline order (the audit judges with them)."""
-    return [step for step in build_steps(cfg)[0] if isinstance(step, Filter) and step.outcome == "rejected"]
+    return [step for step in _surface_steps(cfg, _char_bounds(cfg)) if isinstance(step, Filter)]
 
 
 def _token_bounds(cfg: CurationConfig) -> dict[str, tuple[int | None, int | None]]:
@@ -226,9 +297,10 @@ def curate(
     workers: int = 1,
 ) -> CurationResult:
     """Run the configured steps over `items`; every item ends in curated, rejected or review."""
-    steps, labels = build_steps(cfg, tokenizer)
+    items = list(items)
+    steps, labels, skipped = build_steps(cfg, tokenizer, records=len(items))
     run = Runner(steps, labels=labels, workers=workers, on_progress=on_progress).run(items)
-    notes = [note for step in steps for note in step.notes]
+    notes = skipped + [note for step in steps for note in step.notes]
     if tokenizer is None and _uses_tokenizer(cfg):
         notes.append("no tokenizer given: token bounds, template check and token review were skipped")
     control = next((step.control for step in steps if isinstance(step, Selection)), [])
