@@ -227,6 +227,8 @@ class NodeAgent:
         env = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": "/tmp",
+            # What the trainer image's ENV gives every pod: curation's default models, baked in.
+            "SFT_MODEL_CACHE": os.environ.get("SFT_MODEL_CACHE", str(REPO_ROOT / ".cache" / "models")),
             **self._env(raw, container),
             # One address per pod: what a pod network namespace would give.
             "SFT_PROGRESS_HOST": ip,
