@@ -85,6 +85,7 @@ bench-operator: $(STAMP) cluster-binaries
 # The style classifier and the task-label head shipped in resources/classifiers/ (needs the bench extra: scikit-learn).
 classifiers: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/train_classifiers.py
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/train_fluency.py --write
 
 bench-train: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_train.py

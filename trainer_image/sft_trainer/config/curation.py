@@ -178,9 +178,11 @@ class RelevanceStep(WireModel):
 
 class CoherenceStep(WireModel):
     enabled: bool = True
-    """Reject responses that are not fluent language (word salad, garbled text); needs the scorer."""
+    """Reject responses that are not fluent language (word salad, garbled text): the scorer LM's perplexity, else the word-bigram fluency score."""
     max_perplexity: float | None = Field(default=None, gt=1)
     """Perplexity of the response given its prompt (the scorer's `cond_ppl`) above which it is incoherent. Unset: the calibrated default shipped in the package."""
+    min_fluency: float | None = None
+    """When the scorer LM did not run: mean word-bigram PMI of the response's prose (the `fluency` score) below which it is incoherent. Unset: the calibrated default shipped in the package."""
 
 
 class CompletenessStep(WireModel):
@@ -188,6 +190,8 @@ class CompletenessStep(WireModel):
     """Reject responses cut off mid-sentence, mid-list or mid-code block."""
     max_eos_prob: float | None = Field(default=None, ge=0, le=1)
     """End-of-turn probability (from the scorer) below which a response that ends without closing punctuation is truncated. Unset: the calibrated default shipped in the package."""
+    max_end_prob: float | None = Field(default=None, ge=0, le=1)
+    """When the scorer LM did not run: probability that a sentence ends after the response's last two words (the `end_prob` score, word-bigram model) below which a response that ends without closing punctuation is truncated. Unset: the calibrated default shipped in the package."""
 
 
 class FactsStep(WireModel):
