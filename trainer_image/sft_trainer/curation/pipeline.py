@@ -10,10 +10,11 @@
 3. surface quality filters (length, repetition, artifacts, junk characters,
    GPT-isms, arithmetic, decontamination), all of them, so a rejected record lists
    every reason it has;
-4. judges of meaning: the scorer LM and the relevance embedder measure, the
-   relevance, style, coherence and completeness judges decide on the
-   measurements (the scorer is left out, with a note, on a CPU above
-   `scorer.maxRecordsOnCpu`);
+4. judges of meaning: the scorer LM, the relevance embedder, the style
+   classifier and the n-gram fluency model measure; the relevance, style,
+   coherence and completeness judges decide on the measurements (the scorer
+   is left out, with a note, on a CPU above `scorer.maxRecordsOnCpu`, and
+   coherence and completeness then read the n-gram measurements);
 5. the quality score (ranks survivors in dedup, balance and selection);
 6. exact, near and semantic deduplication;
 7. token steps with the target tokenizer: tokenise once, token bounds,
@@ -41,6 +42,7 @@ from .decontamination import Decontamination
 from .dedup import ExactDedup, NearDedup
 from .embeddings import Embeddings
 from .facts import Facts
+from .fluency import FluencyScores
 from .gptisms import Gptisms
 from .junk import Junk
 from .labels import RuleTaskLabels
@@ -132,16 +134,7 @@ def build_steps(
             labels[id(step)] = label
 
     bounds = _char_bounds(cfg)
-    if cfg.length.enabled:
-        add("validate", Overlength(**bounds))
-    if cfg.validation.enabled:
-        add(
-            "validate",
-            Validation(
-                reject_placeholders=cfg.validation.reject_placeholders,
-                reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
-            ),
-        )
+    add("validate", *_gate_steps(cfg, bounds))
     embeddings = Embeddings(cfg.embedder) if _needs_embeddings(cfg) else None
     if embeddings is not None:
         add("embed", embeddings)
@@ -209,6 +202,21 @@ def _char_bounds(cfg: CurationConfig) -> dict[str, int]:
     }
 
 
+def _gate_steps(cfg: CurationConfig, bounds: dict[str, int]) -> list[Step]:
+    """Over-long turns (unread), then validation: a record either stops will not be shown to the others."""
+    steps: list[Step] = []
+    if cfg.length.enabled:
+        steps.append(Overlength(**bounds))
+    if cfg.validation.enabled:
+        steps.append(
+            Validation(
+                reject_placeholders=cfg.validation.reject_placeholders,
+                reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
+            )
+        )
+    return steps
+
+
 def _surface_steps(cfg: CurationConfig, bounds: dict[str, int]) -> list[Step]:
     """The per-record filters that read the text alone, in the order they report."""
     steps: list[Step] = []
@@ -252,7 +260,10 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
         steps += [relevance, Relevance(cfg.relevance, embedder_name)]
     if cfg.style.enabled:
         steps += [StyleScore(cfg.style), StyleJudge(cfg.style)]
-    if cfg.coherence.enabled and not scorer_skipped:
+    if cfg.coherence.enabled or cfg.completeness.enabled:
+        # Cheap (thousands of records/s): the judges' fallback wherever the LM did not score.
+        steps.append(FluencyScores())
+    if cfg.coherence.enabled:
         steps.append(Coherence(cfg.coherence))
     if cfg.completeness.enabled:
         steps.append(Completeness(cfg.completeness))
@@ -261,7 +272,8 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
 
 def surface_filters(cfg: CurationConfig) -> list[Filter]:
     """The per-record filters of `cfg` that need no model, in pipeline order (the audit judges with them)."""
-    return [step for step in _surface_steps(cfg, _char_bounds(cfg)) if isinstance(step, Filter)]
+    bounds = _char_bounds(cfg)
+    return [step for step in _gate_steps(cfg, bounds) + _surface_steps(cfg, bounds) if isinstance(step, Filter)]
 
 
 def _token_bounds(cfg: CurationConfig) -> dict[str, tuple[int | None, int | None]]:
