@@ -20,7 +20,7 @@ from sft_trainer.formats import Conversation, Message, record_to_conversation
 AUDIT = Path(__file__).resolve().parents[2] / "data" / "curation" / "alpaca_audit_labels.jsonl"
 GOAL = 0.80
 MARGIN_OVER_RULES = 0.08
-"""The head must beat the rules by this much on the audit sample (measured: 0.775 against 0.64)."""
+"""The head must beat the rules by this much on the audit sample (measured: 0.800 against 0.64)."""
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,6 @@ def _accuracy(audit, embedder) -> float:
     return float(np.mean([p == t for p, (_, t) in zip(predicted, audit, strict=True)]))
 
 
-@pytest.mark.xfail(strict=True, reason="goal not reached yet: 0.775 on the audit sample (cross-validated 0.785)")
 def test_learned_labels_reach_the_goal_on_the_audit_sample(audit, embedder) -> None:
     assert _accuracy(audit, embedder) >= GOAL
 
