@@ -51,13 +51,14 @@ def exchange(conv: Conversation) -> Exchange:
 def skip_note(config: ScorerStep, records: int, device_type: str) -> str | None:
     """Why the LM judges will not run on this set here, or None when they will."""
     if not config.enabled:
-        return "The scorer LM is disabled (curation.scorer.enabled: false): coherence and the LM part of completeness were skipped."
+        return "The scorer LM is disabled (curation.scorer.enabled: false): coherence and completeness judged with the n-gram fluency and ending model."
     limit = config.max_records_on_cpu
     if device_type == "cpu" and limit is not None and records > limit:
         return (
-            f"Skipped the scorer LM and the judges that read it (coherence, completeness's end-of-turn check): "
-            f"{records} records on a CPU exceed curation.scorer.maxRecordsOnCpu ({limit}; a CPU scores well under 1 "
-            f"record/s). Give the curation a GPU or raise the limit to judge meaning."
+            f"Skipped the scorer LM (no IFD or LM perplexity): {records} records on a CPU exceed "
+            f"curation.scorer.maxRecordsOnCpu ({limit}; a CPU scores well under 1 record/s). Coherence and "
+            f"completeness judged with the n-gram fluency and ending model instead. Give the curation a GPU "
+            f"or raise the limit for the LM judges."
         )
     return None
 

@@ -618,24 +618,34 @@ def judged_mix(
     return convs, kinds
 
 
-def judgement_table(kinds: Sequence[str], verdicts: dict[int, list[str]]) -> dict[str, dict[str, Any]]:
-    """Per kind: records, how many a judge stopped (rejected or held for review), and by which reasons.
+def judgement_table(
+    kinds: Sequence[str], rejected: dict[int, list[str]], held: dict[int, list[str]]
+) -> dict[str, dict[str, Any]]:
+    """Per kind: records, how many a judge rejected, how many were held for review, and by which reasons.
 
-    `verdicts`: source_index -> reasons, for every rejected or held record.
-    Drops by balance or selection are counted apart (`dropped_for_mix`), never as catches.
+    `rejected` / `held`: source_index -> reasons. `caught` counts both (for
+    noise, either is a catch); for clean records `rejected` is what "judged
+    noisy" means and `held` is a person's second look. Drops by balance or
+    selection are choices about the mix, counted apart (`dropped_for_mix`).
     """
     table: dict[str, dict[str, Any]] = {}
     for index, kind in enumerate(kinds):
-        row = table.setdefault(kind, {"records": 0, "caught": 0, "dropped_for_mix": 0, "reasons": {}})
+        row = table.setdefault(
+            kind, {"records": 0, "caught": 0, "rejected": 0, "held": 0, "dropped_for_mix": 0, "reasons": {}}
+        )
         row["records"] += 1
-        reasons = verdicts.get(index, [])
-        judged = [r for r in reasons if not r.startswith(NOT_JUDGEMENTS)]
+        judged = [r for r in rejected.get(index, []) if not r.startswith(NOT_JUDGEMENTS)]
+        if judged:
+            row["rejected"] += 1
+        elif index in held:
+            row["held"] += 1
+            judged = held[index]
+        elif index in rejected:
+            row["dropped_for_mix"] += 1
         if judged:
             row["caught"] += 1
-            first = judged[0]
-            row["reasons"][first] = row["reasons"].get(first, 0) + 1
-        elif reasons:
-            row["dropped_for_mix"] += 1
+            row["reasons"][judged[0]] = row["reasons"].get(judged[0], 0) + 1
     for row in table.values():
         row["rate"] = round(row["caught"] / row["records"], 4) if row["records"] else 0.0
+        row["rejected_rate"] = round(row["rejected"] / row["records"], 4) if row["records"] else 0.0
     return table
