@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formats import Conversation, Message, RejectedRecord, read_dataset
+from .text import ONES_WORDS, TENS_WORDS
 
 KINDS: tuple[str, ...] = (
     "off_topic",
@@ -285,29 +286,7 @@ def _prompt_echo(clean: Sequence[Conversation], rng: random.Random, **_: Any) ->
 
 # ---- arithmetic -----------------------------------------------------------
 
-_ONES = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-    "fourteen",
-    "fifteen",
-    "sixteen",
-    "seventeen",
-    "eighteen",
-    "nineteen",
-]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_ONES, _TENS = ONES_WORDS, TENS_WORDS
 
 
 def number_words(n: int) -> str:

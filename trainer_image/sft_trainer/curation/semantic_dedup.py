@@ -56,7 +56,7 @@ from ..runconfig import ConfigError
 from .base import SetStep
 from .dedup import _mark_cluster, _UnionFind
 from .embeddings import PROMPT
-from .text import normalise, prompt_text
+from .text import ONES_WORDS, normalise, prompt_text
 
 BLOCK = 1024
 """Rows compared at once: 1,024 x 52,000 float32 similarities are 213 MB."""
@@ -67,34 +67,7 @@ reworded; most others are close siblings (Celsius to Fahrenheit vs the reverse),
 default."""
 
 
-_NUMBER_WORDS = {
-    word: str(value)
-    for value, word in enumerate(
-        [
-            "zero",
-            "one",
-            "two",
-            "three",
-            "four",
-            "five",
-            "six",
-            "seven",
-            "eight",
-            "nine",
-            "ten",
-            "eleven",
-            "twelve",
-            "thirteen",
-            "fourteen",
-            "fifteen",
-            "sixteen",
-            "seventeen",
-            "eighteen",
-            "nineteen",
-            "twenty",
-        ]
-    )
-}
+_NUMBER_WORDS = {word: str(value) for value, word in enumerate((*ONES_WORDS, "twenty"))}
 _OPERAND = re.compile(
     r"\d+(?:[.,]\d+)*|\b(?:" + "|".join(_NUMBER_WORDS) + r")\b|\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”", re.IGNORECASE
 )

@@ -81,3 +81,11 @@ def last_response(conv: Conversation) -> str:
         if message.role == "assistant":
             return message.content
     return ""
+
+
+# Number words below twenty, and the tens: planted arithmetic writes them, semantic dedup reads them.
+ONES_WORDS: tuple[str, ...] = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+)  # fmt: skip
+TENS_WORDS: tuple[str, ...] = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
