@@ -1,4 +1,4 @@
-"""The shipped style classifier: real weights, real embedder, held-out data only (calibration_half False)."""
+"""The shipped style classifier: real weights, held-out data only (calibration_half False)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,6 @@ RATE_TOLERANCE = 0.1
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    from sft_trainer.models.embedder import load_embedder
-
-    return load_embedder(None, "cpu")
-
-
-@pytest.fixture(scope="module")
 def held_out(data_dir: Path) -> tuple[list[Conversation], list[Conversation]]:
     """(clean LIMA, planted assistant_style) records of the held-out half, SAMPLE of each."""
     lima = [c for c in noise.load_lima(data_dir) if not noise.calibration_half(c)]
@@ -42,16 +35,16 @@ def held_out(data_dir: Path) -> tuple[list[Conversation], list[Conversation]]:
     return rng.sample(lima, SAMPLE), rng.sample(planted, SAMPLE)
 
 
-def _scores(convs: list[Conversation], embedder) -> list[float]:
-    StyleScore(StyleStep(), embedder)(convs)
+def _scores(convs: list[Conversation]) -> list[float]:
+    StyleScore(StyleStep())(convs)
     return [c.meta["scores"]["style"] for c in convs]
 
 
 @pytest.fixture(scope="module")
-def scored(held_out, embedder) -> tuple[list[Conversation], list[Conversation]]:
+def scored(held_out) -> tuple[list[Conversation], list[Conversation]]:
     """The held-out sample with `scores["style"]` set by the real annotator."""
     for convs in held_out:
-        _scores(convs, embedder)
+        _scores(convs)
     return held_out
 
 
@@ -87,41 +80,46 @@ def test_judge_reproduces_the_reported_recall_and_false_positives(scored) -> Non
 
 
 @pytest.mark.xfail(
-    strict=True, reason="goal not reached yet: the shipped classifier's recall is about 0.3 at <= 1% of LIMA"
+    strict=True, reason="goal not reached yet: the shipped classifier's recall is about 0.45 at <= 1% of LIMA"
 )
 def test_goal_recall_at_one_percent_of_lima(scored) -> None:
     human, chat = scored
     assert _flagged(chat) >= 0.8 and _flagged(human) <= 0.01
 
 
-def test_features_from_the_annotator_are_used_without_an_embedder(held_out, embedder) -> None:
-    convs = [Conversation(list(c.messages), c.source_index) for c in held_out[1][:4]]
-    direct = _scores([Conversation(list(c.messages), c.source_index) for c in convs], embedder)
-    for conv in convs:
-        conv.features["response_emb"] = embedder.encode(["\n\n".join(conv.turns("assistant"))])[0]
-    StyleScore(StyleStep())(convs)
-    assert [c.meta["scores"]["style"] for c in convs] == pytest.approx(direct, abs=1e-3)
+def test_numpy_trees_score_like_the_shipped_report(held_out) -> None:
+    """Scores are probabilities, identical for identical texts, and each batch is scored independently of the others."""
+    convs = held_out[1][:6]
+    alone = [_scores([Conversation(list(c.messages), c.source_index)])[0] for c in convs]
+    together = _scores([Conversation(list(c.messages), c.source_index) for c in convs])
+    assert together == pytest.approx(alone, abs=1e-4)
+    assert all(0.0 <= p <= 1.0 for p in together)
 
 
-def test_non_finite_embedding_is_not_scored_and_the_judge_abstains() -> None:
-    dim = StyleClassifier().embedding_dim
+def test_a_score_that_is_not_a_number_makes_the_judge_abstain() -> None:
     conv = Conversation([Message("user", "Hi"), Message("assistant", "Hello there.")], 0)
-    conv.features["response_emb"] = np.full(dim, np.nan, dtype=np.float32)
-    StyleScore(StyleStep())([conv])
-    assert conv.meta["scores"]["style"] is None
-    assert StyleJudge(StyleStep())(conv) is None
+    for score in (None, math.nan, math.inf):
+        conv.meta["scores"] = {"style": score}
+        assert StyleJudge(StyleStep())(conv) is None
+
+
+def test_empty_and_odd_responses_are_scored() -> None:
+    convs = [
+        Conversation([Message("user", "Hi"), Message("assistant", text)], i)
+        for i, text in enumerate(["", " ", "ok", "\u200b" * 5, "1.\n2.\n3.", "x" * 5000])
+    ]
+    StyleScore(StyleStep())(convs)
+    assert all(0.0 <= c.meta["scores"]["style"] <= 1.0 for c in convs)
 
 
 def test_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
     conv = Conversation([Message("user", "Hi"), Message("assistant", "Hello.")], 5)
-    with pytest.raises(ValueError, match="record 5 has no features\\['response_emb'\\]"):
-        StyleScore(StyleStep())([conv])
     with pytest.raises(KeyError, match="record 5 has no scores"):
         StyleJudge(StyleStep())(conv)
     with pytest.raises(FileNotFoundError, match="make classifiers"):
         StyleClassifier(tmp_path / "style.npz")
-    with pytest.raises(ValueError, match="dimensional embeddings"):
-        StyleClassifier().probabilities(np.zeros((1, 7)), ["text"])
+    with pytest.raises(ValueError, match="features per row"):
+        StyleClassifier().model.raw_scores(np.zeros((1, 7)))
 
 
 def test_threshold_from_config_overrides_the_shipped_one() -> None:
