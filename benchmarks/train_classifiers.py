@@ -4,11 +4,14 @@
     (make classifiers)
 
 Writes `trainer_image/sft_trainer/resources/classifiers/{style,tasks}.npz`
-(numpy arrays: standardisation, coefficients, intercept, and `meta_*`
-entries with the threshold and the figures printed here). scikit-learn is
+(numpy arrays: the style model's tree nodes, the task head's standardisation,
+coefficients and intercept, and `meta_*` entries with the threshold and the
+figures printed here). scikit-learn is
 used here only; the pipeline reads the weights with numpy.
 
-**Style** (`style.npz`, read by `curation/style.py`). Every source is cut
+**Style** (`style.npz`, read by `curation/style.py`): gradient-boosted trees
+(HistGradientBoostingClassifier, exported to numpy by `curation/trees.py`)
+over `style.text_feature_matrix` of the response. Every source is cut
 by `noise.calibration_half` (CRC-32 of the prompt): the model is fitted on the
 calibration half, the threshold is chosen on the calibration half's
 out-of-fold scores (5 folds), and the figures are measured on the held-out
@@ -26,7 +29,9 @@ prompts, so one prompt's answers are all in the same half.
   answers), GPTeacher code generation (its answers are code, which has no
   chat style), raw Alpaca (text-davinci-003, the data users most often curate).
 The threshold is the lowest at which at most `HUMAN_FP_TARGET` of the
-calibration half's out-of-fold LIMA scores exceed it.
+calibration half's out-of-fold LIMA scores exceed it; the learning rate is
+the one whose out-of-fold scores put the most long chat-model answers (the
+noise kit's assistant_style donors) above that threshold.
 
 **Task labels** (`tasks.npz`, read by `curation/tasks.LearnedTaskLabeller`):
 multinomial logistic regression over the prompt and response embeddings,
