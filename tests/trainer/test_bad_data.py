@@ -113,7 +113,11 @@ def slug(text: str) -> str:
 
 def run_config(pipeline: hostile.Pipeline, case: hostile.Case, model: Path) -> dict[str, Any]:
     if pipeline == "curate":
-        return {"input": case.dataset, "outputDir": case.output, "tokenizer": str(model)}
+        # Every judge runs but the scorer LM: it scores ~0.5 records/s on 2 CPU cores, which 58 runs under
+        # strace cannot afford; its own hostile inputs (empty, NaN, 100k tokens, non-English, code) are
+        # tests/trainer/test_scorer.py's.
+        curation = {"scorer": {"enabled": False}}
+        return {"input": case.dataset, "outputDir": case.output, "tokenizer": str(model), "curation": curation}
     return {"model": str(model), "dataset": case.dataset, "outputDir": case.output, "training": TRAINING}
 
 

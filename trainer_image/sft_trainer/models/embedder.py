@@ -38,6 +38,7 @@ calibrated in float32; MiniLM is small enough that a GPU does not need bf16).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -251,7 +252,16 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 
 def load_embedder(model: str | None = None, device: str | torch.device | None = None) -> Embedder:
-    """The embedder `curation.embedder.model` names (see the module docstring); `device` only matters for MiniLM."""
+    """The embedder `curation.embedder.model` names (see the module docstring); `device` only matters for MiniLM.
+
+    Loaded once per process (embedders hold no state between calls): `sftctl`, a notebook or a test
+    that curates several sets reuses it.
+    """
+    return _load_embedder(model, None if device is None else str(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_embedder(model: str | None, device: str | None) -> Embedder:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         if model is None or model == STATIC:
