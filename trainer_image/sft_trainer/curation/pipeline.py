@@ -4,9 +4,9 @@
 (`runner.py`) runs it and owns where every record goes. The order:
 
 1. gates: over-long turns (unread), then validation;
-2. the embedder (one pass: the vectors that task labels, style, semantic
-   dedup and diverse selection read), then task labels (rules, or the learned
-   head over the embeddings);
+2. the embedder (one pass: the vectors that learned task labels, semantic
+   dedup and diverse selection read), then task labels (the learned head, or
+   the keyword rules);
 3. surface quality filters (length, repetition, artifacts, junk characters,
    GPT-isms, arithmetic, decontamination), all of them, so a rejected record lists
    every reason it has;
@@ -184,10 +184,9 @@ def build_steps(
 
 
 def _needs_embeddings(cfg: CurationConfig) -> bool:
-    """Task labels, style, semantic dedup and diverse selection read the shared embeddings."""
+    """Learned task labels, semantic dedup and diverse selection read the shared embeddings."""
     return (
         cfg.balance.method == "learned"
-        or cfg.style.enabled
         or cfg.dedup.semantic
         or (cfg.selection.enabled and cfg.selection.strategy == "diverse-quality")
     )
