@@ -165,6 +165,8 @@ def batch_env(root: Path) -> dict[str, str]:
         TRANSFORMERS_OFFLINE="1",
         OMP_NUM_THREADS="2",
         TOKENIZERS_PARALLELISM="false",
+        # The curation models the trainer image bakes in (read, never written: a write would be caught).
+        SFT_MODEL_CACHE=os.environ["SFT_MODEL_CACHE"],
     )
     return env
 
