@@ -154,8 +154,8 @@ class ScorerStep(WireModel):
     """Most response tokens the perplexities read, from the start (the end-of-turn probability always reads the real end)."""
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     """Sequences per forward pass (2-3 per record). Unset: 16 on a CPU, 64 on a GPU."""
-    max_records_on_cpu: int | None = Field(default=300, ge=0)
-    """Most records scored without a GPU (0.4-0.6 records/s measured on 2 shared cores: 300 records take about 10 minutes); a larger set skips the LM judges and the report says so. Unset: no limit."""
+    max_records_on_cpu: int | None = Field(default=0, ge=0)
+    """Most records the scorer LM scores without a GPU. 0 (the default): on a CPU the LM is skipped and coherence and completeness use the n-gram model instead, with a note in the report and status (SmolLM2 scores 0.5-2 records/s on 2 cores: 300 records take minutes). Raise it to use the LM on a CPU; unset: no limit."""
 
 
 class EmbedderStep(WireModel):

@@ -13,7 +13,7 @@
 4. judges of meaning: the scorer LM, the relevance embedder, the style
    classifier and the n-gram fluency model measure; the relevance, style,
    coherence and completeness judges decide on the measurements (the scorer
-   is left out, with a note, on a CPU above `scorer.maxRecordsOnCpu`, and
+   is left out, with a note, on a CPU above `scorer.maxRecordsOnCpu` (0 by default), and
    coherence and completeness then read the n-gram measurements);
 5. the quality score (ranks survivors in dedup, balance and selection);
 6. exact, near and semantic deduplication;
