@@ -16,6 +16,9 @@ from sft_trainer.curation.selection import Selection, task_quotas
 from sft_trainer.formats import Conversation, Message, read_dataset
 from sftctl.cli import main as sftctl_main
 
+# Selection is what these tests are about: the MiniLM relevance judge (~15 records/s on 2 cores) stays off.
+JUDGES_OFF = {"relevance": {"enabled": False}}
+
 
 @pytest.fixture(scope="module")
 def lima(data_dir: Path) -> list[Conversation]:
@@ -52,12 +55,14 @@ def test_budget_keeps_the_best_in_the_task_mix_and_writes_a_control(lima: list[C
 
 def test_the_control_is_seeded_and_differs_from_the_selection(lima: list[Conversation]) -> None:
     def control(seed: int) -> list[int]:
-        cfg = CurationConfig.model_validate({"selection": {"budget": 80, "strategy": "quality"}, "seed": seed})
+        cfg = CurationConfig.model_validate(
+            {**JUDGES_OFF, "selection": {"budget": 80, "strategy": "quality"}, "seed": seed}
+        )
         return [c.source_index for c in curate(lima, cfg).control]
 
     assert control(1) == control(1)
     assert control(1) != control(2)
-    cfg = CurationConfig.model_validate({"selection": {"budget": 80, "strategy": "quality"}, "seed": 1})
+    cfg = CurationConfig.model_validate({**JUDGES_OFF, "selection": {"budget": 80, "strategy": "quality"}, "seed": 1})
     selected = {c.source_index for c in curate(lima, cfg).curated}
     assert selected != set(control(1))
 
@@ -88,7 +93,21 @@ def test_sftctl_curate_budget_writes_control_and_status(tmp_path: Path, data_dir
     source = tmp_path / "lima.json"
     source.write_text(json.dumps(records))
     out = tmp_path / "out"
-    assert sftctl_main(["curate", str(source), "--out", str(out), "--budget", "50", "--strategy", "quality"]) == 0
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps(JUDGES_OFF))
+    argv = [
+        "curate",
+        str(source),
+        "--out",
+        str(out),
+        "--config",
+        str(settings),
+        "--budget",
+        "50",
+        "--strategy",
+        "quality",
+    ]
+    assert sftctl_main(argv) == 0
     control = [json.loads(line) for line in (out / "control.jsonl").read_text().splitlines()]
     curated = (out / "curated.jsonl").read_text().splitlines()
     status = json.loads((out / "report.json").read_text())["status"]
