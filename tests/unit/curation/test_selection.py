@@ -34,7 +34,7 @@ def test_quotas_follow_the_pool_mix_and_sum_to_the_budget() -> None:
 
 def test_budget_keeps_the_best_in_the_task_mix_and_writes_a_control(lima: list[Conversation]) -> None:
     cfg = CurationConfig.model_validate(
-        {"selection": {"budget": 100, "strategy": "quality"}, "balance": {"enabled": False}}
+        {**JUDGES_OFF, "selection": {"budget": 100, "strategy": "quality"}, "balance": {"enabled": False}}
     )
     result = curate(lima, cfg)
     assert len(result.curated) == 100
