@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from operator_support import Api, Node, RunningOperator, condition, curation_manifest, eventually, sftjob_manifest
+from operator_support import (
+    Api,
+    Node,
+    OperatorFactory,
+    RunningOperator,
+    condition,
+    curation_manifest,
+    eventually,
+    sftjob_manifest,
+)
 
 from sft_trainer.config import TOKEN_ENV, ReviewApplyRunConfig
 from sft_trainer.curation.review import Outputs, run_review_apply
@@ -70,6 +79,7 @@ def run_apply_pod(
 
 
 def test_annotations_reach_status_through_the_apply_job_and_release_the_waiting_sftjob(
+    operators: OperatorFactory,
     operator: RunningOperator,
     namespace: str,
     api: Api,
@@ -174,7 +184,8 @@ def test_annotations_reach_status_through_the_apply_job_and_release_the_waiting_
         str(api.event_messages(namespace, "cur")),
     ):
         assert TOKEN not in text
-    assert TOKEN not in operator.runner.output
+    # The runner's output exists once it has stopped (reading it earlier waits for the stop forever).
+    assert TOKEN not in operators.stop(operator)
 
 
 def test_a_wrong_token_is_a_condition_with_the_reason_and_no_job(
