@@ -108,3 +108,75 @@ def sections(dom: str) -> dict[str, Section]:
     parser = _Sections()
     parser.feed(dom)
     return parser.sections
+
+
+def screenshot_after_login(
+    login_url: str, fields: dict[str, str], page_url: str, screenshot: Path, settle_seconds: float = 8.0
+) -> str:
+    """Log in through a page's own form, open `page_url`, save a PNG; returns the page's visible text.
+
+    Drives headless Chromium over the DevTools protocol (websocket-client, a dependency of the
+    Kubernetes client): a web app behind a login form cannot be opened with `--screenshot` alone.
+    """
+    import base64
+    import json
+    import time
+    import urllib.request
+
+    import websocket
+
+    from support.kube import free_port
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        browser = subprocess.Popen(
+            [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
+             "--window-size=1400,900", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as response:
+                        page = next(t for t in json.loads(response.read()) if t["type"] == "page")
+                    break
+                except (OSError, StopIteration):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("chromium's DevTools endpoint did not come up") from None
+                    time.sleep(0.5)
+            socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=60)
+            ids = iter(range(1, 10_000))
+
+            def call(method: str, **params: object) -> dict:
+                message_id = next(ids)
+                socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
+                while True:
+                    reply = json.loads(socket.recv())
+                    if reply.get("id") == message_id:
+                        return reply.get("result", {})
+
+            def evaluate(expression: str) -> object:
+                return (
+                    call("Runtime.evaluate", expression=expression, returnByValue=True).get("result", {}).get("value")
+                )
+
+            call("Page.navigate", url=login_url)
+            time.sleep(settle_seconds / 2)
+            fill = "".join(
+                f"document.querySelector('input[name={name}]').value = {json.dumps(value)};"
+                for name, value in fields.items()
+            )
+            evaluate(fill + "document.querySelector('form').submit();")
+            time.sleep(settle_seconds / 2)
+            call("Page.navigate", url=page_url)
+            time.sleep(settle_seconds)
+            png = call("Page.captureScreenshot", format="png")["data"]
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            screenshot.write_bytes(base64.b64decode(png))
+            text = evaluate("document.body.innerText")
+            socket.close()
+            return str(text or "")
+        finally:
+            browser.terminate()
+            browser.wait(10)

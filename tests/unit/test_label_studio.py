@@ -38,8 +38,9 @@ from sft_trainer.curation.review import (
     record_hash,
     run_review_apply,
 )
+from support.browser import screenshot_after_login
 from support.kube import REPO_ROOT, free_port
-from support.label_studio import TOKEN, annotate, api, label_studio_server
+from support.label_studio import PASSWORD, TOKEN, USER, annotate, api, label_studio_server
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "curation"))
 from test_review import curate_into, plant  # noqa: E402  (the review tests' real curation of planted Alpaca)
@@ -94,6 +95,17 @@ def test_held_records_go_to_label_studio_and_annotations_come_back_as_applied_de
     assert set(tasks) == set(held)
     sample = tasks[min(held)]["data"]
     assert sample["response"] and sample["prompt"] and "ood." in sample["flags"]
+
+    # What a reviewer sees: the task in Label Studio's own UI (screenshot for docs/review.md).
+    shot = REPO_ROOT / ".cache" / "screenshots" / "label-studio-task.png"
+    seen = screenshot_after_login(
+        f"{label_studio}/user/login/",
+        {"email": USER, "password": PASSWORD},
+        f"{label_studio}/projects/{project}/data?task={tasks[min(held)]['id']}",
+        shot,
+    )
+    assert shot.stat().st_size > 10_000
+    assert "Keep" in seen and "Drop" in seen, seen[:500]
 
     # Idempotent: a second run (a retried pod, a re-run) adds no task.
     assert apply(out, label_studio, []) == 0
