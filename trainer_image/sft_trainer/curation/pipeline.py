@@ -111,7 +111,9 @@ class CurationResult:
         return self.run.flags_by_reason()
 
 
-REPORTED_SCORES = ("quality", "ifd", "ppl", "cond_ppl", "eos_prob", "relevance", "style", "gptism_density")
+REPORTED_SCORES = (
+    "quality", "ifd", "ppl", "cond_ppl", "eos_prob", "relevance", "echo", "style", "fluency", "end_prob", "gptism_density",
+)  # fmt: skip
 """Scores whose distributions the report draws (those present in the run)."""
 
 
