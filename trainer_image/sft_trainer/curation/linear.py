@@ -22,6 +22,21 @@ import numpy as np
 CLASSIFIERS_DIR = Path(__file__).resolve().parents[1] / "resources" / "classifiers"
 
 
+def load_arrays(path: Path, required: set[str]) -> dict[str, np.ndarray]:
+    """The arrays of a shipped weights file; a clear error when it or one of `required` is missing."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"classifier weights {path} are missing: rebuild them with `make classifiers` "
+            "(benchmarks/train_classifiers.py) or reinstall the package"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    missing = required - set(arrays)
+    if missing:
+        raise ValueError(f"classifier weights {path} lack the arrays {sorted(missing)}")
+    return arrays
+
+
 @dataclass(frozen=True)
 class LinearModel:
     """A standardised linear model read from an .npz file: `mean`, `scale`, `coef`, `intercept`, plus metadata."""
@@ -38,16 +53,7 @@ class LinearModel:
 
     @classmethod
     def load(cls, path: Path) -> LinearModel:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"classifier weights {path} are missing: rebuild them with `make classifiers` "
-                "(benchmarks/train_classifiers.py) or reinstall the package"
-            )
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        missing = {"mean", "scale", "coef", "intercept"} - set(arrays)
-        if missing:
-            raise ValueError(f"classifier weights {path} lack the arrays {sorted(missing)}")
+        arrays = load_arrays(path, {"mean", "scale", "coef", "intercept"})
         meta = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in arrays.items() if k.startswith("meta_")}
         extras = {k: v for k, v in arrays.items() if not k.startswith("meta_")}
         coef = np.atleast_2d(arrays["coef"])

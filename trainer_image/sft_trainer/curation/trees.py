@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .linear import load_arrays
+
 NODE_ARRAYS = ("feature", "threshold", "left", "right", "is_leaf", "value", "missing_left", "roots", "baseline")
 
 
@@ -41,16 +43,7 @@ class TreeEnsemble:
 
     @classmethod
     def load(cls, path: Path) -> TreeEnsemble:
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"classifier weights {path} are missing: rebuild them with `make classifiers` "
-                "(benchmarks/train_classifiers.py) or reinstall the package"
-            )
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-        missing = set(NODE_ARRAYS + ("meta_n_features", "meta_depth")) - set(arrays)
-        if missing:
-            raise ValueError(f"tree weights {path} lack the arrays {sorted(missing)}")
+        arrays = load_arrays(path, set(NODE_ARRAYS + ("meta_n_features", "meta_depth")))
         meta = {k: v.item() if v.ndim == 0 else v.tolist() for k, v in arrays.items() if k.startswith("meta_")}
         return cls(
             path,
