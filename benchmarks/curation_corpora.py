@@ -1,18 +1,16 @@
 """Human-written and synthetic responses from ../shared/data, for calibration and evaluation.
 
-Read in place from the shared data folder (never copied into the project).
-Set TRUSTDOC_DATA to point elsewhere.
+Read in place from the shared data folder (never copied into the project):
+SFT_SHARED_DATA, else ../shared/data beside the repository.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
-DATA = Path(os.environ.get("TRUSTDOC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-if not DATA.exists():
-    DATA = Path("/work/shared/data")
+from sft_trainer.curation.noise import shared_data_dir
+
+DATA = shared_data_dir()
 
 
 def _json(name: str) -> list:
@@ -23,12 +21,13 @@ def _jsonl(name: str) -> list:
     return [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _oasst_human_replies() -> list[str]:
-    """Assistant replies written by people (synthetic messages excluded)."""
+def oasst_human_texts(replies_only: bool = True) -> list[str]:
+    """English OpenAssistant messages written by people (synthetic ones excluded): replies, or every message."""
     out: list[str] = []
 
     def walk(node: dict) -> None:
-        if node.get("role") == "assistant" and not node.get("synthetic") and node.get("lang", "en") == "en":
+        human = not node.get("synthetic") and node.get("lang", "en") == "en"
+        if human and (node.get("role") == "assistant" or not replies_only):
             out.append(node["text"])
         for child in node.get("replies", []):
             walk(child)
@@ -41,7 +40,7 @@ def _oasst_human_replies() -> list[str]:
 def human_responses() -> dict[str, list[str]]:
     return {
         "lima": [r["output"] for r in _json("lima_llamafactory.json")],
-        "oasst": _oasst_human_replies(),
+        "oasst": oasst_human_texts(),
         "self_instruct_seeds": [
             i["output"] for r in _jsonl("self_instruct_seed_tasks.jsonl") for i in r["instances"] if i["output"].strip()
         ],

@@ -39,6 +39,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from curation_corpora import oasst_human_texts
+
 from sft_trainer.config.curation import CoherenceStep, CompletenessStep
 from sft_trainer.curation import noise
 from sft_trainer.curation.coherence import Coherence
@@ -67,21 +69,6 @@ def _jsonl(name: str) -> list[Any]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def oasst_human_messages() -> list[str]:
-    """Every English message of the OpenAssistant trees written by a person (prompts and replies)."""
-    out: list[str] = []
-
-    def walk(node: dict[str, Any]) -> None:
-        if not node.get("synthetic") and node.get("lang", "en") == "en":
-            out.append(node["text"])
-        for child in node.get("replies", []):
-            walk(child)
-
-    for tree in _jsonl("oasst_en_100_tree.jsonl"):
-        walk(tree["prompt"])
-    return out
-
-
 def alpaca_calibration_outputs(name: str) -> list[str]:
     """Outputs of an Alpaca-format file whose prompt is in the calibration half (same split as `noise`)."""
     out = []
@@ -98,7 +85,7 @@ def background_text() -> dict[str, list[str]]:
     return {
         "alpaca": alpaca_calibration_outputs("alpaca_data.json"),
         "alpaca_gpt4": alpaca_calibration_outputs("alpaca_gpt4_en_demo_llamafactory.json"),
-        "oasst": oasst_human_messages(),
+        "oasst": oasst_human_texts(replies_only=False),
         "self_instruct_seeds": [i["output"] for t in _jsonl("self_instruct_seed_tasks.jsonl") for i in t["instances"]],
         "reference_text": [(RESOURCES / "reference_text.txt").read_text(encoding="utf-8")],
     }

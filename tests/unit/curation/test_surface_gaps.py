@@ -18,7 +18,7 @@ from sft_trainer.curation.base import Filter
 from sft_trainer.curation.dedup import ExactDedup, NearDedup
 from sft_trainer.curation.facts import Facts
 from sft_trainer.curation.junk import Junk, junk_penalty
-from sft_trainer.curation.per_record import quality_score
+from sft_trainer.curation.quality import quality_score
 from sft_trainer.curation.repetition import Repetition
 from sft_trainer.formats import Conversation
 

@@ -45,10 +45,9 @@ from .facts import Facts
 from .fluency import FluencyScores
 from .gptisms import Gptisms
 from .junk import Junk
-from .labels import RuleTaskLabels
 from .length import Length, Overlength
 from .lm_scores import LmScores, skip_note
-from .per_record import QualityScore
+from .quality import QualityScore
 from .relevance import Relevance, RelevanceScores
 from .relevance import skip_note as relevance_skip_note
 from .repetition import Repetition
@@ -56,7 +55,7 @@ from .runner import Progress, Rejection, Runner, RunResult, example
 from .selection import Selection
 from .semantic_dedup import SemanticDedup
 from .style import StyleJudge, StyleScore
-from .tasks import LearnedTaskLabeller, normalised_entropy
+from .tasks import LearnedTaskLabeller, RuleTaskLabels, normalised_entropy
 from .text import last_response
 from .tokens import OodText, RareTokens, TemplateCheck, TokenBounds, Tokenize, TokenizerView
 from .validation import Validation
@@ -340,9 +339,9 @@ def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
         "timings": run.timings,
         "step_reports": {step.name: step.report() for step in steps if step.report()},
         "score_values": {
-            key: {"judged": values, "curated": [_score(c, key) for c in after if key in c.meta.get("scores", {})]}
+            key: {"judged": values, "curated": _measured(after, key)}
             for key in REPORTED_SCORES
-            if (values := [_score(c, key) for c in before if key in c.meta.get("scores", {})])
+            if (values := _measured(before, key))
         },
     }
     by_index = {c.source_index: c for c in before}
@@ -355,6 +354,11 @@ def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
         if isinstance(step, TemplateCheck):
             stats["skeletons"] = step.report()["skeletons"]
     return stats
+
+
+def _measured(convs: list[Conversation], key: str) -> list[float]:
+    """The records' values of one score where a step measured it (None: the step could not, e.g. empty text)."""
+    return [float(v) for c in convs if isinstance(v := c.meta.get("scores", {}).get(key), int | float)]
 
 
 def _score(conv: Conversation, key: str) -> float:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -209,9 +209,15 @@ def _coding_confirmed(instruction: str, response: str) -> bool:
     )
 
 
-def label_all(convs: Iterable[Conversation]) -> None:
-    for conv in convs:
-        conv.meta["task"] = label(conv)
+class RuleTaskLabels(Annotator):
+    """`meta["task"]` by the ordered keyword rules above (no model needed)."""
+
+    name = "tasks"
+    batch_size = 4096
+
+    def annotate(self, convs: Sequence[Conversation]) -> None:
+        for conv in convs:
+            conv.meta["task"] = label(conv)
 
 
 def normalised_entropy(counts: Counter[str] | dict[str, int], categories: int | None = None) -> float:
