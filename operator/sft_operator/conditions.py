@@ -16,6 +16,9 @@ PROGRESSING = "Progressing"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 REVIEW_COMPLETE = "ReviewComplete"
+# True when the post-training evaluation ran and every gate passed; a
+# chained SFTJob waits on it.
+EVALUATION_PASSED = "EvaluationPassed"
 
 # Reasons
 JOB_CREATED = "JobCreated"
@@ -38,6 +41,11 @@ PODS_PENDING = "PodsPending"
 RETRYING = "Retrying"
 JOB_DELETED = "JobDeleted"
 NAME_CONFLICT = "NameConflict"
+GATES_PASSED = "GatesPassed"
+EVALUATION_GATE_FAILED = "EvaluationGateFailed"
+EVALUATION_ERROR = "EvaluationError"
+EVALUATION_PENDING = "EvaluationPending"
+FIGURE_REGRESSED = "FigureRegressed"
 
 # Reasons whose Events are Warnings: something went wrong or needs a person.
 WARNING_REASONS = frozenset(
@@ -53,6 +61,9 @@ WARNING_REASONS = frozenset(
         RETRYING,
         JOB_DELETED,
         NAME_CONFLICT,
+        EVALUATION_GATE_FAILED,
+        EVALUATION_ERROR,
+        FIGURE_REGRESSED,
     }
 )
 
