@@ -232,6 +232,19 @@ class SelectionStep(WireModel):
         return self.budget is not None or self.fraction is not None
 
 
+class EngineSettings(WireModel):
+    """Where the curation runs: one pod, or Ray Data on a Ray cluster."""
+
+    type: Literal["local", "ray"] = "local"
+    """`local`: one process streams the input in shards (bounded memory). `ray`: the same steps run as Ray Data stages on the cluster named by `RAY_ADDRESS` (a KubeRay RayJob sets it), or on a local Ray cluster when it is unset."""
+    workers: int = Field(default=1, ge=1)
+    """Ray workers that run the stages (with `type: ray`)."""
+    cpus_per_worker: float = Field(default=1, gt=0)
+    """CPU cores each Ray worker gets (with `type: ray`)."""
+    gpus_per_worker: int = Field(default=0, ge=0)
+    """GPUs each Ray worker gets (with `type: ray`); model judges run on GPU actor pools when it is above 0."""
+
+
 class CurationConfig(WireModel):
     """What the curation pipeline does, step by step."""
 
@@ -292,6 +305,8 @@ class CurationConfig(WireModel):
     """Read at most this many input records (useful for a first look). Unset: all."""
     seed: int = 0
     """Seed for every random choice (sampling, MinHash permutations)."""
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    """Where the curation runs: one pod (`local`) or a Ray cluster (`ray`)."""
 
 
 class CurationRunConfig(WireModel):
