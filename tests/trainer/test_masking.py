@@ -310,6 +310,23 @@ def test_truncation_cuts_the_prompt_never_the_response(tiny_tokenizer) -> None:
     assert result.source_index == 7
 
 
+@pytest.mark.parametrize("prompt_tokens_left", [1, 3, 8])
+def test_truncation_keeps_as_much_prompt_as_fits_when_nearly_all_must_go(tiny_tokenizer, prompt_tokens_left) -> None:
+    """A 200-token prompt over a limit that leaves room for a few of its tokens: it is cut, not rejected."""
+    words = " ".join(f"w{i}" for i in range(200))
+    record = conv(("user", words), ("assistant", "A short summary."))
+    prompt_ids = len(tiny_tokenizer(words, add_special_tokens=False).input_ids)
+    whole = builder(tiny_tokenizer, max_seq_length=100_000).build(record)
+    assert isinstance(whole, Sample) and prompt_ids > 100  # the prompt is most of the record
+    limit = len(whole.input_ids) - prompt_ids + prompt_tokens_left
+    result = builder(tiny_tokenizer, max_seq_length=limit, overlong="truncate_prompt").build(record)
+    assert isinstance(result, Sample), result
+    assert result.truncated and len(result.input_ids) <= limit
+    without_prompt = len(whole.input_ids) - prompt_ids  # the markup and response alone
+    assert len(result.input_ids) > without_prompt, "some of the prompt is kept"
+    assert tiny_tokenizer.decode(trained_stretches(result)[-1]) == "A short summary.<|im_end|>"
+
+
 def test_a_response_that_cannot_fit_is_rejected(tiny_tokenizer) -> None:
     b = builder(tiny_tokenizer, max_seq_length=32, overlong="truncate_prompt")
     result = b.build(conv(("user", "Hi"), ("assistant", "word " * 100)))

@@ -342,12 +342,15 @@ class SampleBuilder:
             shorter = head + messages[last_prompt:]
             if len(shorter) < len(messages):
                 return self._rebuild(conversation, shorter)
-            # 2. Cut the start of the last prompt by the excess (plus slack for re-tokenisation).
+            # 2. Cut the start of the last prompt by exactly the excess. Re-tokenising
+            # the decoded tail can come out a little longer; the rebuild then
+            # comes back here and cuts that remainder, so no fixed slack is taken
+            # (a slack overshoots when nearly the whole prompt must go).
             content = messages[last_prompt].content
             content_ids = self._backend.encode(content, add_special_tokens=False).ids
             excess = length - self.max_seq_length
             if excess < len(content_ids):
-                keep = content_ids[excess + 2 + excess // 16 :]
+                keep = content_ids[excess:]
                 tail = self.tokenizer.decode(keep)
                 if tail and tail != content:
                     cut = list(messages)
