@@ -19,8 +19,8 @@ template that does anything else to content is refused at start-up.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from ..formats import Message
 
@@ -107,16 +107,22 @@ class ChatTemplate:
     """Token text that closes every assistant turn; trained, and an EOS for generation."""
     strips_content: bool
     """The template trims message content, so contents are stripped before rendering."""
-    render_kwargs: dict[str, Any]
-    """Special-token strings passed to the template (bos_token, eos_token, ...), as serving does."""
+    tokenizer: PreTrainedTokenizerBase = field(compare=False, repr=False)
+    """Renders the template; its special-token strings are what the template reads."""
 
     def render(self, messages: list[Message], add_generation_prompt: bool = False) -> str:
         """The text serving would produce for these messages."""
-        return _compile(self.source).render(
-            messages=[{"role": m.role, "content": self._content(m.content)} for m in messages],
-            add_generation_prompt=add_generation_prompt,
-            **self.render_kwargs,
+        as_dicts = [{"role": m.role, "content": self._content(m.content)} for m in messages]
+        return self._apply(as_dicts, add_generation_prompt)
+
+    def _apply(self, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        # The tokenizer's public rendering (the sandboxed Jinja environment and the
+        # special-token variables serving uses) with this template's source, so
+        # training renders exactly what serving renders.
+        text = self.tokenizer.apply_chat_template(
+            messages, chat_template=self.source, add_generation_prompt=add_generation_prompt, tokenize=False
         )
+        return str(text)
 
     def segments(self, messages: list[Message]) -> list[Segment]:
         """Render `messages` split into markup and content segments (see the module docstring).
@@ -125,7 +131,7 @@ class ChatTemplate:
         """
         stand_ins = [{"role": m.role, "content": _SENTINEL.format(i)} for i, m in enumerate(messages)]
         try:
-            text = _compile(self.source).render(messages=stand_ins, add_generation_prompt=False, **self.render_kwargs)
+            text = self._apply(stand_ins, add_generation_prompt=False)
         except Exception as err:  # a template's raise_exception, or any Jinja error
             raise RenderError("template.render_failed", str(err)) from err
         parts = _SENTINEL_RE.split(text)
@@ -145,20 +151,6 @@ class ChatTemplate:
 
     def _content(self, content: str) -> str:
         return content.strip() if self.strips_content else content
-
-
-def _compile(source: str) -> Any:
-    # The same sandboxed Jinja environment (filters, globals, trim_blocks, caching)
-    # that tokenizer.apply_chat_template uses, so training renders exactly what
-    # serving renders.
-    from transformers.utils.chat_template_utils import _compile_jinja_template
-
-    return _compile_jinja_template(source)
-
-
-def special_token_kwargs(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """bos_token, eos_token, ... as apply_chat_template passes them to templates."""
-    return {key: value for key, value in tokenizer.special_tokens_map.items() if isinstance(value, str)}
 
 
 _PROBES = [
@@ -193,7 +185,6 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, name: str = "auto") -> 
     else:
         raise TemplateError(f"unknown template {name!r}; expected auto, {', '.join(BUILTIN_TEMPLATES)}")
 
-    kwargs = special_token_kwargs(tokenizer)
     if end_of_turn is None and name != "auto":
         end_of_turn = tokenizer.eos_token
         if not end_of_turn:
@@ -201,7 +192,7 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, name: str = "auto") -> 
     _require_special_tokens(tokenizer, name, source, end_of_turn)
 
     for strips in (False, True):
-        candidate = ChatTemplate(name, source, end_of_turn or "", strips, kwargs)
+        candidate = ChatTemplate(name, source, end_of_turn or "", strips, tokenizer)
         if all(_sentinel_rendering_matches(candidate, probe) for probe in _PROBES):
             break
     else:
@@ -211,7 +202,7 @@ def resolve_template(tokenizer: PreTrainedTokenizerBase, name: str = "auto") -> 
         )
     if end_of_turn is None:
         end_of_turn = _detect_end_of_turn(candidate, tokenizer)
-        candidate = ChatTemplate(name, source, end_of_turn, candidate.strips_content, kwargs)
+        candidate = ChatTemplate(name, source, end_of_turn, candidate.strips_content, tokenizer)
     return candidate
 
 
