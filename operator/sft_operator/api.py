@@ -8,13 +8,17 @@ descriptions that `kubectl explain` shows, so every field has one.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from sft_trainer.config import (
     CurationConfig,
     DatasetFormat,
+    EngineSettings,
+    EvaluationSummary,
     Rule,
     TrainingConfig,
     WireModel,
@@ -80,6 +84,56 @@ class ModelSource(WireModel):
     """The model's folder (or GGUF file) on a PersistentVolumeClaim."""
     hugging_face: HuggingFaceRepo | None = None
     """The model on the Hugging Face Hub."""
+
+
+class SFTJobRef(WireModel):
+    # No schema pattern: the API server would answer `namespace/name` with a bare pattern
+    # mismatch; these two rules name the real problem first.
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        json_schema_extra=field_rules(
+            Rule(
+                "!self.contains('/')",
+                "same namespace only: name an SFTJob of this namespace, without a namespace/ prefix",
+                check=lambda name: "/" not in name,
+            ),
+            Rule(
+                f"self.contains('/') || self.matches('{DNS1123_NAME}')",
+                "must be a DNS-1123 name (lower-case letters, digits, '-' and '.')",
+                check=lambda name: "/" in name or re.fullmatch(DNS1123_NAME, name) is not None,
+            ),
+        ),
+    )
+    """Name of an SFTJob in the same namespace (same namespace only: there is no namespace field, and a
+    `namespace/name` form is refused). This job waits until that one is Succeeded."""
+    use: Literal["merged", "adapter"]
+    """`merged`: start from its merged export (or its whole model, if it fine-tuned fully); refused if it exported
+    none. `adapter`: load its own starting model, merge its adapter in memory, and train from there."""
+
+
+class ModelGates(WireModel):
+    require_evaluation_passed: bool = False
+    """Start only if the referenced SFTJob's evaluation passed (its EvaluationPassed condition is True);
+    a failed evaluation, or none at all, fails this job with a condition naming it."""
+
+
+class SFTJobModelSource(ModelSource):
+    """An SFTJob's model: a base model (pvc or huggingFace), or another SFTJob's result (sftJobRef)."""
+
+    model_config = model_rules(
+        exactly_one_of("pvc", "huggingFace", "sftJobRef"),
+        Rule(
+            "!has(self.gates) || has(self.sftJobRef)",
+            "gates apply only to an sftJobRef",
+            ".gates",
+            check=lambda m: m.gates is None or m.sft_job_ref is not None,
+        ),
+    )
+    sft_job_ref: SFTJobRef | None = None
+    """Another SFTJob's result: successive stages (general, then domain, then safety), each from the last."""
+    gates: ModelGates | None = None
+    """Conditions the referenced SFTJob must meet before this job starts from it."""
 
 
 class CurationRef(WireModel):
@@ -233,6 +287,26 @@ class ReviewSpec(WireModel):
     """Review the held records in Label Studio: tasks are created when the curation ends, annotations applied."""
 
 
+class CurationSteps(CurationConfig):
+    """spec.curation: the pipeline settings of a DatasetCuration.
+
+    Where the pipeline runs is `spec.engine`, one level up (the operator builds
+    a Job or a KubeRay RayJob from it), so `engine` is not part of this section:
+    it is left out of the schema and refused here, and the operator writes
+    spec.engine into the run config's `curation.engine`.
+    """
+
+    engine: SkipJsonSchema[EngineSettings] = Field(default_factory=EngineSettings, exclude=True)
+    """Set by the operator from spec.engine; never by the user."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_is_spec_engine(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "engine" in data:
+            raise ValueError("curation.engine is not a field of a DatasetCuration: set spec.engine instead")
+        return data
+
+
 class DatasetCurationSpec(WireModel):
     model_config = model_rules(
         Rule(
@@ -261,8 +335,10 @@ class DatasetCurationSpec(WireModel):
     """Where curated.jsonl, rejected.jsonl, review.jsonl and the reports go."""
     tokenizer: ModelSource | None = None
     """Target model whose tokenizer drives the token-based steps (lengths, OOD review, template check)."""
-    curation: CurationConfig = Field(default_factory=CurationConfig)
+    curation: CurationSteps = Field(default_factory=CurationSteps)
     """What the pipeline does, step by step."""
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    """Where the pipeline runs: `local`, one pod (a Job); `ray`, Ray Data on a Ray cluster that a KubeRay RayJob starts for this curation (head and `workers` worker pods from the trainer image; needs KubeRay and the chart value ray.enabled)."""
     image: str | None = Field(default=None, max_length=512)
     """Trainer image override; unset: the operator's default."""
     resources: CurationResources = Field(default_factory=CurationResources)
@@ -382,8 +458,8 @@ class SFTJobSpec(WireModel):
         ),
     )
 
-    model: ModelSource = Field(json_schema_extra=immutable("model"))
-    """The base model to fine-tune."""
+    model: SFTJobModelSource = Field(json_schema_extra=immutable("model"))
+    """The model to fine-tune: a base model, or another SFTJob's result (sftJobRef)."""
     dataset: DatasetSource = Field(json_schema_extra=immutable("dataset"))
     """Training data: a file, or the output of a DatasetCuration."""
     output: OutputLocation
@@ -421,6 +497,21 @@ class TrainingProgress(WireModel):
     """When the pod reported these figures (RFC 3339)."""
 
 
+class LineageEntry(WireModel):
+    sft_job: str | None = None
+    """An SFTJob of the chain (unset on the last entry: the base model)."""
+    use: Literal["merged", "adapter"] | None = None
+    """How the stage above it took this stage's result."""
+    method: Literal["lora", "full"] | None = None
+    """How this stage trained."""
+    final_eval_loss: float | None = None
+    """This stage's final evaluation loss (its status.metrics.finalEvalLoss)."""
+    output: PvcLocation | None = None
+    """Where this stage's outputs are."""
+    model: ModelSource | None = None
+    """The base model the chain starts from (last entry only)."""
+
+
 class SFTJobStatus(CommonStatus):
     progress: TrainingProgress | None = None
     """Live training progress read from the pod."""
@@ -428,6 +519,15 @@ class SFTJobStatus(CommonStatus):
     """Final figures: losses and probe results."""
     curation_name: str | None = None
     """DatasetCuration the job trained on, if any."""
+    evaluation: EvaluationSummary | None = None
+    """Base vs tuned after training: figures with deltas and intervals, gates, promotion (condition EvaluationPassed)."""
+    exports: list[str] = Field(default_factory=list)
+    """What the run exported: adapter, merged (LoRA) or model (full); a later stage's sftJobRef checks it."""
+    lineage: list[LineageEntry] = Field(default_factory=list)
+    """The chain this job starts from: its parent first, each stage with its final eval loss, down to the base model."""
+    parent_uid: str | None = None
+    """uid of the SFTJob spec.model.sftJobRef names, once seen: one deleted while this job waits is told apart
+    from one not created yet."""
 
 
 # --------------------------------------------------------------------------
@@ -461,6 +561,7 @@ KINDS: dict[str, KindInfo] = {
         printer_columns=[
             {"name": "Status", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Method", "type": "string", "jsonPath": ".spec.training.method"},
+            {"name": "Parent", "type": "string", "jsonPath": ".spec.model.sftJobRef.name", "priority": 1},
             {"name": "Progress", "type": "number", "format": "float", "jsonPath": ".status.progress.percent"},
             {"name": "Loss", "type": "number", "format": "float", "jsonPath": ".status.progress.loss"},
             {
@@ -477,6 +578,14 @@ KINDS: dict[str, KindInfo] = {
                 "jsonPath": ".status.progress.tokensPerSecond",
                 "priority": 1,
             },
+            {
+                "name": "IFEval",
+                "type": "number",
+                "format": "float",
+                "description": "IFEval prompt-level strict accuracy of the tuned model",
+                "jsonPath": ".status.evaluation.figures.ifevalPromptLevelStrict.tuned",
+            },
+            {"name": "Promoted", "type": "boolean", "jsonPath": ".status.evaluation.promoted", "priority": 1},
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     ),

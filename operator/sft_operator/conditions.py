@@ -31,6 +31,14 @@ DEADLINE_EXCEEDED = "DeadlineExceeded"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 WAITING_FOR_DATASET = "WaitingForDataset"
 WAITING_FOR_REVIEW = "WaitingForReview"
+# A chained SFTJob (spec.model.sftJobRef) and the SFTJob it starts from.
+WAITING_FOR_MODEL = "WaitingForModel"
+PARENT_DELETED = "ParentDeleted"
+PARENT_FAILED = "ParentFailed"
+PARENT_UNUSABLE = "ParentUnusable"
+MODEL_GATE_FAILED = "ModelGateFailed"
+CHAIN_CYCLE = "ChainCycle"
+BASE_MODEL_MISMATCH = "BaseModelMismatch"
 RECORDS_PENDING = "RecordsPending"
 NOTHING_PENDING = "NothingPending"
 DATASET_FAILED = "DatasetFailed"
@@ -41,6 +49,8 @@ PODS_PENDING = "PodsPending"
 RETRYING = "Retrying"
 JOB_DELETED = "JobDeleted"
 NAME_CONFLICT = "NameConflict"
+# spec.engine names an engine the cluster does not serve (engine ray without the RayJob CRD).
+ENGINE_UNAVAILABLE = "EngineUnavailable"
 GATES_PASSED = "GatesPassed"
 EVALUATION_GATE_FAILED = "EvaluationGateFailed"
 EVALUATION_ERROR = "EvaluationError"
@@ -61,9 +71,16 @@ WARNING_REASONS = frozenset(
         RETRYING,
         JOB_DELETED,
         NAME_CONFLICT,
+        ENGINE_UNAVAILABLE,
         EVALUATION_GATE_FAILED,
         EVALUATION_ERROR,
         FIGURE_REGRESSED,
+        PARENT_DELETED,
+        PARENT_FAILED,
+        PARENT_UNUSABLE,
+        MODEL_GATE_FAILED,
+        CHAIN_CYCLE,
+        BASE_MODEL_MISMATCH,
     }
 )
 
@@ -135,7 +152,12 @@ def phase(conditions: list[dict[str, Any]]) -> str:
     if is_true(conditions, SUCCEEDED):
         return "Succeeded"
     progressing = get_condition(conditions, PROGRESSING)
-    if progressing and progressing.get("reason") in (WAITING_FOR_DATASET, WAITING_FOR_REVIEW):
+    if progressing and progressing.get("reason") in (
+        WAITING_FOR_DATASET,
+        WAITING_FOR_REVIEW,
+        WAITING_FOR_MODEL,
+        PARENT_DELETED,
+    ):
         return "Waiting"
     if progressing and progressing.get("reason") == JOB_SUSPENDED:
         return "Suspended"

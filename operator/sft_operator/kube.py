@@ -24,6 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from .api import GROUP, KINDS, VERSION
+from .rayjob import RAY_GROUP, RAY_VERSION, RAYJOB_KIND, RAYJOB_PLURAL
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
@@ -103,6 +104,12 @@ class Kube:
 
     def _create(self, obj: Obj) -> Obj:
         ns, kind = obj["metadata"]["namespace"], obj["kind"]
+        if kind == RAYJOB_KIND:
+            return _load(
+                self.custom.create_namespaced_custom_object(
+                    RAY_GROUP, RAY_VERSION, ns, RAYJOB_PLURAL, obj, _preload_content=False
+                )
+            )
         if kind == "Job":
             return _load(self.batch.create_namespaced_job(ns, obj, _preload_content=False))
         if kind == "ConfigMap":
@@ -113,6 +120,12 @@ class Kube:
 
     def _read(self, obj: Obj) -> Obj:
         ns, name, kind = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["kind"]
+        if kind == RAYJOB_KIND:
+            return _load(
+                self.custom.get_namespaced_custom_object(
+                    RAY_GROUP, RAY_VERSION, ns, RAYJOB_PLURAL, name, _preload_content=False
+                )
+            )
         if kind == "Job":
             return _load(self.batch.read_namespaced_job(name, ns, _preload_content=False))
         if kind == "ConfigMap":
@@ -131,14 +144,74 @@ class Kube:
                 return None
             raise
 
+    def claim_exists(self, namespace: str, name: str) -> bool:
+        """Whether a PersistentVolumeClaim exists (a chained SFTJob checks its parent's output is still there)."""
+        try:
+            self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
+        except ApiException as err:
+            if _missing(err):
+                return False
+            raise
+        return True
+
     def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj:
         return _load(self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False))
+
+    def patch_run(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj:
+        """Merge-patch the Job or RayJob that runs a custom resource."""
+        if kind == RAYJOB_KIND:
+            return _load(
+                self.custom.patch_namespaced_custom_object(
+                    RAY_GROUP, RAY_VERSION, namespace, RAYJOB_PLURAL, name, patch, _preload_content=False
+                )
+            )
+        return self.patch_job(namespace, name, patch)
 
     def pods_of(self, job: Obj) -> list[Obj]:
         """The pods this very Job made (by controller uid: never a namesake's)."""
         selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
         response = self.core.list_namespaced_pod(
             job["metadata"]["namespace"], label_selector=selector, _preload_content=False
+        )
+        items: list[Obj] = _load(response).get("items", [])
+        return items
+
+    def read_run(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """The Job or RayJob that runs a custom resource, or None when it is gone."""
+        try:
+            return self._read({"kind": kind, "metadata": {"namespace": namespace, "name": name}})
+        except ApiException as err:
+            if _missing(err):
+                return None
+            raise
+
+    # -------------------------------------------------------------- rayjobs
+
+    def serves(self, group: str, version: str, plural: str) -> bool:
+        """Whether the API server serves this resource (discovery: open to every authenticated client)."""
+        try:
+            response = self.custom.get_api_resources(group, version, _preload_content=False)
+        except ApiException as err:
+            if _missing(err):
+                return False
+            raise
+        return any(resource.get("name") == plural for resource in _load(response).get("resources", []))
+
+    def submitter_pods(self, rayjob: Obj) -> list[Obj]:
+        """The pods of a RayJob's submitter: the Job KubeRay names after the RayJob and owns."""
+        job = self.read_job(rayjob["metadata"]["namespace"], rayjob["metadata"]["name"])
+        if job is None or controller_uid(job) != rayjob["metadata"].get("uid"):
+            return []
+        return self.pods_of(job)
+
+    def ray_head_pods(self, rayjob: Obj) -> list[Obj]:
+        """The head pod of a RayJob's Ray cluster (where the driver serves /progress)."""
+        cluster = (rayjob.get("status") or {}).get("rayClusterName")
+        if not cluster:
+            return []
+        selector = f"ray.io/cluster={cluster},ray.io/node-type=head"
+        response = self.core.list_namespaced_pod(
+            rayjob["metadata"]["namespace"], label_selector=selector, _preload_content=False
         )
         items: list[Obj] = _load(response).get("items", [])
         return items

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from sft_trainer.config import TOKEN_ENV, CurationRunConfig, LabelStudioTarget, ReviewApplyRunConfig, TrainRunConfig
+from sft_trainer.config import (
+    TOKEN_ENV,
+    CurationConfig,
+    CurationRunConfig,
+    LabelStudioTarget,
+    ParentStage,
+    ReviewApplyRunConfig,
+    TrainRunConfig,
+)
 
 from .api import (
     API_VERSION,
@@ -31,6 +39,7 @@ from .api import (
     Resources,
     SFTJobSpec,
 )
+from .chain import Start, start_of
 from .settings import OperatorSettings
 
 RUN_CONFIG_FILE = "run.yaml"
@@ -153,8 +162,10 @@ def labels(owner: Owner) -> dict[str, str]:
 # --------------------------------------------------------------------------
 
 
-def source_path(source: ModelSource | DatasetSource, layout: MountLayout) -> str:
+def source_path(source: ModelSource | DatasetSource | PvcLocation, layout: MountLayout) -> str:
     """Where the pod finds a model or dataset: a mounted path, or an `hf://` URI it downloads."""
+    if isinstance(source, PvcLocation):
+        return layout.path(source)
     if source.pvc is not None:
         return layout.path(source.pvc)
     if source.hugging_face is not None:
@@ -172,9 +183,14 @@ def curation_run_config(
         format=spec.source.format,
         output_dir=layout.path(spec.output.pvc),
         tokenizer=source_path(spec.tokenizer, layout) if spec.tokenizer else None,
-        curation=spec.curation,
+        curation=pipeline_settings(spec),
         progress_port=settings.progress_port,
     )
+
+
+def pipeline_settings(spec: DatasetCurationSpec) -> CurationConfig:
+    """The run config's `curation` section: spec.curation, with spec.engine as its `engine`."""
+    return CurationConfig.model_validate({**spec.curation.to_wire(), "engine": spec.engine.to_wire()})
 
 
 CURATED_FILE = "curated.jsonl"
@@ -185,16 +201,31 @@ def training_run_config(
     layout: MountLayout,
     settings: OperatorSettings,
     curation_spec: DatasetCurationSpec | None = None,
+    start: Start | None = None,
+    name: str | None = None,
 ) -> TrainRunConfig:
-    """The trainer's run config; a curationRef reads the curation's curated.jsonl."""
+    """The trainer's run config; a curationRef reads the curation's curated.jsonl, an sftJobRef starts at `start`."""
     if spec.dataset.curation_ref is not None:
         if curation_spec is None:
             raise ValueError("dataset.curationRef needs the referenced DatasetCuration's spec")
         dataset, data_format = f"{layout.path(curation_spec.output.pvc)}/{CURATED_FILE}", "messages"
     else:
         dataset, data_format = source_path(spec.dataset, layout), spec.dataset.format
+    parent = None
+    if spec.model.sft_job_ref is not None:
+        if start is None:
+            raise ValueError("model.sftJobRef needs the lineage of the referenced SFTJob")
+        parent = ParentStage(
+            name=spec.model.sft_job_ref.name,
+            output_dir=layout.path(start.parent_output),
+            use=spec.model.sft_job_ref.use,
+            adapters=[layout.path(adapter) for adapter in start.adapters],
+            base_model=source_path(start.base, layout),
+        )
     return TrainRunConfig(
-        model=source_path(spec.model, layout),
+        model=source_path(start.model, layout) if start else source_path(spec.model, layout),
+        name=name,
+        parent=parent,
         dataset=dataset,
         format=data_format,
         output_dir=layout.path(spec.output.pvc),
@@ -256,6 +287,11 @@ def _resources(resources: Resources) -> dict[str, Any]:
     return out
 
 
+# torchrun itself exits 1 whatever its workers exit with; the image's launcher
+# is torchrun that keeps EXIT_CONFIG_ERROR, so podFailurePolicy still sees it.
+TORCHRUN = ["python", "-m", "sft_trainer.launch"]
+
+
 def _command(owner: Owner, spec: DatasetCurationSpec | SFTJobSpec, layout: MountLayout) -> list[str]:
     subcommand = owner.subcommand
     module = ["-m", "sft_trainer", subcommand, layout.run_config_path]
@@ -264,10 +300,10 @@ def _command(owner: Owner, spec: DatasetCurationSpec | SFTJobSpec, layout: Mount
         return ["python", *module]
     if spec.resources.nodes == 1:
         # One process per GPU; --standalone runs the rendezvous inside the pod.
-        return ["torchrun", "--standalone", f"--nproc-per-node={spec.resources.gpus_per_node}", *module]
+        return [*TORCHRUN, "--standalone", f"--nproc-per-node={spec.resources.gpus_per_node}", *module]
     job = job_name(owner)
     return [
-        "torchrun",
+        *TORCHRUN,
         f"--nnodes={spec.resources.nodes}",
         f"--nproc-per-node={spec.resources.gpus_per_node}",
         "--node-rank=$(NODE_RANK)",
@@ -285,6 +321,7 @@ def pod_template(
     config_map: str,
     claims: list[str],
     env: list[dict[str, Any]],
+    read_only_claims: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
         {"name": "run-config", "configMap": {"name": config_map}},
@@ -296,7 +333,8 @@ def pod_template(
     ]
     for index, claim in enumerate(claims):
         volumes.append({"name": f"pvc-{index}", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": f"pvc-{index}", "mountPath": layout.claim_dir(claim)})
+        mount = {"name": f"pvc-{index}", "mountPath": layout.claim_dir(claim)}
+        mounts.append({**mount, "readOnly": True} if claim in read_only_claims else mount)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.image or settings.trainer_image,
@@ -352,6 +390,7 @@ def job(
     config_map: str,
     claims: list[str],
     env: list[dict[str, Any]],
+    read_only_claims: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     lifecycle = spec.lifecycle
     nodes = spec.resources.nodes
@@ -373,7 +412,7 @@ def job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
-        "template": pod_template(owner, spec, layout, settings, config_map, claims, env),
+        "template": pod_template(owner, spec, layout, settings, config_map, claims, env, read_only_claims),
     }
     if nodes > 1:
         job_spec["completionMode"] = "Indexed"
@@ -436,14 +475,20 @@ def headless_service(owner: Owner) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def curation_children(body: dict[str, Any], settings: OperatorSettings, layout: MountLayout | None = None) -> Children:
+def curation_children(
+    body: dict[str, Any],
+    settings: OperatorSettings,
+    layout: MountLayout | None = None,
+    runner: Callable[..., dict[str, Any]] | None = None,
+) -> Children:
+    """ConfigMap + what runs it: the Job, or what `runner` builds from the same pieces (rayjob.ray_job)."""
     owner = Owner.of(body)
     spec = DatasetCurationSpec.model_validate(body["spec"])
     layout = layout or MountLayout(volumes_root=settings.volumes_root)
     cm = config_map(owner, curation_run_config(spec, layout, settings))
     claims = _pvcs(spec)
     env = _hf_token_env(spec.source, spec.tokenizer)
-    return Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
+    return Children(cm, (runner or job)(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
 
 
 def training_children(
@@ -451,20 +496,28 @@ def training_children(
     settings: OperatorSettings,
     curation: dict[str, Any] | None = None,
     layout: MountLayout | None = None,
+    lineage: list[dict[str, Any]] | None = None,
 ) -> Children:
     """ConfigMap + Job (+ headless Service for multi-node) of an SFTJob.
 
     `curation` is the referenced DatasetCuration object when the dataset is a
     curationRef: its output claim is mounted and its curated.jsonl read.
+    `lineage` is the status.lineage of a job whose model is an sftJobRef: the
+    claims holding the stages it starts from are mounted read-only.
     """
     owner = Owner.of(body)
     spec = SFTJobSpec.model_validate(body["spec"])
     layout = layout or MountLayout(volumes_root=settings.volumes_root)
     curation_spec = DatasetCurationSpec.model_validate(curation["spec"]) if curation else None
-    cm = config_map(owner, training_run_config(spec, layout, settings, curation_spec))
-    claims = _pvcs(spec, [curation_spec.output.pvc if curation_spec else None])
-    env = _hf_token_env(spec.model, spec.dataset)
-    children = Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env))
+    start = start_of(lineage) if lineage and spec.model.sft_job_ref else None
+    cm = config_map(owner, training_run_config(spec, layout, settings, curation_spec, start, owner.name))
+    claims = sorted(
+        {*_pvcs(spec, [curation_spec.output.pvc if curation_spec else None]), *(start.claims if start else [])}
+    )
+    # Only the output claim is written; a parent's claim is read-only unless it is that one.
+    read_only = frozenset(start.claims if start else []) - {spec.output.pvc.claim_name}
+    env = _hf_token_env(start.base if start else spec.model, spec.dataset)
+    children = Children(cm, job(owner, spec, layout, settings, cm["metadata"]["name"], claims, env, read_only))
     if spec.resources.nodes > 1:
         children.service = headless_service(owner)
     return children

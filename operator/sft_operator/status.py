@@ -18,6 +18,8 @@ from .api import (
     CurationProgress,
     DatasetCurationSpec,
     DatasetCurationStatus,
+    LineageEntry,
+    ModelSource,
     PvcLocation,
     SFTJobSpec,
     SFTJobStatus,
@@ -128,6 +130,33 @@ def with_review_condition(status: dict[str, Any], generation: int | None) -> dic
     return {**status, "conditions": conds}
 
 
+def with_evaluation_condition(status: dict[str, Any], generation: int | None) -> dict[str, Any]:
+    """EvaluationPassed from the pod's status.evaluation: True when it ran and every gate passed.
+
+    No evaluation (switched off, or the run has not finished) leaves the condition unset.
+    """
+    evaluation = status.get("evaluation")
+    if not evaluation:
+        return status
+    if evaluation.get("error"):
+        passed, reason = False, c.EVALUATION_ERROR
+        message = f"the evaluation could not run (the trained artifacts are intact): {evaluation['error']}"
+    elif evaluation.get("failedGates"):
+        passed, reason = False, c.EVALUATION_GATE_FAILED
+        message = "not promoted: " + "; ".join(evaluation["failedGates"])
+    else:
+        passed, reason = True, c.GATES_PASSED
+        checked = evaluation.get("gatesChecked", 0)
+        message = f"{checked} gates passed" if checked else "evaluated; no gates set"
+    not_run = evaluation.get("notRun") or {}
+    if not_run and not evaluation.get("error"):
+        message += "; not run: " + ", ".join(sorted(not_run))
+    conds = c.set_condition(
+        list(status.get("conditions", [])), c.EVALUATION_PASSED, passed, reason, _clip(message), generation
+    )
+    return {**status, "conditions": conds}
+
+
 def review_wait(gates: dict[str, Any] | None, curation_status: dict[str, Any], name: str) -> str | None:
     """Why an SFTJob waits for its curation's review (gate maxPendingReview), or None when it need not."""
     limit = (gates or {}).get("maxPendingReview")
@@ -149,6 +178,8 @@ def training_figures(report: dict[str, Any]) -> dict[str, Any]:
     validated = SFTJobStatus(
         progress=TrainingProgress.model_validate(figures.get("progress") or {}),
         metrics=metrics,
+        exports=figures.get("exports") or [],
+        evaluation=figures.get("evaluation"),
     )
     return _figures_only(validated.to_wire())
 
@@ -234,6 +265,12 @@ def output_location(location: PvcLocation) -> str:
     return f"pvc://{location.claim_name}" + ("" if location.path in ("", ".") else f"/{location.path}")
 
 
+def root_lineage(spec: SFTJobSpec) -> list[dict[str, Any]]:
+    """The lineage of an SFTJob that starts from a base model: that model."""
+    model = ModelSource(pvc=spec.model.pvc, hugging_face=spec.model.hugging_face)
+    return [LineageEntry(model=model).to_wire()]
+
+
 def fields_from_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Status fields that follow from the spec alone (outputLocation, curationName).
 
@@ -243,9 +280,11 @@ def fields_from_spec(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     if kind == "DatasetCuration":
         return {"outputLocation": output_location(DatasetCurationSpec.model_validate(spec).output.pvc)}
     parsed = SFTJobSpec.model_validate(spec)
-    fields = {"outputLocation": output_location(parsed.output.pvc)}
+    fields: dict[str, Any] = {"outputLocation": output_location(parsed.output.pvc)}
     if parsed.dataset.curation_ref is not None:
         fields["curationName"] = parsed.dataset.curation_ref.name
+    if parsed.model.sft_job_ref is None:  # a chained job's lineage comes from its parent (chain.lineage_of)
+        fields["lineage"] = root_lineage(parsed)
     return fields
 
 
@@ -377,8 +416,14 @@ def observe_job(
     deleted by its TTL a moment after it completes); a completed run without
     them is still Succeeded, with reason ReportMissing.
     """
-    run = cluster_run_state(kind, job, pods)
-    updated = {**status, "jobName": job["metadata"]["name"]}
+    return observe_run(kind, status, cluster_run_state(kind, job, pods), job["metadata"]["name"], pods, generation)
+
+
+def observe_run(
+    kind: str, status: dict[str, Any], run: RunState, job_name: str, pods: list[dict[str, Any]], generation: int | None
+) -> dict[str, Any]:
+    """`observe_job` for any kind of run: `run` is where it stands, `pods` those whose report counts."""
+    updated = {**status, "jobName": job_name}
     found = report_from_pods(pods)
     if found.report is not None:
         try:
@@ -389,7 +434,11 @@ def observe_job(
         message = f"{run.message}, but {found.problem}: figures are unavailable"
         run = replace(run, reason=c.REPORT_MISSING, message=_clip(message))
     updated = with_run_state(updated, run, generation)
-    return with_review_condition(updated, generation) if kind == "DatasetCuration" else updated
+    return (
+        with_review_condition(updated, generation)
+        if kind == "DatasetCuration"
+        else with_evaluation_condition(updated, generation)
+    )
 
 
 def job_missing(status: dict[str, Any], job_name: str, generation: int | None) -> dict[str, Any]:
@@ -434,6 +483,33 @@ def transition(before: dict[str, Any], after: dict[str, Any]) -> Transition | No
         return None
     reason = str(new.get("reason", ""))
     return Transition("Warning" if reason in c.WARNING_REASONS else "Normal", reason, str(new.get("message", "")))
+
+
+def evaluation_transitions(before: dict[str, Any], after: dict[str, Any]) -> list[Transition]:
+    """Events when an evaluation lands: one per regressed figure, one for a failed gate or evaluation."""
+    evaluation = after.get("evaluation") or {}
+    if not evaluation or before.get("evaluation"):
+        return []
+    events = [
+        Transition("Warning", c.FIGURE_REGRESSED, _clip(_regression_message(name, evaluation)))
+        for name in evaluation.get("regressed") or []
+    ]
+    condition = c.get_condition(after.get("conditions", []) or [], c.EVALUATION_PASSED)
+    if condition is not None:
+        reason = str(condition.get("reason", ""))
+        kind = "Warning" if reason in c.WARNING_REASONS else "Normal"
+        events.append(Transition(kind, reason, str(condition.get("message", ""))))
+    return events
+
+
+def _regression_message(name: str, evaluation: dict[str, Any]) -> str:
+    figure = (evaluation.get("figures") or {}).get(name) or {}
+    if figure.get("delta") is None:
+        return f"{name} regressed after fine-tuning"
+    return (
+        f"{name} regressed after fine-tuning: base {figure.get('base')}, tuned {figure.get('tuned')}, "
+        f"delta {figure['delta']:+.4f} (95% interval {figure.get('low')} to {figure.get('high')})"
+    )
 
 
 # --------------------------------------------------------------------------

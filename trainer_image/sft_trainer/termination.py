@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,27 @@ def write_termination_summary(status: dict[str, Any]) -> None:
 
 def _dump(data: dict[str, Any]) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m sft_trainer.termination REPORT_JSON`: write a finished run's summary from its report.
+
+    For a process other than the one that ran: the submitter of a Ray
+    curation, whose driver ran on the Ray head and wrote report.json to the
+    output volume.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m sft_trainer.termination REPORT_JSON", file=sys.stderr)
+        return 2
+    report = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    if not isinstance(report.get("status"), dict):
+        print(f"{args[0]} has no status block", file=sys.stderr)
+        return 1
+    write_termination_summary(report["status"])
+    print(compact(report["status"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,16 +9,20 @@ import kopf
 
 from sft_trainer.config import LabelStudioClient, LabelStudioError
 
+from .. import conditions as c
 from .. import labelstudio as ls
 from ..api import GROUP, VERSION, DatasetCurationSpec, Lifecycle
 from ..kube import Obj
 from ..manifests import curation_children, review_apply_children
-from ..status import last_pod_failure
+from ..rayjob import RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL, engine_unavailable_message, ray_job
+from ..status import is_finished, last_pod_failure
 from . import runs
 
 KIND, PLURAL = "DatasetCuration", "datasetcurations"
 # Label Studio is polled as often as pod progress (the operator's progressPollSeconds setting).
 LABEL_STUDIO_POLL_SECONDS = runs.PROGRESS_POLL_SECONDS
+# How often a curation on Ray checks again for KubeRay's CRD (installing KubeRay later starts it).
+ENGINE_RETRY_SECONDS = 30.0
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", backoff=5)
@@ -28,10 +32,20 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
     ctx = runs.context(memo)
     with runs.instrumented(ctx, KIND, "reconcile", body):
         try:
-            DatasetCurationSpec.model_validate(dict(spec))
+            parsed = DatasetCurationSpec.model_validate(dict(spec))
         except ValueError as err:  # pydantic's ValidationError is a ValueError
             raise runs.invalid_spec(ctx, runs.Ref.of(body), err) from err
-        runs.start(ctx, body, lambda: curation_children(dict(body), ctx.settings))
+        on_ray = parsed.engine.type == "ray"
+        if on_ray and not _ray_available(ctx, body):
+            message = engine_unavailable_message()
+            raise runs.wait(ctx, runs.Ref.of(body), c.ENGINE_UNAVAILABLE, message, ENGINE_RETRY_SECONDS)
+        runner = ray_job if on_ray else None
+        runs.start(ctx, body, lambda: curation_children(dict(body), ctx.settings, runner=runner))
+
+
+def _ray_available(ctx: runs.Context, body: kopf.Body) -> bool:
+    """KubeRay's RayJob CRD is served (a finished run needs nothing: its RayJob may be gone)."""
+    return is_finished(dict(body.get("status") or {})) or ctx.kube.serves(RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec.lifecycle", id="lifecycle", backoff=5)

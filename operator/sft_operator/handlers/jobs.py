@@ -1,8 +1,10 @@
-"""Child Jobs: every change to one rewrites its owner's status.
+"""Child Jobs and RayJobs: every change to one rewrites its owner's status.
 
 The Job controller updates a Job whenever one of its pods becomes Ready,
 succeeds or fails, so watching Jobs (not the far more numerous pods) is
-enough to follow every run; pods are then listed by the Job's uid.
+enough to follow every run; pods are then listed by the Job's uid. KubeRay
+does the same for a RayJob (jobDeploymentStatus, jobStatus); a cluster
+without KubeRay's CRD simply has no RayJobs to watch.
 """
 
 from __future__ import annotations
@@ -13,22 +15,24 @@ import kopf
 
 from ..kube import controller_of
 from ..manifests import MANAGED_BY, MANAGED_BY_LABEL
+from ..rayjob import RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL
 from . import runs
 
 # Only Jobs this operator made (the label every child carries).
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
 
 
+@kopf.on.event(RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL, labels=MANAGED, id="rayjob-status")
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, id="job-status")
 def job_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Job created, running, retried, finished or deleted -> the owner's conditions and figures."""
+    """Job or RayJob created, running, retried, finished or deleted -> the owner's conditions and figures."""
     owner = controller_of(dict(body))
     if owner is None:
         return
     kind, name, uid = owner
     ctx = runs.context(memo)
     ref = runs.Ref(kind, body["metadata"]["namespace"], name, uid)
-    with runs.instrumented(ctx, "Job", "job-status", body):
+    with runs.instrumented(ctx, str(body.get("kind") or "Job"), "job-status", body):
         if type == "DELETED":
             runs.job_gone(ctx, ref, body["metadata"]["name"])
         else:

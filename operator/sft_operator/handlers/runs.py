@@ -24,13 +24,16 @@ from ..kube import ForeignChildError, Kube, Obj, StatusUpdate
 from ..manifests import Children, Owner, job_name
 from ..metrics import OperatorMetrics
 from ..progress_poll import ProgressUnavailable, progress_url, read_progress, reporting_pod
+from ..rayjob import RAYJOB_KIND, is_rayjob, ray_job_name, rayjob_run_state, wants_ray
 from ..settings import OperatorSettings
 from ..status import (
+    evaluation_transitions,
     failed,
     fields_from_spec,
     is_finished,
     job_missing,
     observe_job,
+    observe_run,
     progress_figures,
     transition,
     waiting,
@@ -105,6 +108,8 @@ def write_status(ctx: Context, ref: Ref, change: Callable[[Obj], Obj | None]) ->
         event = transition(update.before.get("status") or {}, update.after.get("status") or {})
         if event is not None:
             post(update.after, event.type, event.reason, event.message)
+        for extra in evaluation_transitions(update.before.get("status") or {}, update.after.get("status") or {}):
+            post(update.after, extra.type, extra.reason, extra.message)
     return update
 
 
@@ -160,13 +165,14 @@ def start(ctx: Context, body: kopf.Body, build: Callable[[], Children]) -> None:
     status = dict(body.get("status") or {})
     if is_finished(status):
         return  # a finished run is never started again (its Job may be gone by TTL)
-    if status.get("jobName") and ctx.kube.read_job(ref.namespace, status["jobName"]) is None:
-        job_gone(ctx, ref, status["jobName"])
-        return
     try:
         children = build()
     except (ValidationError, ValueError) as err:
         raise invalid_spec(ctx, ref, err) from err
+    # The run is a Job or, for a curation on Ray, a RayJob (children.job either way).
+    if status.get("jobName") and ctx.kube.read_run(children.job["kind"], ref.namespace, status["jobName"]) is None:
+        job_gone(ctx, ref, status["jobName"])
+        return
     job: Obj = {}
     for child in children.all():
         try:
@@ -175,20 +181,24 @@ def start(ctx: Context, body: kopf.Body, build: Callable[[], Children]) -> None:
             raise wait(ctx, ref, c.NAME_CONFLICT, f"{err}; waiting for it to go", NAME_CONFLICT_RETRY_SECONDS) from err
         if ensured.created:
             post(body, "Normal", "Created", f"Created {child['kind']} {child['metadata']['name']}")
-        if child["kind"] == "Job":
+        if child is children.job:
             job = ensured.obj
     sync(ctx, ref, job)
 
 
 def sync(ctx: Context, ref: Ref, job: Obj) -> None:
-    """Rewrite the object's status from its Job and the Job's pods."""
-    pods = ctx.kube.pods_of(job)
+    """Rewrite the object's status from its Job (or RayJob) and the pods that report for it."""
+    ray = is_rayjob(job)
+    pods = ctx.kube.submitter_pods(job) if ray else ctx.kube.pods_of(job)
 
     def change(obj: Obj) -> Obj | None:
         status = _status(obj)
         if is_finished(status) and not _report_missing(status):
             return None
         status.update(fields_from_spec(ref.kind, dict(obj.get("spec") or {})))
+        if ray:
+            run = rayjob_run_state(job, pods)
+            return observe_run(ref.kind, status, run, job["metadata"]["name"], pods, _generation(obj))
         return observe_job(ref.kind, status, job, pods, _generation(obj))
 
     write_status(ctx, ref, change)
@@ -212,35 +222,39 @@ def job_gone(ctx: Context, ref: Ref, job_name: str) -> None:
 
 
 def apply_lifecycle(ctx: Context, body: kopf.Body, lifecycle: Lifecycle) -> None:
-    """Carry a changed spec.lifecycle into the existing Job (these Job fields are mutable)."""
+    """Carry a changed spec.lifecycle into the existing Job or RayJob (these fields are mutable in both)."""
     ref = Ref.of(body)
+    ray = wants_ray(dict(body.get("spec") or {}))
     # The deterministic name, not status.jobName: a change that lands between
     # the Job's creation and the status write must still reach the Job.
-    name = job_name(Owner.of(dict(body)))
-    job = ctx.kube.read_job(ref.namespace, name)
+    owner = Owner.of(dict(body))
+    name = ray_job_name(owner) if ray else job_name(owner)
+    job = ctx.kube.read_run(RAYJOB_KIND if ray else "Job", ref.namespace, name)
     if job is None or is_finished(dict(body.get("status") or {})):
         return  # no Job yet (it is built from the new spec) or nothing left to change
     desired = {
         "suspend": lifecycle.suspend,
         "activeDeadlineSeconds": lifecycle.active_deadline_seconds,
-        "ttlSecondsAfterFinished": lifecycle.ttl_seconds_after_finished,
+        # A RayJob's TTL (of its Ray cluster) has no unset: 0 is the default.
+        "ttlSecondsAfterFinished": (lifecycle.ttl_seconds_after_finished or 0)
+        if ray
+        else lifecycle.ttl_seconds_after_finished,
         "backoffLimit": lifecycle.backoff_limit,
     }
     changes = {key: value for key, value in desired.items() if job["spec"].get(key) != value}
     if not changes:
         return
-    job = ctx.kube.patch_job(ref.namespace, name, {"spec": changes})
-    post(body, "Normal", *_lifecycle_event(name, changes))
+    job = ctx.kube.patch_run(job["kind"], ref.namespace, name, {"spec": changes})
+    post(body, "Normal", *_lifecycle_event(f"{job['kind']} {name}", changes))
     sync(ctx, ref, job)
 
 
-def _lifecycle_event(job_name: str, changes: Obj) -> tuple[str, str]:
+def _lifecycle_event(run: str, changes: Obj) -> tuple[str, str]:
+    """`run` is `Job NAME` or `RayJob NAME`."""
     if set(changes) == {"suspend"}:
-        return (
-            ("Suspended", f"Suspended Job {job_name}") if changes["suspend"] else ("Resumed", f"Resumed Job {job_name}")
-        )
+        return ("Suspended", f"Suspended {run}") if changes["suspend"] else ("Resumed", f"Resumed {run}")
     listed = ", ".join(f"{key}={'unset' if value is None else value}" for key, value in sorted(changes.items()))
-    return "Updated", f"Updated Job {job_name}: {listed}"
+    return "Updated", f"Updated {run}: {listed}"
 
 
 # --------------------------------------------------------------------------
@@ -257,8 +271,11 @@ def poll_progress(ctx: Context, body: kopf.Body, logger: Any) -> None:
     """Copy the rank-0 pod's /progress into status.progress."""
     ref = Ref.of(body)
     job_name = (body.get("status") or {}).get("jobName")
-    job = ctx.kube.read_job(ref.namespace, job_name) if job_name else None
-    pod = reporting_pod(ctx.kube.pods_of(job)) if job else None
+    kind = RAYJOB_KIND if wants_ray(dict(body.get("spec") or {})) else "Job"
+    job = ctx.kube.read_run(kind, ref.namespace, job_name) if job_name else None
+    # On Ray the driver, which serves /progress, runs on the head pod.
+    pods = (ctx.kube.ray_head_pods(job) if kind == RAYJOB_KIND else ctx.kube.pods_of(job)) if job else []
+    pod = reporting_pod(pods)
     url = progress_url(pod) if pod else None
     if url is None:
         return

@@ -7,7 +7,8 @@ classes. This package must never import torch, transformers or anything from
 """
 
 from .base import Rule, RuleSet, WireModel, exactly_one_of, field_rules, immutable, model_rules
-from .curation import CurationConfig, CurationRunConfig, DatasetFormat, TaskType
+from .curation import CurationConfig, CurationRunConfig, DatasetFormat, EngineSettings, TaskType
+from .evaluation import EvaluationConfig, EvaluationGates, EvaluationSummary, FigureSummary
 from .review import (
     CHOICES,
     DECISION_CONTROL,
@@ -24,6 +25,7 @@ from .training import (
     DEFAULT_LEARNING_RATE,
     LoraSettings,
     Method,
+    ParentStage,
     TrainingConfig,
     TrainRunConfig,
 )
@@ -37,6 +39,11 @@ __all__ = [
     "TOKEN_ENV",
     "DEFAULT_LEARNING_RATE",
     "CurationConfig",
+    "EngineSettings",
+    "EvaluationConfig",
+    "EvaluationGates",
+    "EvaluationSummary",
+    "FigureSummary",
     "CurationRunConfig",
     "DatasetFormat",
     "LabelStudioClient",
@@ -45,6 +52,7 @@ __all__ = [
     "ReviewApplyRunConfig",
     "LoraSettings",
     "Method",
+    "ParentStage",
     "TaskType",
     "TrainRunConfig",
     "TrainingConfig",
