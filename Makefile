@@ -36,6 +36,8 @@ venv: $(STAMP)
 
 cluster-binaries:
 	bash hack/build-cluster-binaries.sh
+	@# The KubeRay operator (RayJob controller) for the Ray curation tests; niced, it is CPU heavy.
+	bash hack/build-kuberay.sh
 
 system-deps:
 	bash hack/install-system-deps.sh

@@ -50,12 +50,16 @@ KEPT_UNUSED = {
     # The Label Studio token (spec.review.labelStudio.tokenSecretRef), read only by the
     # review timer; tests/unit/test_label_studio.py and tests/cluster/test_review_apply.py cover it.
     ("", "secrets", "get"),
+    # A chained SFTJob's check of its parent's output claim; test_operator_chain.py covers it.
+    ("", "persistentvolumeclaims", "get"),
 }
 
 
-def rendered_rbac() -> list[dict]:  # type: ignore[type-arg]
+def rendered_rbac(release: str = "sft", *values: str) -> list[dict]:  # type: ignore[type-arg]
+    """The chart's ServiceAccount, ClusterRole and binding; `values` are extra `--set K=V` pairs."""
+    sets = [arg for value in values for arg in ("--set", value)]
     out = subprocess.run(
-        [binary("helm"), "template", "sft", str(CHART), "-n", RELEASE_NAMESPACE, "--kube-version", "1.34.3"],
+        [binary("helm"), "template", release, str(CHART), "-n", RELEASE_NAMESPACE, "--kube-version", "1.34.3", *sets],
         capture_output=True,
         text=True,
         check=True,
@@ -64,10 +68,11 @@ def rendered_rbac() -> list[dict]:  # type: ignore[type-arg]
     return [d for d in yaml.safe_load_all(out) if d and d["kind"] in kinds]
 
 
-@pytest.fixture(scope="module")
-def chart_identity(kubectl: Kubectl, control_plane: ControlPlane, peering_crds: Kubectl) -> Iterator[tuple[Path, str]]:
-    """A kubeconfig that authenticates as the chart's ServiceAccount, bound to the chart's ClusterRole."""
-    objects = rendered_rbac()
+def chart_kubeconfig(
+    kubectl: Kubectl, control_plane: ControlPlane, release: str = "sft", *values: str
+) -> tuple[Path, str]:
+    """A kubeconfig that authenticates as the chart's ServiceAccount, bound to the chart's ClusterRole; its user."""
+    objects = rendered_rbac(release, *values)
     kubectl.run("create", "namespace", RELEASE_NAMESPACE)
     kubectl.apply_objects(*objects).check_returncode()
     account = next(o for o in objects if o["kind"] == "ServiceAccount")["metadata"]["name"]
@@ -75,13 +80,19 @@ def chart_identity(kubectl: Kubectl, control_plane: ControlPlane, peering_crds: 
     config = json.loads(control_plane.kubeconfig.read_text())
     config["users"] = [{"name": account, "user": {"token": token}}]
     config["contexts"][0]["context"]["user"] = account
-    path = control_plane.workdir / "operator-sa.kubeconfig"
+    path = control_plane.workdir / f"{release}-operator-sa.kubeconfig"
     path.write_text(json.dumps(config))
-    yield path, f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
+    return path, f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
 
 
-def granted() -> set[tuple[str, str, str]]:
-    role = next(o for o in rendered_rbac() if o["kind"] == "ClusterRole")
+@pytest.fixture(scope="module")
+def chart_identity(kubectl: Kubectl, control_plane: ControlPlane, peering_crds: Kubectl) -> Iterator[tuple[Path, str]]:
+    """The operator's identity with exactly the chart's RBAC (default values)."""
+    yield chart_kubeconfig(kubectl, control_plane)
+
+
+def granted(release: str = "sft", *values: str) -> set[tuple[str, str, str]]:
+    role = next(o for o in rendered_rbac(release, *values) if o["kind"] == "ClusterRole")
     return {
         (group, resource, verb)
         for rule in role["rules"]
