@@ -99,7 +99,7 @@ class SFTJobRef(WireModel):
                 check=lambda name: "/" not in name,
             ),
             Rule(
-                f"self.contains('/') || self.matches('{DNS1123_NAME}')",
+                f"self.contains('/') || self.matches(r'{DNS1123_NAME}')",
                 "must be a DNS-1123 name (lower-case letters, digits, '-' and '.')",
                 check=lambda name: "/" in name or re.fullmatch(DNS1123_NAME, name) is not None,
             ),
@@ -497,6 +497,10 @@ class TrainingProgress(WireModel):
     """When the pod reported these figures (RFC 3339)."""
 
 
+# Entries of status.lineage: the API server needs a bound to price the path rules inside them.
+MAX_LINEAGE = 16
+
+
 class LineageEntry(WireModel):
     sft_job: str | None = None
     """An SFTJob of the chain (unset on the last entry: the base model)."""
@@ -523,7 +527,7 @@ class SFTJobStatus(CommonStatus):
     """Base vs tuned after training: figures with deltas and intervals, gates, promotion (condition EvaluationPassed)."""
     exports: list[str] = Field(default_factory=list)
     """What the run exported: adapter, merged (LoRA) or model (full); a later stage's sftJobRef checks it."""
-    lineage: list[LineageEntry] = Field(default_factory=list)
+    lineage: list[LineageEntry] = Field(default_factory=list, max_length=MAX_LINEAGE)
     """The chain this job starts from: its parent first, each stage with its final eval loss, down to the base model."""
     parent_uid: str | None = None
     """uid of the SFTJob spec.model.sftJobRef names, once seen: one deleted while this job waits is told apart

@@ -26,9 +26,11 @@ from pydantic import ValidationError
 
 from . import conditions as c
 from . import status as st
-from .api import KINDS
+from .api import KINDS, DatasetCurationSpec, SFTJobSpec
+from .chain import base_model_mismatch, cycle_message, find_cycle, lineage_of, parent_of, parent_readiness
 from .manifests import CONTAINER, EXIT_CONFIG_ERROR, RUN_CONFIG_FILE, MountLayout, curation_children, training_children
 from .settings import OperatorSettings
+from .status import NOT_YET, UNUSABLE
 
 REPORT_FILE = {"DatasetCuration": "report.json", "SFTJob": "train_report.json"}
 STATUS_FILE = "status.json"
@@ -107,16 +109,31 @@ class LocalExecutor:
         return resources
 
     def ordered(self, resources: list[Resource]) -> list[Resource]:
-        """Curations first, each SFTJob after the curation it references."""
-        curations = {r.name for r in resources if r.kind == "DatasetCuration"}
+        """Each resource after what it depends on (its curation, the stage it starts from); file order otherwise."""
+        by_key = {r.key: r for r in resources}
         for resource in resources:
-            ref = _curation_ref(resource)
-            if ref and ref not in curations and self._previous_status("DatasetCuration", ref) is None:
-                raise ManifestError(
-                    f"{resource.key}: spec.dataset.curationRef.name {ref!r} is neither in this file "
-                    f"nor a finished run under {self.workdir}"
-                )
-        return sorted(resources, key=lambda r: 0 if r.kind == "DatasetCuration" else 1)
+            for field_path, kind, name in _dependencies(resource):
+                if f"{kind}/{name}" not in by_key and self._previous_status(kind, name) is None:
+                    raise ManifestError(
+                        f"{resource.key}: {field_path} {name!r} is neither in this file "
+                        f"nor a finished run under {self.workdir}"
+                    )
+            cycle = _stage_cycle(resource, by_key)
+            if cycle:
+                raise ManifestError(f"{resource.key}: {cycle_message(cycle)}")
+        order: list[Resource] = []
+
+        def place(resource: Resource) -> None:
+            if resource in order:
+                return
+            for _, kind, name in _dependencies(resource):
+                if f"{kind}/{name}" in by_key:
+                    place(by_key[f"{kind}/{name}"])
+            order.append(resource)
+
+        for resource in resources:
+            place(resource)
+        return order
 
     # ------------------------------------------------------------------ run
 
@@ -129,17 +146,24 @@ class LocalExecutor:
         generation = 1
         status: dict[str, Any] = {}
         curation = None
+        lineage: list[dict[str, Any]] | None = None
         if resource.kind == "SFTJob":
-            blocked, curation = self._dataset_ready(resource, status, generation)
+            blocked, lineage = self._model_ready(resource, status, generation)
+            if blocked is None:
+                blocked, curation = self._dataset_ready(resource, status, generation)
+            if blocked is None and lineage and curation:
+                mismatch = base_model_mismatch(lineage, curation["metadata"]["name"], _curation_spec(curation))
+                blocked = st.failed(status, c.BASE_MODEL_MISMATCH, mismatch, generation) if mismatch else None
             if blocked is not None:
                 return self._finish(resource, folder, blocked, folder / "run.log")
+            status["lineage"] = lineage or st.root_lineage(SFTJobSpec.model_validate(resource.body["spec"]))
         settings = OperatorSettings(progress_port=_free_port())
         layout = self._layout(folder)
         body = {**resource.body, "metadata": {**resource.body["metadata"], "namespace": "local", "uid": "local"}}
         if resource.kind == "DatasetCuration":
             children = curation_children(body, settings, layout)
         else:
-            children = training_children(body, settings, curation=curation, layout=layout)
+            children = training_children(body, settings, curation=curation, layout=layout, lineage=lineage)
         if children.service is not None:
             raise ManifestError(f"{resource.key}: multi-node runs (resources.nodes > 1) need a cluster")
         Path(layout.config_dir).mkdir(parents=True, exist_ok=True)
@@ -165,6 +189,8 @@ class LocalExecutor:
             status.update(
                 st.curation_figures(figures) if resource.kind == "DatasetCuration" else st.training_figures(figures)
             )
+            if resource.kind == "SFTJob":
+                status = st.with_evaluation_condition(status, generation)
         elif run.state == st.SUCCEEDED:
             status = st.with_run_state(
                 status, st.RunState(st.SUCCEEDED, c.REPORT_MISSING, f"{report.name} was not written"), generation
@@ -192,6 +218,30 @@ class LocalExecutor:
             return st.failed(status, c.QUALITY_GATE_FAILED, "; ".join(failures), generation), None
         body = json.loads((self.workdir / "DatasetCuration" / ref / "resource.json").read_text())
         return None, body
+
+    def _model_ready(
+        self, resource: Resource, status: dict[str, Any], generation: int
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
+        """(failed status, None) when the stage it starts from is unusable, else (None, its lineage or None)."""
+        model = SFTJobSpec.model_validate(resource.body["spec"]).model
+        if model.sft_job_ref is None:
+            return None, None
+        name = model.sft_job_ref.name
+        parent_status = self._previous_status("SFTJob", name)
+        parent = None
+        if parent_status is not None:
+            parent = {
+                **json.loads((self.workdir / "SFTJob" / name / "resource.json").read_text()),
+                "status": parent_status,
+            }
+        readiness = parent_readiness(parent, model)
+        if readiness.state == NOT_YET:  # nothing waits here: stages run in dependency order
+            message = f"SFTJob {name} has not run" if parent is None else readiness.message
+            return st.failed(status, c.PARENT_FAILED, message, generation), None
+        if readiness.state == UNUSABLE:
+            return st.failed(status, readiness.reason, readiness.message, generation), None
+        assert parent is not None
+        return None, lineage_of(parent, model.sft_job_ref.use)
 
     def _previous_status(self, kind: str, name: str) -> dict[str, Any] | None:
         path = self.workdir / kind / name / STATUS_FILE
@@ -231,6 +281,34 @@ def _curation_ref(resource: Resource) -> str | None:
         return None
     ref = (resource.body["spec"].get("dataset") or {}).get("curationRef")
     return ref["name"] if ref else None
+
+
+def _dependencies(resource: Resource) -> list[tuple[str, str, str]]:
+    """(field, kind, name) of what a resource needs finished before it runs."""
+    needs = []
+    curation = _curation_ref(resource)
+    if curation:
+        needs.append(("spec.dataset.curationRef.name", "DatasetCuration", curation))
+    parent = parent_of(resource.body) if resource.kind == "SFTJob" else None
+    if parent:
+        needs.append(("spec.model.sftJobRef.name", "SFTJob", parent))
+    return needs
+
+
+def _stage_cycle(resource: Resource, by_key: dict[str, Resource]) -> list[str] | None:
+    first = parent_of(resource.body) if resource.kind == "SFTJob" else None
+    if first is None:
+        return None
+
+    def read_parent(name: str) -> str | None:
+        other = by_key.get(f"SFTJob/{name}")
+        return parent_of(other.body) if other else None
+
+    return find_cycle(resource.name, first, read_parent)
+
+
+def _curation_spec(curation: dict[str, Any]) -> DatasetCurationSpec:
+    return DatasetCurationSpec.model_validate(curation["spec"])
 
 
 def _run_state(exit_code: int, log: Path, started: str) -> st.RunState:
@@ -281,6 +359,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _local_launcher(program: str) -> list[str]:
-    """The image's `python` / `torchrun` as this interpreter (a virtualenv need not be on PATH)."""
-    launchers = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
+    """The image's `python` as this interpreter (a virtualenv need not be on PATH)."""
+    launchers = {"python": [sys.executable]}
     return launchers.get(program, [program])

@@ -237,9 +237,16 @@ def test_fields_from_spec_name_the_output_and_the_curation() -> None:
         "dataset": {"curationRef": {"name": "cur"}},
         "output": {"pvc": {"claimName": "outputs", "path": "sft/a"}},
     }
-    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a", "curationName": "cur"}
+    lineage = [{"model": {"pvc": {"claimName": "models", "path": "smollm2"}}}]  # a root stage: its base model
+    assert fields_from_spec("SFTJob", sftjob) == {
+        "outputLocation": "pvc://outputs/sft/a",
+        "curationName": "cur",
+        "lineage": lineage,
+    }
     sftjob["dataset"] = {"pvc": {"claimName": "datasets", "path": "train.jsonl"}}
-    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a"}
+    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a", "lineage": lineage}
+    sftjob["model"] = {"sftJobRef": {"name": "general", "use": "adapter"}}
+    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a"}  # from its parent
     curation = {
         "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
         "output": {"pvc": {"claimName": "outputs"}},

@@ -1,4 +1,4 @@
-"""SFTJob: waits for its dataset, checks the quality gates, runs the trainer's Job, reports progress."""
+"""SFTJob: waits for its parent stage and its dataset, checks the gates, runs the trainer's Job, reports progress."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 import kopf
 
 from .. import conditions as c
-from ..api import GROUP, VERSION, Lifecycle, SFTJobSpec
+from ..api import GROUP, VERSION, DatasetCurationSpec, Lifecycle, SFTJobSpec
+from ..chain import base_model_mismatch, cycle_message, find_cycle, lineage_of, parent_of, parent_readiness, start_of
 from ..manifests import training_children
-from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures, review_wait
+from ..status import NOT_YET, UNUSABLE, curation_readiness, gate_failures, is_finished, review_wait
 from . import runs
 from .runs import PROGRESS_POLL_SECONDS
 
@@ -27,10 +28,63 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
             parsed = SFTJobSpec.model_validate(dict(spec))
         except ValueError as err:
             raise runs.invalid_spec(ctx, ref, err) from err
+        lineage = ready_lineage(ctx, ref, parsed, body) if parsed.model.sft_job_ref else None
+        if parsed.model.sft_job_ref and lineage is None:
+            return  # the parent failed, is unusable or missed a gate: status says which
         curation = ready_curation(ctx, ref, parsed) if parsed.dataset.curation_ref else None
         if parsed.dataset.curation_ref and curation is None:
             return  # the dataset failed or missed a gate: status says which
-        runs.start(ctx, body, lambda: training_children(dict(body), ctx.settings, curation))
+        if (
+            lineage
+            and curation
+            and (
+                mismatch := base_model_mismatch(
+                    lineage, curation["metadata"]["name"], DatasetCurationSpec.model_validate(curation["spec"])
+                )
+            )
+        ):
+            runs.fail(ctx, ref, c.BASE_MODEL_MISMATCH, mismatch)
+            return
+        runs.start(ctx, body, lambda: training_children(dict(body), ctx.settings, curation, lineage=lineage))
+
+
+def ready_lineage(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec, body: kopf.Body) -> list[dict[str, Any]] | None:
+    """The lineage of a chained job once its parent is usable (written to status); None after failing the job.
+
+    A job that already has a Job keeps the lineage it started with: its parent
+    may since have been deleted, and nothing is re-checked for a started run.
+    """
+    assert spec.model.sft_job_ref is not None
+    status = dict(body.get("status") or {})
+    if status.get("jobName") or is_finished(status):
+        return list(status.get("lineage") or [])
+    name = spec.model.sft_job_ref.name
+    cycle = find_cycle(ref.name, name, lambda n: parent_of(ctx.kube.read_custom(KIND, ref.namespace, n) or {}))
+    if cycle:
+        runs.fail(ctx, ref, c.CHAIN_CYCLE, cycle_message(cycle))
+        return None
+    parent = ctx.kube.read_custom(KIND, ref.namespace, name)
+    if parent is not None and status.get("parentUid") != parent["metadata"]["uid"]:
+        runs.write_status(ctx, ref, lambda obj: {**(obj.get("status") or {}), "parentUid": parent["metadata"]["uid"]})
+    readiness = parent_readiness(parent, spec.model, status.get("parentUid"))
+    if readiness.state == NOT_YET:
+        raise runs.wait(ctx, ref, readiness.reason, readiness.message, ctx.settings.dataset_wait_seconds)
+    if readiness.state == UNUSABLE:
+        runs.fail(ctx, ref, readiness.reason, readiness.message)
+        return None
+    assert parent is not None
+    lineage = lineage_of(parent, spec.model.sft_job_ref.use)
+    gone = [claim for claim in start_of(lineage).claims if not ctx.kube.claim_exists(ref.namespace, claim)]
+    if gone:
+        runs.fail(
+            ctx,
+            ref,
+            c.PARENT_UNUSABLE,
+            f"spec.model.sftJobRef: SFTJob {name}'s results are gone: claim {', '.join(gone)} no longer exists",
+        )
+        return None
+    runs.write_status(ctx, ref, lambda obj: {**(obj.get("status") or {}), "lineage": lineage})
+    return lineage
 
 
 def ready_curation(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec) -> dict[str, Any] | None:

@@ -12,7 +12,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .base import Rule, WireModel, immutable, model_rules
+from .base import Rule, TemplateName, WireModel, immutable, model_rules
+from .evaluation import EvaluationConfig
 
 Method = Literal["lora", "full"]
 
@@ -35,7 +36,7 @@ class LoraSettings(WireModel):
 
 
 class TemplateSettings(WireModel):
-    name: Literal["auto", "chatml", "llama3", "alpaca"] = "auto"
+    name: TemplateName = "auto"
     """Chat template: `auto` uses the model tokenizer's own, else a named built-in."""
     loss_on: Literal["assistant", "all", "last"] = "assistant"
     """Which turns are trained: every assistant turn, all turns, or only the last assistant turn."""
@@ -64,14 +65,8 @@ class RefusalConditioning(WireModel):
 class Probes(WireModel):
     memorisation_prompts: int = Field(default=16, ge=0)
     """K training and K held-out prompts generated from to measure verbatim recall (0: off)."""
-    forgetting: bool = True
-    """Measure perplexity on general reference text before and after training."""
-    safety: bool = True
-    """Measure refusal rate on harmful prompts and over-refusal on benign look-alikes before and after."""
-    safety_prompts_per_set: int = Field(default=24, ge=1, le=100)
-    """Prompts generated from in each safety set (held-out AdvBench, XSTest unsafe, XSTest safe)."""
     max_new_tokens: int = Field(default=64, ge=1, le=1024)
-    """Longest greedy generation in the memorisation and safety probes."""
+    """Longest greedy generation in the memorisation probe."""
 
 
 class TrainingConfig(WireModel):
@@ -141,7 +136,9 @@ class TrainingConfig(WireModel):
     refusal: RefusalConditioning = Field(default_factory=RefusalConditioning)
     """Refusal conditioning."""
     probes: Probes = Field(default_factory=Probes)
-    """Memorisation, forgetting and safety probes."""
+    """The memorisation probe (forgetting and safety are evaluation suites)."""
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    """Evaluation of base vs tuned after training: suites, sizes and gates."""
     export_merged: bool = False
     """Also export the adapter merged into a bf16 copy of the base model (LoRA only)."""
     seed: int = 42
@@ -167,11 +164,30 @@ class TrainingConfig(WireModel):
         return self.lora or LoraSettings()
 
 
+class ParentStage(WireModel):
+    """The stage a chained run starts from: an SFTJob's `spec.model.sftJobRef`, resolved by the operator."""
+
+    name: str
+    """Name of the SFTJob whose result this run starts from; its lineage.json must name the same stage."""
+    output_dir: str
+    """That SFTJob's output folder (lineage.json, adapter/, merged/ or model/), mounted read-only."""
+    use: Literal["merged", "adapter"]
+    """`merged`: `model` is its merged (or fully fine-tuned) export; `adapter`: its own start plus its adapter."""
+    adapters: list[str] = Field(default_factory=list)
+    """Adapter folders merged into `model`, in this order, before training starts (the parent's adapter last)."""
+    base_model: str
+    """The chain's first base model, as its root stage named it; the parent's lineage.json must name the same."""
+
+
 class TrainRunConfig(WireModel):
     """The file the trainer pod reads: model, data, output and how to train."""
 
     model: str
-    """Folder of the base model (config, weights, tokenizer), or a GGUF file."""
+    """Folder of the base model (config, weights, tokenizer), or a GGUF file; for a chained run, where it starts."""
+    name: str | None = None
+    """Name of the run (the SFTJob), written into lineage.json so a later stage can check what it starts from."""
+    parent: ParentStage | None = None
+    """The stage this run starts from (its tokenizer, template and end of turn travel with it); unset: a base model."""
     dataset: str
     """Path of the training data (any format curation reads, or curated.jsonl)."""
     format: Literal["auto", "alpaca", "sharegpt", "messages"] = "auto"

@@ -52,12 +52,24 @@ def run_from_config(cfg: TrainRunConfig, on_progress: Callable[[dict[str, Any]],
         else:
             from .full import run
         result = run(cfg, reporter)
+        from ..evaluation.after_training import evaluate_after_training
         from ..termination import write_termination_summary
+        from .lineage import build_lineage, write_lineage
         from .report import build_report, write_reports
 
         report = build_report(result, cfg.to_wire())
+        if result.exports:  # what the next stage of a chain checks and builds on, and the report's lineage
+            lineage = build_lineage(cfg, report)
+            report["lineage"] = lineage["stages"]
+            write_lineage(Path(cfg.output_dir), lineage)
         if result.exports:  # the main process (the only one that exports) writes the reports
-            write_reports(Path(cfg.output_dir), report)
+            write_reports(Path(cfg.output_dir), report)  # the artifacts and their report are safe before evaluating
+            if cfg.training.evaluation.enabled:
+                reporter.phase("evaluating")
+                report["status"]["evaluation"] = evaluate_after_training(
+                    cfg, Path(result.model_folder), result.exports, result.held_out
+                )
+                write_reports(Path(cfg.output_dir), report)
             write_termination_summary(report["status"])  # the operator reads it from the pod
         reporter.update(phase="succeeded", **report["status"]["progress"])
         log.info("Finished: %s", ", ".join(f"{k}={v:.4g}" for k, v in sorted(report["status"]["metrics"].items())))

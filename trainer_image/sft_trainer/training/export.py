@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,19 +104,24 @@ def export_full_model(
 
 def export_merged(
     base_folder: Path,
-    adapter_folder: Path,
+    adapters: Sequence[Path],
     folder: Path,
     tokenizer: PreTrainedTokenizerBase,
     template: ChatTemplate,
     generation: GenerationConfig,
 ) -> Path:
-    """Base weights in bf16 with the adapter merged in: a plain model any server can load."""
+    """Base weights in bf16 with the adapters merged in, in order: a plain model any server can load.
+
+    `adapters` ends with this run's; before it come those of earlier stages a
+    chained run started from (use: adapter), merged as training merged them.
+    """
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
+    merged = AutoModelForCausalLM.from_pretrained(base_folder, dtype=torch.bfloat16)
+    for adapter in adapters:
+        merged = PeftModel.from_pretrained(merged, adapter).merge_and_unload()
     staging = _staged(folder)
     merged.generation_config = generation
     merged.save_pretrained(staging, safe_serialization=True)

@@ -204,6 +204,7 @@ def environment(session: Session, parallel: Parallel, fitted: Fitted) -> dict[st
         "dtype": str(session.dtype).removeprefix("torch."),
         "template": session.template.name,
         "endOfTurn": session.template.end_of_turn,
+        "endOfTurnId": session.builder.end_of_turn_id,
         "trainableParameters": fitted.trainable_parameters,
         "totalParameters": fitted.total_parameters,
     }

@@ -1,9 +1,9 @@
 """Recipe: full fine-tuning (every weight trains), from setup to export.
 
     setup     session (tokenizer, template, verified data), the model in fp32,
-              probes on the untouched model
     train     fit.py: resume, the train loop, evaluation, checkpoints
-    finish    best weights back in, probes after, export the whole model
+    finish    best weights back in, memorisation probe, export the whole model
+              (the evaluation of base vs tuned runs on the export: entrypoint.py)
 
 Differences from lora.py: no adapters, the default peak learning rate is
 1e-5 (full updates move the model much further per step), weights are kept
@@ -21,9 +21,8 @@ import logging
 from ..config import TrainRunConfig
 from .export import export_full_model, generation_config
 from .fit import environment, final_model, fit
-from .guards import flat_metrics, probes_after, probes_before
+from .guards import flat_metrics, probes_after
 from .modeling import load_model
-from .parallel import Parallel
 from .result import RunResult
 from .session import Reporter, open_session
 
@@ -36,15 +35,14 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     # ------------------------------------------------------------------ setup
     session = open_session(cfg, reporter)
     training = cfg.training
-    parallel = Parallel.start(training.distributed, session.device, session.dtype)
+    parallel = session.parallel
     torch.manual_seed(training.seed)
 
     def build() -> torch.nn.Module:
         # fp32 master weights; bf16 autocast does the matmuls on a GPU.
-        return load_model(session.model_folder, torch.float32, training.attention).to(parallel.device)
+        return load_model(session.model_folder, torch.float32, training.attention, session.adapters).to(parallel.device)
 
     model = build()
-    before = probes_before(session, model) if parallel.is_main else {}
 
     # ------------------------------------------------------------------ train
     fitted = fit(session, parallel, model)
@@ -54,7 +52,7 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     probe_results: dict[str, object] = {}
     export = final_model(session, parallel, fitted, build)
     if export is not None:
-        probe_results = probes_after(session, export, before)
+        probe_results = probes_after(session, export)
         reporter.phase("exporting")
         generation = generation_config(
             session.model_folder, session.tokenizer, session.builder.end_of_turn_id, session.pad_id
@@ -70,4 +68,6 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
         probes={**probe_results, "metrics": flat_metrics(probe_results)},
         exports=exports,
         environment=environment(session, parallel, fitted),
+        model_folder=str(session.model_folder),
+        held_out=list(session.data.eval_conversations),
     )

@@ -1,9 +1,10 @@
 """Recipe: LoRA fine-tuning (peft), from setup to export.
 
     setup     session (tokenizer, template, verified data), frozen base model,
-              probes on the untouched base, adapters on every linear layer
+              adapters on every linear layer
     train     fit.py: resume, the train loop, evaluation, checkpoints
-    finish    best adapter weights back in, probes after, export adapter (+ merged)
+    finish    best adapter weights back in, memorisation probe, export adapter (+ merged)
+              (the evaluation of base vs tuned runs on the export: entrypoint.py)
 
 Precision: on a GPU the frozen base is held in bf16 and the adapters in fp32
 under bf16 autocast; on CPU everything is fp32. Several processes (torchrun)
@@ -20,9 +21,8 @@ from typing import TYPE_CHECKING
 from ..config import TrainRunConfig
 from .export import export_adapter, export_merged, generation_config
 from .fit import environment, final_model, fit
-from .guards import flat_metrics, probes_after, probes_before
+from .guards import flat_metrics, probes_after
 from .modeling import load_model
-from .parallel import Parallel
 from .result import RunResult
 from .session import Reporter, open_session
 
@@ -40,7 +40,7 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     session = open_session(cfg, reporter)
     training, lora = cfg.training, cfg.training.resolved_lora()
     assert lora is not None
-    parallel = Parallel.start(training.distributed, session.device, session.dtype)
+    parallel = session.parallel
     torch.manual_seed(training.seed)
     peft_config = LoraConfig(
         r=lora.r,
@@ -53,13 +53,12 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     )
 
     def load_base() -> torch.nn.Module:
-        return load_model(session.model_folder, session.dtype, training.attention).to(parallel.device)
+        return load_model(session.model_folder, session.dtype, training.attention, session.adapters).to(parallel.device)
 
     def with_adapters(base: torch.nn.Module) -> torch.nn.Module:
         return get_peft_model(base, peft_config)  # adapters are created in fp32 (autocast_adapter_dtype)
 
     base = load_base()
-    before = probes_before(session, base) if parallel.is_main else {}
     model = with_adapters(base)
 
     # ------------------------------------------------------------------ train
@@ -70,7 +69,7 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
     probe_results: dict[str, object] = {}
     export = final_model(session, parallel, fitted, lambda: with_adapters(load_base()))
     if export is not None:
-        probe_results = probes_after(session, export, before)
+        probe_results = probes_after(session, export)
         reporter.phase("exporting")
         generation = generation_config(
             session.model_folder, session.tokenizer, session.builder.end_of_turn_id, session.pad_id
@@ -82,7 +81,7 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
         if training.export_merged:
             merged = export_merged(
                 session.model_folder,
-                adapter,
+                [*session.adapters, adapter],
                 session.output_dir / "merged",
                 session.tokenizer,
                 session.template,
@@ -96,4 +95,6 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
         probes={**probe_results, "metrics": flat_metrics(probe_results)},
         exports=exports,
         environment=environment(session, parallel, fitted),
+        model_folder=str(session.model_folder),
+        held_out=list(session.data.eval_conversations),
     )

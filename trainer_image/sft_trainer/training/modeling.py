@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,9 +14,19 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from .parallel import Parallel
 
-def resolve_model_folder(model: str, output_dir: Path) -> Path:
-    """A folder transformers can load quickly: `model` itself, or its GGUF expanded under output_dir/base_model."""
+log = logging.getLogger("sft_trainer.training")
+
+
+def resolve_model_folder(model: str, output_dir: Path, parallel: Parallel) -> Path:
+    """A folder transformers can load quickly: `model` itself, or its GGUF expanded under output_dir/base_model.
+
+    The output folder is shared by every process of the run (on every node),
+    so the main process alone converts a GGUF, and the others wait for it at a
+    barrier (all converting into one folder at once would replace it under
+    each other's feet).
+    """
     path = Path(model)
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -24,7 +36,10 @@ def resolve_model_folder(model: str, output_dir: Path) -> Path:
         from ..modelprep import convert_gguf
 
         target = output_dir / "base_model"
-        convert_gguf(path, target)
+        if parallel.is_main:
+            converted = convert_gguf(path, target)
+            log.info("%s %s into %s", "Converted" if converted else "Already converted:", path, target)
+        parallel.barrier()
         return target
     raise ConfigError(f"model: {model} is neither a model folder nor a .gguf file")
 
@@ -59,7 +74,8 @@ def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_model(folder: Path, dtype: torch.dtype, attention: str) -> PreTrainedModel:
+def load_model(folder: Path, dtype: torch.dtype, attention: str, adapters: Sequence[Path] = ()) -> PreTrainedModel:
+    """The model in `folder`, with `adapters` (earlier stages of a chain) merged into its weights in order."""
     from transformers import AutoModelForCausalLM
 
     implementation = "sdpa" if attention == "auto" else attention
@@ -67,6 +83,12 @@ def load_model(folder: Path, dtype: torch.dtype, attention: str) -> PreTrainedMo
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=implementation)
     except ImportError as err:  # e.g. flash_attention_2 without flash-attn installed
         raise ConfigError(f"training.attention: {err}") from err
+    for adapter in adapters:
+        from peft import PeftModel
+
+        # Merged in the load dtype: exact up to rounding in fp32 (CPU), bf16-rounded on a GPU.
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        log.info("Merged the adapter %s into the model", adapter)
     model.config.use_cache = False  # no KV cache while training (and packed masks need none)
     return model
 

@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.report import spelled_out
 from ..progress import utc_now
+from .lineage import lineage_html
 from .loop import progress_fields
 from .result import RunResult
 
@@ -55,7 +57,8 @@ def build_report(result: RunResult, config: dict[str, Any]) -> dict[str, Any]:
     progress = {k: v for k, v in progress.items() if v is not None}
     probes = {k: v for k, v in result.probes.items() if k != "metrics"}
     return {
-        "status": {"progress": progress, "metrics": final_metrics(result)},
+        # exports: the kinds only (the operator copies them into status; a later stage's sftJobRef checks them)
+        "status": {"progress": progress, "metrics": final_metrics(result), "exports": sorted(result.exports)},
         "method": result.method,
         "finishedAt": utc_now(),
         "environment": result.environment,
@@ -138,29 +141,57 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _probe_rows(probes: dict[str, Any]) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    memo = probes.get("memorisation")
-    if memo:
-        for split in ("train", "heldOut"):
-            if memo.get(split):
-                rows.append((f"memorisation {split}: exact match", memo[split]["exactMatchRate"]))
-                rows.append((f"memorisation {split}: LCS ratio", memo[split]["lcsRatio"]))
-        if "lcsGap" in memo:
-            rows.append(("memorisation LCS gap (train - held-out)", memo["lcsGap"]))
-    forgetting = probes.get("forgetting")
-    if forgetting:
-        rows.append(("reference perplexity before", forgetting["perplexityBefore"]))
-        rows.append(("reference perplexity after", forgetting["perplexityAfter"]))
-        rows.append(("relative change", forgetting["relativeChange"]))
-    safety = probes.get("safety")
-    if safety:
-        for when in ("before", "after"):
-            rows.append((f"harmful refusal rate {when}", safety[when].get("harmfulRefusalRate")))
-            rows.append((f"over-refusal rate {when}", safety[when].get("overRefusalRate")))
-            for name, part in safety[when].get("sets", {}).items():
-                rows.append((f"{name} refusal rate {when}", part["refusalRate"]))
-    return rows or [("probes", "none ran")]
+# Labels a person reads, one per figure of status.metrics; a key missing here is spelled out from its camelCase.
+METRIC_LABELS = {
+    "optimizerSteps": "optimiser steps",
+    "trainSeconds": "training time (s)",
+    "initialLoss": "training loss, first step",
+    "finalLoss": "training loss, last step",
+    "tokensPerSecond": "tokens per second (non-pad)",
+    "initialEvalLoss": "held-out loss before training",
+    "finalEvalLoss": "held-out loss, last evaluation",
+    "bestEvalLoss": "held-out loss, best evaluation",
+    "bestStep": "step of the best evaluation (exported)",
+    "stoppedEarly": "stopped early (1 = yes)",
+    "rejectedRecords": "records rejected",
+    "trainSamples": "training samples",
+    "refusalsMixed": "refusal examples mixed in",
+}
+PROBE_LABELS = {
+    "memorisationTrainExactMatch": "training prompts: reply equals the reference",
+    "memorisationTrainLcsRatio": "training prompts: longest common substring / reference",
+    "memorisationHeldOutExactMatch": "held-out prompts: reply equals the reference",
+    "memorisationHeldOutLcsRatio": "held-out prompts: longest common substring / reference",
+    "memorisationLcsGap": "gap, training minus held-out (memorising when large)",
+}
+
+
+def label(key: str) -> str:
+    """The label of a status.metrics key (spelled out from camelCase when it has none)."""
+    return METRIC_LABELS.get(key) or PROBE_LABELS.get(key) or spelled_out(key)
+
+
+def _labelled(rows: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return [(label(k), v) for k, v in rows]
+
+
+def _evaluation_section(evaluation: dict[str, Any] | None) -> str:
+    """Where the evaluation is (its figures live in one place: eval/eval_report.html) and its verdict."""
+    if not evaluation:
+        return "<p>No evaluation ran (training.evaluation.enabled is false).</p>"
+    if evaluation.get("error"):
+        verdict = f"could not run: {evaluation['error']}"
+    elif evaluation.get("failedGates"):
+        verdict = "a gate failed, the export is not promoted: " + "; ".join(evaluation["failedGates"])
+    else:
+        verdict = f"passed ({evaluation.get('gatesChecked', 0)} gates checked)"
+    link = evaluation.get("report")
+    anchor = (
+        f' Base vs tuned, every figure with its interval: <a href="{html.escape(link)}">{html.escape(link)}</a>.'
+        if link
+        else ""
+    )
+    return f'<p id="evaluation">Evaluation {html.escape(verdict)}.{anchor}</p>'
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -184,10 +215,10 @@ def render_html(report: dict[str, Any]) -> str:
         [("tokens/s", "#9467bd", [(h["step"], h["tokensPerSecond"]) for h in history])],
     )
     data = report["data"]
-    data_rows = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
-    data_rows += [(f"train {k}", v) for k, v in data.get("train", {}).items()]
+    data_rows = [(label(k), v) for k, v in data.items() if not isinstance(v, dict)]
+    data_rows += [(f"training split: {label(k)}", v) for k, v in data.get("train", {}).items()]
     data_rows += [(f"rejected: {k}", v) for k, v in data.get("rejectedByReason", {}).items()]
-    env_rows = list(report.get("environment", {}).items()) + [
+    env_rows = _labelled(list(report.get("environment", {}).items())) + [
         (f"export {k}", v) for k, v in report.get("exports", {}).items()
     ]
     style = (
@@ -204,9 +235,15 @@ def render_html(report: dict[str, Any]) -> str:
         f"{'; resumed from steps ' + ', '.join(map(str, training['resumedFrom'])) if training['resumedFrom'] else ''}.</p>"
         f"{loss_chart}{lr_chart}{tps_chart}"
         "<h2>Final figures</h2>"
-        + _table("metrics", sorted(status["metrics"].items()))
-        + "<h2>Probes</h2>"
-        + _table("probes", _probe_rows(report.get("probes", {})))
+        + _table("metrics", _labelled([(k, v) for k, v in status["metrics"].items() if k not in PROBE_LABELS]))
+        + "<h2>Memorisation probe</h2>"
+        + _table(
+            "probes",
+            _labelled([(k, v) for k, v in status["metrics"].items() if k in PROBE_LABELS]) or [("probe", "off")],
+        )
+        + "<h2>Evaluation</h2>"
+        + _evaluation_section(status.get("evaluation"))
+        + lineage_html(report.get("lineage") or [])
         + "<h2>Data</h2>"
         + _table("data", data_rows)
         + "<h2>Environment and outputs</h2>"

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from ..config import TrainRunConfig
 from ..runconfig import ConfigError
 from .data import PreparedData, prepare_data
+from .lineage import check_end_of_turn, read_parent, tokenizer_folder
 from .masking import SampleBuilder
 from .modeling import compute_dtype, load_tokenizer, pad_token_id, pick_device, resolve_model_folder
-from .parallel import launched_as_rank_zero
+from .parallel import Parallel, launched_as_rank_zero
 from .templates import ChatTemplate, TemplateError, resolve_template
 
 if TYPE_CHECKING:
@@ -67,6 +68,9 @@ class Session:
     data: PreparedData
     pad_id: int
     reporter: Reporter
+    parallel: Parallel
+    adapters: list[Path] = field(default_factory=list)
+    """Adapters merged into the model, in order, before training (a stage chained with use: adapter)."""
 
     @property
     def training(self):  # type: ignore[no-untyped-def]
@@ -89,8 +93,14 @@ def open_session(cfg: TrainRunConfig, reporter: Reporter) -> Session:
     output_dir.mkdir(parents=True, exist_ok=True)
     training = cfg.training
     reporter.phase("preparing")
-    model_folder = resolve_model_folder(cfg.model, output_dir)
-    tokenizer = load_tokenizer(model_folder)
+    device = pick_device()
+    dtype = compute_dtype(training.precision, device)
+    # The process group comes first: a GGUF model is converted by rank 0 while the others wait for it.
+    parallel = Parallel.start(training.distributed, device, dtype)
+    model_folder = resolve_model_folder(cfg.model, output_dir, parallel)
+    # A chained run checks its parent stage before loading a weight, and takes its tokenizer and template.
+    parent = read_parent(cfg.parent) if cfg.parent else None
+    tokenizer = load_tokenizer(tokenizer_folder(cfg.parent, parent) if cfg.parent and parent else model_folder)
     try:
         template = resolve_template(tokenizer, training.template.name)
         builder = SampleBuilder(
@@ -102,10 +112,10 @@ def open_session(cfg: TrainRunConfig, reporter: Reporter) -> Session:
         )
     except (TemplateError, ValueError) as err:
         raise ConfigError(f"training.template: {err}") from err
+    if cfg.parent and parent:
+        check_end_of_turn(cfg.parent, parent, template.end_of_turn, builder.end_of_turn_id)
     # Every process builds the same samples; one writes the record accounting.
     data = prepare_data(cfg.dataset, cfg.format, training, builder, output_dir if launched_as_rank_zero() else None)
-    device = pick_device()
-    dtype = compute_dtype(training.precision, device)
     if device.type == "cpu" and training.precision == "bf16":
         log.warning("bf16 requested on CPU: it runs, but far slower than fp32")
     if launched_as_rank_zero():
@@ -115,6 +125,7 @@ def open_session(cfg: TrainRunConfig, reporter: Reporter) -> Session:
             "device": str(device),
             "dtype": str(dtype).removeprefix("torch."),
             "modelFolder": str(model_folder),
+            "adaptersMergedBeforeTraining": list(cfg.parent.adapters) if cfg.parent else [],
         }
         save_resolved_config(cfg, output_dir, resolved)
     log.info(
@@ -136,4 +147,6 @@ def open_session(cfg: TrainRunConfig, reporter: Reporter) -> Session:
         data,
         pad_token_id(tokenizer),
         reporter,
+        parallel,
+        adapters=[Path(adapter) for adapter in cfg.parent.adapters] if cfg.parent else [],
     )
