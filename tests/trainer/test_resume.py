@@ -31,7 +31,8 @@ def write_config(path: Path, model: Path, dataset: Path, out: Path) -> Path:
             "learningRate": 2e-3,
             "evalFraction": 0.1,
             "lora": {"dropout": 0.1},  # dropout draws random numbers: resume must restore the RNG too
-            "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+            "probes": {"memorisationPrompts": 0},
+            "evaluation": {"enabled": False},
         },
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -131,3 +132,37 @@ def test_a_checkpoint_from_before_multi_process_support_still_resumes(tiny_model
         assert torch.equal(before, after), name
         moments = optimizer.state[before], fresh_optimizer.state[after]
         assert torch.equal(moments[0]["exp_avg"], moments[1]["exp_avg"]), name
+
+
+class _RunsCode:
+    """Unpickling this creates a file: what a full unpickle of a planted checkpoint file would let anyone do."""
+
+    def __init__(self, witness: Path) -> None:
+        self.witness = witness
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.witness,))
+
+
+@pytest.mark.parametrize("planted", ["optimizer.pt", "scheduler.pt", "rng-0.pt"])
+def test_a_checkpoint_file_that_would_run_code_is_refused_unrun(tiny_model_dir, tmp_path, planted) -> None:
+    """Anyone who can write the output volume could otherwise run code in the trainer on its next resume."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sft_trainer.training import checkpoints as ckpt
+    from sft_trainer.training.loop import RunState
+    from sft_trainer.training.parallel import Parallel
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    parallel = Parallel.start("ddp", torch.device("cpu"), torch.float32)
+    saved = ckpt.save_checkpoint(tmp_path, parallel, model, optimizer, scheduler, RunState(total_steps=4, step=1))
+    assert ckpt.load_checkpoint(saved, parallel, model, optimizer, scheduler).step == 1  # as written, it loads
+
+    witness = tmp_path / "code-ran"
+    torch.save({"state": _RunsCode(witness)}, saved / planted)
+    with pytest.raises(ValueError, match=f"{planted} holds more than tensors and plain data"):
+        ckpt.load_checkpoint(saved, parallel, model, optimizer, scheduler)
+    assert not witness.exists()

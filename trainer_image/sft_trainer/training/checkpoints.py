@@ -8,6 +8,8 @@ A checkpoint is a folder `step-000120/` holding:
 * `optimizer.pt` (state keyed by parameter name), `scheduler.pt`, and
   `rng-<rank>.pt` for every process: everything needed to continue exactly
   where the run stopped (dropout masks included);
+  Resuming loads these with `weights_only`: tensors and plain data only, so a
+  file planted on the shared output volume cannot run code in the trainer;
 * `state.json`: the RunState (step, epoch, position in the epoch, history,
   best eval loss), written last, so a folder without it is incomplete.
 
@@ -160,22 +162,18 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
 
 def load_checkpoint(path: Path, parallel: Parallel, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> RunState:
     """Restore model, optimiser, scheduler and this rank's RNG from `path`. A collective."""
-    import torch
-
     load_trainable_file(parallel, model, path / TRAINABLE)
     legacy = _LEGACY_RNG in {p.name for p in path.iterdir()}  # every rank sees the same folder: all decide alike
     if legacy:
         _load_legacy_optimizer(path, parallel, optimizer)
     else:
-        optimizer_state = (
-            torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True) if parallel.is_main else {}
-        )
+        optimizer_state = _load_plain(path / "optimizer.pt") if parallel.is_main else {}
         parallel.load_optimizer(model, optimizer, optimizer_state)
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    scheduler.load_state_dict(_load_plain(path / "scheduler.pt"))
     # A run resumed on more processes than wrote the checkpoint seeds the new ranks from rank 0's state.
     own = path / f"rng-{parallel.rank}.pt"
     rng = own if own.is_file() else path / (_LEGACY_RNG if legacy else "rng-0.pt")
-    _set_rng_state(torch.load(rng, weights_only=False))
+    _set_rng_state(_load_plain(rng))
     return RunState.from_json(json.loads((path / "state.json").read_text(encoding="utf-8")))
 
 
@@ -185,14 +183,33 @@ _LEGACY_RNG = "rng.pt"
 
 
 def _load_legacy_optimizer(path: Path, parallel: Parallel, optimizer: Any) -> None:
-    import torch
-
     if parallel.world > 1:
         raise ValueError(
             f"{path} was written by an earlier version for one process: resume it with one process, "
             "or delete the checkpoints folder to start over"
         )
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(_load_plain(path / "optimizer.pt"))
+
+
+def _load_plain(path: Path) -> Any:
+    """A `.pt` file of tensors and plain data (dicts, lists, numbers), never arbitrary pickled objects.
+
+    The output volume is shared: whoever can write it must not be able to run
+    code in the trainer through a crafted checkpoint, which a full unpickle
+    allows. Everything a checkpoint holds (optimizer and scheduler state, RNG
+    states) is tensors and plain data, so `weights_only` loses nothing.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"{path} holds more than tensors and plain data, which no checkpoint of this trainer does; "
+            f"refusing to unpickle it ({str(err).splitlines()[0]})"
+        ) from None
 
 
 def _rng_state() -> dict[str, Any]:
