@@ -19,7 +19,7 @@ def test_lint_shows_samples_and_the_summary(tiny_model_dir, alpaca_gpt4_small, c
     assert out.count("tokens,") >= 2 and "trained" in out
     for line in ("template", "trained tokens", "BOS violations", "EOS violations", "truncated"):
         assert line in out
-    assert "tokens.overlong" in out  # some records are over 300 tokens with this tiny vocabulary
+    assert "template.overlong" in out  # some records are over 300 tokens with this tiny vocabulary
 
 
 def test_lint_json_summary_counts_every_record(tiny_model_dir, alpaca_gpt4_small, capsys) -> None:

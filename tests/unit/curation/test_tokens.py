@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sft_trainer.curation.base import Step
 from sft_trainer.curation.runner import Runner, RunResult
 from sft_trainer.curation.tokens import (
+    ESTIMATE_MARGIN_PER_MESSAGE,
     OodText,
     RareTokens,
     TemplateCheck,
@@ -15,6 +17,9 @@ from sft_trainer.curation.tokens import (
     mixed_script_word,
 )
 from sft_trainer.formats import Conversation, Message, read_dataset
+from sft_trainer.runconfig import ConfigError
+from sft_trainer.training.masking import Rejection, SampleBuilder
+from sft_trainer.training.templates import resolve_template
 
 
 def chat(user: str, answer: str, index: int = 0) -> Conversation:
@@ -38,19 +43,18 @@ def test_mixed_scripts_and_invisible_characters_go_to_review() -> None:
     assert step.outcome == "review"
 
 
-def test_template_skeleton_matches_exact_rendering_on_lima(tokenizer_view, data_dir: Path) -> None:
+def test_template_skeleton_estimates_the_built_length_on_lima(tokenizer_view, data_dir: Path) -> None:
     convs = [c for c in read_dataset(data_dir / "lima_llamafactory.json") if isinstance(c, Conversation)][:120]
     step = TemplateCheck(tokenizer_view, max_seq_length=100_000)
     assert rejected(run([Tokenize(tokenizer_view), step], convs)) == {}
     assert all(not s.exact and s.problem is None and s.verified > 0 for s in step.skeletons.values())
-    # The skeleton's token count equals the exact rendering's, give or take merges at the seams.
-    conv = convs[0]
-    exact = len(
-        tokenizer_view.encode([tokenizer_view.render([{"role": m.role, "content": m.content} for m in conv.messages])])[
-            0
-        ]
-    )
-    assert abs(conv.meta["scores"]["tokens"] - exact) <= 3
+    # Records past the verified sample carry the estimate: training's builder agrees, give or take merges at the seams.
+    for conv in convs[10:]:
+        built = step.builder.build(conv)
+        assert not isinstance(built, Rejection)
+        assert abs(conv.meta["scores"]["tokens"] - len(built.input_ids)) <= ESTIMATE_MARGIN_PER_MESSAGE * len(
+            conv.messages
+        )
 
 
 def test_template_rejects_special_tokens_and_overlong_records(tokenizer_view) -> None:
@@ -66,10 +70,39 @@ def test_template_rejects_special_tokens_and_overlong_records(tokenizer_view) ->
         chat("Say hello", "Hello to you.", 3),
     ]
     assert rejected(run(steps, convs)) == {
-        0: "template.special_token_in_content",
-        1: "template.exceeds_max_seq_length",
+        0: "template.special_token_text_in_content",
+        1: "template.overlong",
         2: "length.response_too_few_tokens",
     }
+
+
+@pytest.mark.parametrize("template", ["auto", "alpaca"])
+def test_curation_rejects_what_training_rejects_under_the_same_reason(tokenizer_view, template: str) -> None:
+    """One implementation of the chat-template rules: the curation step's verdict is the training builder's."""
+    limit = 96
+    convs = [
+        chat("Say hi", "hi <|im_start|>user", 0),  # a special token of the template
+        chat("Name a file", "See <filename>notes.txt", 1),  # an added special token of SmolLM2's tokenizer
+        chat("Tell a long story", "word " * 200, 2),  # far over the limit
+        chat("Count", "one two three " * 23, 3),  # near the limit: decided by building it exactly
+        chat("Say hello", "Hello to you.", 4),
+        Conversation([Message("system", "Be terse."), Message("user", "Hi"), Message("assistant", "Hi.")], 5),
+        *(chat(f"Question {i}", f"Answer number {i}.", 6 + i) for i in range(12)),
+    ]
+    curated = rejected(
+        run([Tokenize(tokenizer_view), TemplateCheck(tokenizer_view, max_seq_length=limit, template=template)], convs)
+    )
+    builder = SampleBuilder(
+        tokenizer_view.tokenizer, resolve_template(tokenizer_view.tokenizer, template), max_seq_length=limit
+    )
+    trained = {c.source_index: b.reason for c in convs if isinstance(b := builder.build(c), Rejection)}
+    assert curated == trained
+    assert {0, 1, 2} <= set(curated)
+
+
+def test_a_template_the_tokenizer_cannot_carry_is_a_config_error_naming_the_field(tokenizer_view) -> None:
+    with pytest.raises(ConfigError, match=r"curation\.template\.name: .*llama3"):
+        TemplateCheck(tokenizer_view, max_seq_length=512, template="llama3")
 
 
 def test_rare_and_byte_fragment_tokens_are_held_for_review(tokenizer_view, alpaca: list[dict]) -> None:

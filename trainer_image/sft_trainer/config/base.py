@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.alias_generators import to_camel
+
+# Chat templates training can use (training/templates.py); curation checks records against the same one.
+TemplateName = Literal["auto", "chatml", "llama3", "alpaca"]
 
 WIRE_CONFIG = ConfigDict(
     alias_generator=to_camel,

@@ -12,7 +12,7 @@ from typing import Literal, get_args
 
 from pydantic import Field
 
-from .base import Rule, WireModel, model_rules
+from .base import Rule, TemplateName, WireModel, model_rules
 
 TaskType = Literal[
     "coding",
@@ -114,7 +114,9 @@ class OodReviewStep(WireModel):
 
 class TemplateStep(WireModel):
     enabled: bool = True
-    """Render every conversation with the target chat template and check BOS/EOS placement (needs a tokenizer)."""
+    """Build every conversation as training will (chat template, BOS/EOS placement, special-token text, length) and reject what training would reject, under the same reason (needs a tokenizer)."""
+    name: TemplateName = "auto"
+    """The chat template training will use (the SFTJob's training.template.name): `auto` is the tokenizer's own, else a built-in."""
     max_seq_length: int = Field(default=2048, ge=16)
     """Longest rendered conversation, in tokens, that training will accept."""
 

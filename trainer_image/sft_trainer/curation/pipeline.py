@@ -291,7 +291,7 @@ def _token_steps(cfg: CurationConfig, tokenizer: TokenizerView) -> list[Step]:
     if _token_bounds(cfg):
         steps.append(TokenBounds(_token_bounds(cfg)))
     if cfg.template.enabled:
-        steps.append(TemplateCheck(tokenizer, max_seq_length=cfg.template.max_seq_length))
+        steps.append(TemplateCheck(tokenizer, max_seq_length=cfg.template.max_seq_length, template=cfg.template.name))
     if cfg.ood_review.enabled:
         steps.append(RareTokens(tokenizer, max_rare_token_fraction=cfg.ood_review.max_rare_token_fraction))
     return [Tokenize(tokenizer), *steps] if steps else []

@@ -4,14 +4,10 @@ All three need the target model's tokenizer, and all three read one batch
 tokenisation of every turn's content (the `Tokenize` annotator), so the set is
 tokenised once.
 
-Template check without rendering 50,000 Jinja templates: a chat template's
-output depends on the sequence of roles, not on the contents, for every
-template we know. So each distinct role sequence is rendered once with
-sentinel contents ("the skeleton"), the skeleton is checked (BOS, EOS after
-every assistant turn), and each record is its skeleton with its contents put
-back. That assumption is verified, not trusted: the first records of every
-skeleton are also rendered exactly, and a skeleton whose exact render
-differs is abandoned for exact per-record rendering.
+The template check is training's own sample builder (`training/masking.py`),
+applied once per role sequence and to the records where an estimate is not
+enough (see `TemplateCheck`): one implementation of the chat-template rules
+for curation and training.
 """
 
 from __future__ import annotations
@@ -24,13 +20,18 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import Conversation
+from ..formats import Conversation, Message
+from ..runconfig import ConfigError
+from ..training.masking import OVERLONG, Rejection, Sample
 from .base import Annotator, Filter, SetStep
 
-# Records of each skeleton that are also rendered exactly, to prove the skeleton right.
-EXACT_RENDER_SAMPLE = 8
-_SENTINEL = "\ue000{}\ue001"
-_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
+# Records of each skeleton that are also built exactly, to prove the estimate right.
+EXACT_BUILD_SAMPLE = 8
+# A record's token count is estimated as markup plus contents; tokens can merge
+# across a content's edges, so the estimate may be off by a token or two per message.
+ESTIMATE_MARGIN_PER_MESSAGE = 4
+# Content of the stand-in record built once per role sequence.
+STAND_IN = "x"
 
 # Zero-width and bidirectional-override characters: invisible, and a classic
 # way to smuggle instructions or break tokenisation.
@@ -77,7 +78,6 @@ class TokenizerView:
     """The parts of a Hugging Face tokenizer the checks need."""
 
     tokenizer: Any
-    special_strings: list[str] = field(default_factory=list)
     byte_fragment_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @classmethod
@@ -88,10 +88,7 @@ class TokenizerView:
             raise RuntimeError(
                 "token-based curation steps need transformers: pip install 'trustdoc-sft[trainer]'"
             ) from err
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        specials = set(tokenizer.all_special_tokens)
-        specials.update(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
-        view = cls(tokenizer, sorted((s for s in specials if s), key=len, reverse=True))
+        view = cls(AutoTokenizer.from_pretrained(path))
         view.byte_fragment_ids = view._byte_fragments()
         return view
 
@@ -127,9 +124,6 @@ class TokenizerView:
             return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def render(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False)
-
 
 def _gpt2_byte_decoder() -> dict[str, int]:
     """The byte-level BPE alphabet (GPT-2): printable stand-ins for the 256 byte values."""
@@ -144,18 +138,6 @@ def _gpt2_byte_decoder() -> dict[str, int]:
             codes.append(256 + extra)
             extra += 1
     return {chr(c): b for b, c in zip(printable, codes, strict=True)}
-
-
-@dataclass
-class Skeleton:
-    """The rendered template of one role sequence, split around the contents."""
-
-    pieces: list[str]
-    problem: str | None
-    exact: bool = False
-    token_overhead: int = 0
-    verified: int = 0
-    """Records of this skeleton whose exact render was compared with the skeleton fill."""
 
 
 class Tokenize(Annotator):
@@ -207,93 +189,97 @@ class TokenBounds(Filter):
         return None
 
 
+@dataclass
+class Skeleton:
+    """What the sample builder makes of one role sequence with stand-in contents."""
+
+    problem: str | None
+    """The builder's reason when it refuses this role sequence whatever the contents say."""
+    overhead: int = 0
+    """Tokens of the rendered record besides its contents' own (markup, BOS, end-of-turn tokens)."""
+    exact: bool = False
+    """The estimate disagreed with the builder on a record: build every record of these roles."""
+    verified: int = 0
+    """Records of this skeleton built exactly to check the estimate."""
+
+
 class TemplateCheck(Filter):
-    """The record rendered with the target chat template: one BOS, an EOS after every assistant turn, no
-    special-token text in the contents, and no longer than training accepts. Writes `scores.tokens`."""
+    """The record as training will build it: training's own sample builder decides (chat template, one BOS,
+    the end-of-turn token after every response, no special-token text in contents, the length limit), so
+    curation rejects a record under the reason training would give. Writes `scores.tokens`.
+
+    Building every record would tokenize the set a second time (as long again as `Tokenize`). The builder's
+    verdict depends on the role sequence, not on the contents, for every template we know; so each role
+    sequence is built once with stand-in contents ("the skeleton"), and a record's length is the skeleton's
+    markup tokens plus its contents' tokens from `Tokenize`. That is checked, not trusted: the first records
+    of every skeleton, and every record near the length limit, are built exactly; a skeleton whose estimate
+    is off is abandoned for exact building.
+    """
 
     name = "template"
     forkable = False  # the skeleton cache and its verification counts live in this object
 
-    def __init__(self, view: TokenizerView, *, max_seq_length: int) -> None:
+    def __init__(self, view: TokenizerView, *, max_seq_length: int, template: str = "auto") -> None:
+        from ..training.masking import SampleBuilder
+        from ..training.templates import TemplateError, resolve_template
+
         super().__init__()
+        try:
+            chat_template = resolve_template(view.tokenizer, template)
+        except TemplateError as err:
+            raise ConfigError(f"curation.template.name: {err}") from err
         self.view = view
         self.max_seq_length = max_seq_length
+        self.builder = SampleBuilder(view.tokenizer, chat_template, max_seq_length=max_seq_length)
+        self.stand_in_tokens = len(view.encode([STAND_IN])[0])
         self.skeletons: dict[tuple[str, ...], Skeleton] = {}
+
+    def reason(self, code: str) -> str:
+        return code  # the builder's reasons are full names already ("template.missing_end_of_turn")
 
     def report(self) -> dict[str, Any]:
         return {
             "skeletons": {"/".join(k): v.problem or ("exact" if v.exact else "ok") for k, v in self.skeletons.items()}
         }
 
-    def _skeleton(self, roles: tuple[str, ...]) -> Skeleton:
-        if roles in self.skeletons:
-            return self.skeletons[roles]
-        messages = [{"role": r, "content": _SENTINEL.format(i)} for i, r in enumerate(roles)]
-        rendered = self.view.render(messages)
-        parts = _SENTINEL_RE.split(rendered)
-        pieces, order = parts[0::2], [int(x) for x in parts[1::2]]
-        if order != list(range(len(roles))):
-            skeleton = Skeleton([], None, exact=True)  # the template rewrites contents: render each record
-        else:
-            skeleton = Skeleton(pieces, self._check_skeleton(roles, pieces))
-            skeleton.token_overhead = len(self.view.encode(["".join(pieces)])[0])
-        self.skeletons[roles] = skeleton
-        return skeleton
-
-    def _check_skeleton(self, roles: tuple[str, ...], pieces: list[str]) -> str | None:
-        tok = self.view.tokenizer
-        ids = self.view.encode(["x".join(pieces)])[0]
-        bos, eos = self.view.bos_id, self.view.eos_id
-        if bos is not None and tok.bos_token in "".join(pieces):
-            # One BOS opening the sequence, never doubled; a template that also
-            # opens every turn with the same token (ChatML models) may repeat
-            # it, but only where the template itself writes it.
-            if ids[:1] != [bos] or ids[1:2] == [bos] or ids.count(bos) != "".join(pieces).count(tok.bos_token):
-                return "bos"
-            with_specials = tok("x".join(pieces), add_special_tokens=True)["input_ids"]
-            note = "the tokenizer adds a BOS to text the template already starts with one: tokenize rendered text with add_special_tokens=False"
-            if with_specials[:2] == [bos, bos] and note not in self.notes:
-                self.notes.append(note)
-        if eos is not None:
-            for i, role in enumerate(roles):
-                if role == "assistant" and not pieces[i + 1].startswith(tok.eos_token):
-                    return "missing_eos"
+    def check(self, conv: Conversation) -> str | None:
+        problem = self.builder.content_problem(conv.messages)
+        if problem:
+            return problem[0]
+        skeleton = self._skeleton(tuple(m.role for m in conv.messages))
+        if skeleton.problem:
+            return skeleton.problem
+        estimate = skeleton.overhead + sum(len(ids) for ids in _token_ids(conv))
+        margin = ESTIMATE_MARGIN_PER_MESSAGE * len(conv.messages)
+        if skeleton.exact or skeleton.verified < EXACT_BUILD_SAMPLE or estimate > self.max_seq_length - margin:
+            return self._build(conv, skeleton, estimate, margin)
+        conv.meta.setdefault("scores", {})["tokens"] = estimate
         return None
 
-    def _fill(self, skeleton: Skeleton, conv: Conversation) -> str:
-        out = [skeleton.pieces[0]]
-        for message, piece in zip(conv.messages, skeleton.pieces[1:], strict=False):
-            out += [message.content, piece]
-        return "".join(out)
+    def _skeleton(self, roles: tuple[str, ...]) -> Skeleton:
+        if roles not in self.skeletons:
+            stand_in = Conversation([Message(role, STAND_IN) for role in roles], source_index=-1)
+            built = self.builder.build(stand_in)
+            if isinstance(built, Rejection):
+                self.skeletons[roles] = Skeleton(built.reason)
+            else:
+                self.skeletons[roles] = Skeleton(None, len(built.input_ids) - self.stand_in_tokens * len(roles))
+        return self.skeletons[roles]
 
-    def check(self, conv: Conversation) -> str | None:
-        for message in conv.messages:
-            for special in self.view.special_strings:
-                if special in message.content:
-                    return "special_token_in_content"
-        roles = tuple(m.role for m in conv.messages)
-        skeleton = self._skeleton(roles)
-        messages = [{"role": m.role, "content": m.content} for m in conv.messages]
-        if not skeleton.exact and skeleton.problem is None and skeleton.verified < EXACT_RENDER_SAMPLE:
+    def _build(self, conv: Conversation, skeleton: Skeleton, estimate: int, margin: int) -> str | None:
+        built = self.builder.build(conv)
+        if not skeleton.exact and skeleton.verified < EXACT_BUILD_SAMPLE:
             skeleton.verified += 1
-            if self.view.render(messages) != self._fill(skeleton, conv):
+            length = len(built.input_ids) if isinstance(built, Sample) else None
+            if (length is None and built.reason != OVERLONG) or (
+                length is not None and abs(length - estimate) > margin
+            ):
                 skeleton.exact = True
-                self.notes.append(f"template output depends on content for roles {roles}; rendering each record")
-        if skeleton.exact:
-            rendered_ids = self.view.encode([self.view.render(messages)])[0]
-            total = len(rendered_ids)
-            bos, eos = self.view.bos_id, self.view.eos_id
-            if bos is not None and (rendered_ids[:1] != [bos] or rendered_ids[1:2] == [bos]):
-                return "bos"
-            if eos is not None and rendered_ids.count(eos) < sum(1 for m in conv.messages if m.role == "assistant"):
-                return "missing_eos"
-        else:
-            if skeleton.problem:
-                return skeleton.problem
-            total = skeleton.token_overhead + sum(len(ids) for ids in _token_ids(conv))
-        if total > self.max_seq_length:
-            return "exceeds_max_seq_length"
-        conv.meta.setdefault("scores", {})["tokens"] = total
+                roles = "/".join(m.role for m in conv.messages)
+                self.notes.append(f"token counts of {roles} records are not markup plus contents; building each")
+        if isinstance(built, Rejection):
+            return built.reason
+        conv.meta.setdefault("scores", {})["tokens"] = len(built.input_ids)
         return None
 
 
@@ -302,6 +288,7 @@ class RareTokens(SetStep):
 
     name = "ood"
     outcome = "review"
+    reads_features = ("token_ids",)
 
     def __init__(
         self,

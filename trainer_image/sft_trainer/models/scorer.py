@@ -207,15 +207,14 @@ class ScorerLM:
     # -- setup ---------------------------------------------------------------
 
     def _end_of_turn_id(self) -> int:
-        """The token that ends an assistant turn: what the chat template writes right after the content, else EOS."""
+        """The token that ends an assistant turn, as training resolves it from the chat template; else EOS."""
+        from ..training.templates import TemplateError, resolve_template
+
         tok = self.tokenizer
-        if tok.chat_template:
-            sentinel = "Sentinel42"
-            rendered = self._render([Message("user", "x"), Message("assistant", sentinel)], generation_prompt=False)
-            after = rendered.split(sentinel, 1)[1] if sentinel in rendered else ""
-            ids = tok(after, add_special_tokens=False).input_ids if after.strip() else []
-            if ids:
-                return int(ids[0])
+        try:
+            return int(tok.convert_tokens_to_ids(resolve_template(tok).end_of_turn))
+        except TemplateError:  # no usable chat template: a base model, whose documents end with EOS
+            pass
         if tok.eos_token_id is None:
             raise ConfigError(
                 f"{FIELD}: {self.source}: the tokenizer has no EOS token and no chat template ending a turn"

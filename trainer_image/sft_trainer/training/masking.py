@@ -46,14 +46,16 @@ LossOn = Literal["assistant", "all", "last"]
 Overlong = Literal["reject", "truncate_prompt"]
 
 # Rejection reasons: stable, counted, written to rejected_samples.jsonl.
+# Curation's template step runs this builder too (curation/tokens.py), so a
+# record is rejected there under the name training would give it.
 NO_ASSISTANT_TURN = "tokens.no_assistant_turn"
 LAST_TURN_NOT_ASSISTANT = "tokens.last_turn_not_assistant"
-SPECIAL_TOKEN_TEXT = "tokens.special_token_text_in_content"
-MISSING_END_OF_TURN = "tokens.missing_end_of_turn"
-OVERLONG = "tokens.overlong"
+SPECIAL_TOKEN_TEXT = "template.special_token_text_in_content"
+MISSING_END_OF_TURN = "template.missing_end_of_turn"
+OVERLONG = "template.overlong"
 RESPONSE_TOO_LONG = "tokens.response_too_long"
-DOUBLE_BOS = "tokens.double_bos"
-MISSING_BOS = "tokens.missing_bos"
+DOUBLE_BOS = "template.double_bos"
+MISSING_BOS = "template.missing_bos"
 NOTHING_TRAINED = "tokens.nothing_trained"
 RESPONSE_TRUNCATED = "tokens.response_truncated"
 INVALID_UTF8 = "tokens.invalid_utf8"
@@ -139,10 +141,7 @@ class SampleBuilder:
             [Message("user", "x"), Message("assistant", "y")]
         ).startswith(str(tokenizer.bos_token))
         self.uses_bos = self.model_wants_bos or self.template_writes_bos
-        specials = set(tokenizer.all_special_tokens) | set(re.findall(r"<\|[A-Za-z_]+\|>", template.source))
-        specials.add(template.end_of_turn)
-        specials.discard("")
-        self._special_text = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        self._special_text = _special_text_pattern(tokenizer, template)
         # No token spans more characters than the longest vocabulary entry, so a
         # text longer than maxSeqLength times that is over-long whatever it says,
         # and is decided without tokenizing it (a 100 MB record would otherwise
@@ -168,6 +167,24 @@ class SampleBuilder:
         if batch:
             yield from self._finish(batch)
 
+    def content_problem(self, messages: list[Message]) -> tuple[str, str] | None:
+        """(reason, detail) when a message's text cannot be tokenized as plain content."""
+        for position, message in enumerate(messages):
+            bad_text = _SURROGATE.search(message.content)
+            if bad_text:
+                return (
+                    INVALID_UTF8,
+                    f"message {position} ({message.role}) holds bytes that are not UTF-8 "
+                    f"(at character {bad_text.start()})",
+                )
+            found = self._special_text.search(message.content)
+            if found:
+                return (
+                    SPECIAL_TOKEN_TEXT,
+                    f"message {position} ({message.role}) contains the special token text {found.group()!r}",
+                )
+        return None
+
     # ---------------------------------------------------------------- planning
 
     def _plan(self, conversation: Conversation, messages: list[Message], truncated: bool = False) -> _Plan | Rejection:
@@ -183,22 +200,9 @@ class SampleBuilder:
             return sized
         messages, cut = sized
         truncated = truncated or cut
-        for position, message in enumerate(messages):
-            bad_text = _SURROGATE.search(message.content)
-            if bad_text:
-                return self._reject(
-                    conversation,
-                    INVALID_UTF8,
-                    f"message {position} ({message.role}) holds bytes that are not UTF-8 "
-                    f"(at character {bad_text.start()})",
-                )
-            found = self._special_text.search(message.content)
-            if found:
-                return self._reject(
-                    conversation,
-                    SPECIAL_TOKEN_TEXT,
-                    f"message {position} ({message.role}) contains the special token text {found.group()!r}",
-                )
+        problem = self.content_problem(messages)
+        if problem:
+            return self._reject(conversation, *problem)
         try:
             segments = self.template.segments(messages)
         except RenderError as err:
@@ -411,6 +415,20 @@ def verify_sample(
     if ids[trained[-1]] != end_of_turn_id:
         return RESPONSE_TRUNCATED, "the last trained token is not the end-of-turn token"
     return None
+
+
+def _special_text_pattern(tokenizer: PreTrainedTokenizerBase, template: ChatTemplate) -> re.Pattern[str]:
+    """Text that the tokenizer would turn into a special token, or that the template writes as markup.
+
+    Added special tokens count too (SmolLM2's `<filename>`, ...): the tokenizer
+    matches them inside plain text, so content holding one would be trained as
+    that token.
+    """
+    specials = set(tokenizer.all_special_tokens) | set(re.findall(r"<\|[A-Za-z_]+\|>", template.source))
+    specials |= {token.content for token in tokenizer.added_tokens_decoder.values() if token.special}
+    specials.add(template.end_of_turn)
+    specials.discard("")
+    return re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
 
 
 def _single_token_id(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
