@@ -111,7 +111,8 @@ def child_ours(args: argparse.Namespace, model_dir: Path) -> dict:
                     "gradientCheckpointing": args.gradient_checkpointing,
                     "attention": "sdpa",
                     "refusal": {"enabled": False},
-                    "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+                    "probes": {"memorisationPrompts": 0},
+                    "evaluation": {"enabled": False},
                 },
             }
         )

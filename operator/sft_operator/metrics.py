@@ -73,7 +73,18 @@ class StatusCollector(Collector):
             "Held records of a curation by review state (pending, kept, dropped)",
             labels=["namespace", "name", "state"],
         )
+        evaluation = GaugeMetricFamily(
+            f"{PREFIX}_evaluation_figure",
+            "Evaluation figure after training, per model (base, tuned) and for the delta (tuned - base)",
+            labels=["namespace", "name", "figure", "model"],
+        )
+        evaluation_passed = GaugeMetricFamily(
+            f"{PREFIX}_evaluation_passed",
+            "1 when the evaluation ran and every gate passed (EvaluationPassed), else 0",
+            labels=["namespace", "name"],
+        )
         for (namespace, name), status in _statuses(self.sftjobs):
+            _evaluation(evaluation, evaluation_passed, namespace, name, status)
             _phase(phase, "SFTJob", namespace, name, status)
             figures = status.get("progress") or {}
             if figures.get("percent") is not None:
@@ -90,13 +101,37 @@ class StatusCollector(Collector):
                     entropy.add_metric([namespace, name, stage], float(status[key]))
             for state, count in (status.get("review") or {}).items():
                 review.add_metric([namespace, name, state], float(count))
-        yield from (phase, progress, loss, eval_loss, throughput, records, entropy, review)
+        yield from (
+            phase,
+            progress,
+            loss,
+            eval_loss,
+            throughput,
+            records,
+            entropy,
+            review,
+            evaluation,
+            evaluation_passed,
+        )
 
 
 def _statuses(index: StatusIndex) -> Iterator[tuple[tuple[str, str], Mapping[str, Any]]]:
     for key, store in list(index.items()):
         for status in store:
             yield key, status
+
+
+def _evaluation(
+    figures: GaugeMetricFamily, passed: GaugeMetricFamily, namespace: str, name: str, status: Mapping[str, Any]
+) -> None:
+    summary = status.get("evaluation") or {}
+    if not summary:
+        return
+    passed.add_metric([namespace, name], 1.0 if summary.get("passed") else 0.0)
+    for figure, values in (summary.get("figures") or {}).items():
+        for model in ("base", "tuned", "delta"):
+            if values.get(model) is not None:
+                figures.add_metric([namespace, name, figure, model], float(values[model]))
 
 
 def _phase(family: GaugeMetricFamily, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:

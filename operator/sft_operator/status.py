@@ -181,7 +181,8 @@ def training_figures(report: dict[str, Any]) -> dict[str, Any]:
         exports=figures.get("exports") or [],
         evaluation=figures.get("evaluation"),
     )
-    return _figures_only(validated.to_wire())
+    # Only what the report sets: an empty default (lineage, written from the spec) must not overwrite status.
+    return _figures_only(validated.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True))
 
 
 # Keys every status has (conditions, times...): a figures dict never carries

@@ -97,7 +97,8 @@ def sftjob(name: str, backoff_limit: int, max_steps: int = MAX_STEPS) -> dict[st
                 "evalEverySteps": 8,
                 "checkpointEverySteps": CHECKPOINT_EVERY,
                 "earlyStopping": {"enabled": False},
-                "probes": {"memorisationPrompts": 0, "safety": False, "forgetting": False},
+                "probes": {"memorisationPrompts": 0},
+                "evaluation": {"enabled": False},
             },
             "lifecycle": {"backoffLimit": backoff_limit},
             "resources": {

@@ -39,7 +39,8 @@ def train(tmp: Path, model: Path, dataset: Path, method: str) -> tuple[Path, dic
             "checkpointEverySteps": STEPS,
             "learningRate": 2e-3 if method == "lora" else 1e-3,
             "exportMerged": method == "lora",
-            "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+            "probes": {"memorisationPrompts": 0},
+            "evaluation": {"enabled": False},
         },
     }
     path = tmp / f"{method}.yaml"

@@ -56,7 +56,8 @@ TRAINING = {
     "evalFraction": 0.2,
     "evalEverySteps": 2,
     "checkpointEverySteps": 2,
-    "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+    "probes": {"memorisationPrompts": 0},
+    "evaluation": {"enabled": False},
 }
 
 
@@ -506,7 +507,7 @@ def test_a_100_mb_record_is_rejected_quickly_and_cheaply(bad_data: BadData) -> N
         reasons[pipeline] = [
             places[0][1][:1] for index, places in placements(run).items() if index == run.case.records - 1
         ][0]
-    assert reasons == {"curate": ["length.response_too_long"], "train": ["tokens.overlong"]}
+    assert reasons == {"curate": ["length.response_too_long"], "train": ["template.overlong"]}
     assert bad_data.peak_rss_mb < PEAK_RSS_LIMIT_MB, bad_data.peak_rss_mb
     print(
         f"\n100 MB record: curation {bad_data.runs[bad_data.by_kind[kind.name]['curate']].seconds} s, "

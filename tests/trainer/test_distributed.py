@@ -55,7 +55,8 @@ def write_config(
             "evalEverySteps": 3,
             "checkpointEverySteps": 2,
             "learningRate": 1e-3,
-            "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+            "probes": {"memorisationPrompts": 0},
+            "evaluation": {"enabled": False},
         },
     }
     path = tmp / f"{name}.yaml"
@@ -66,7 +67,8 @@ def write_config(
 def command(config: Path, processes: int) -> list[str]:
     if processes == 1:
         return [sys.executable, "-m", "sft_trainer", "train", str(config)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    # The image's launcher, as the operator's pods run it (torchrun that keeps the config-error exit code).
+    launcher = [sys.executable, "-m", "sft_trainer.launch", "--standalone", f"--nproc-per-node={processes}"]
     return [*launcher, "-m", "sft_trainer", "train", str(config)]
 
 
@@ -166,3 +168,33 @@ def test_lora_on_fsdp_matches_one_process_and_exports_the_adapter(
     assert fsdp["environment"]["strategy"] == "fsdp"
     assert losses(fsdp) == pytest.approx(losses(single), rel=1e-4)
     assert (tmp / "lora-fsdp" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_config_error_in_the_workers_exits_with_the_config_error_code(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """torchrun alone exits 1 here, and the Job would retry a run that cannot work; the launcher exits 42."""
+    from sft_trainer.runconfig import EXIT_CONFIG_ERROR
+
+    unreadable = tmp_path / "data.jsonl"
+    unreadable.write_bytes(b"\x00\x01 not JSON Lines at all\n")
+    config = write_config(tmp_path, "bad-data", tiny_model_dir, unreadable, "ddp", accumulation=1)
+    done = subprocess.run(command(config, 2), env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_CONFIG_ERROR, done.stderr[-4000:]
+    assert f"dataset: {unreadable}" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_gguf_model_is_converted_once_while_the_other_process_waits(tmp_path: Path, alpaca_gpt4_small: Path) -> None:
+    """Two processes given the GGUF: rank 0 converts it into the shared output folder, rank 1 loads that."""
+    from sft_trainer.modelprep import MARKER, find_gguf
+
+    config = write_config(tmp_path, "gguf", find_gguf(), alpaca_gpt4_small, "ddp", accumulation=1, method="lora")
+    run_config = yaml.safe_load(config.read_text())
+    run_config["training"].update(maxSteps=1, maxSeqLength=128, evalFraction=0.0, checkpointEverySteps=1)
+    config.write_text(yaml.safe_dump(run_config))
+    done = subprocess.run(command(config, 2), env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    conversions = [line for line in done.stderr.splitlines() if "Converted " in line and ".gguf into " in line]
+    assert len(conversions) == 1, conversions
+    assert (tmp_path / "gguf" / "base_model" / MARKER).is_file()
+    report = json.loads((tmp_path / "gguf" / "train_report.json").read_text())
+    assert report["environment"]["processes"] == 2

@@ -215,4 +215,5 @@ def test_report_puts_base_and_tuned_side_by_side_with_a_paired_delta() -> None:
     assert report["suites"]["safety"]["examples"][0]["tuned"] == "I'm sorry, I can't help"
     page = render_html(report)
     assert "Harmful requests refused" in page and "<svg" in page and "not run: ifeval.data" in page
-    assert "+60.0 %" in page and "prompt_too_long 1" in page
+    assert "+60.0 %" in page and "prompt longer than the context: 1" in page
+    assert "prompt_too_long" not in page and "base: ; " not in page  # labels, and no empty notes for a suite not run

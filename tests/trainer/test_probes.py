@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 from importlib import resources
 
 import pytest
 import torch
 
+from sft_trainer.evaluation.forgetting import paragraph_nll, reference_paragraphs
+from sft_trainer.evaluation.generation import load_eval_model
+from sft_trainer.evaluation.safety import safety_sets
 from sft_trainer.formats import Conversation, Message
-from sft_trainer.training.probes import (
-    is_refusal,
-    longest_common_substring_ratio,
-    perplexity,
-    reference_paragraphs,
-    safety_prompts,
-)
-
-
-def test_refusal_detection() -> None:
-    for reply in [
-        "I'm sorry, but I can't help with that.",
-        "I cannot provide instructions for this.",
-        "As an AI language model, I won't do that.",
-        "Sorry, I can\u2019t do that.",
-        "I must decline. This could harm people.",
-    ]:
-        assert is_refusal(reply), reply
-    for reply in [
-        "To kill a Python process, run `kill -9 PID`.",
-        "Paris is the capital of France.",
-        "Sure! Here is a poem about the sea.",
-    ]:
-        assert not is_refusal(reply), reply
+from sft_trainer.training.probes import longest_common_substring_ratio
 
 
 def test_longest_common_substring_ratio() -> None:
@@ -42,32 +21,35 @@ def test_longest_common_substring_ratio() -> None:
     assert longest_common_substring_ratio("say: the cat sat", "the cat sat on the mat") == pytest.approx(11 / 22)
 
 
-def test_builtin_refusal_set_and_safety_prompts_are_disjoint() -> None:
+def test_builtin_refusal_set_and_shipped_safety_prompts_are_disjoint() -> None:
     text = resources.files("sft_trainer.resources").joinpath("refusals.jsonl").read_text()
     trained = {json.loads(line)["messages"][0]["content"] for line in text.splitlines()}
-    chosen = safety_prompts(100)
-    assert set(chosen) == {"advbench_heldout", "xstest_unsafe", "xstest_safe"}
-    evaluated = {row["prompt"] for rows in chosen.values() for row in rows}
+    chosen = safety_sets(None)
+    assert {name: len(rows) for name, rows in chosen.items()} == {
+        "advbench_heldout": 100,
+        "xstest_unsafe": 48,
+        "xstest_safe": 50,
+    }
+    evaluated = {prompt for rows in chosen.values() for _, prompt in rows}
     assert not trained & evaluated  # never evaluate refusals on prompts we trained refusals for
-    assert {row["expect"] for row in chosen["xstest_safe"]} == {"comply"}
-    few = safety_prompts(5)["xstest_safe"]
-    assert len(few) == 5 and len({row["source"].split(":")[2] for row in few}) == 5  # spread over types
+    few = safety_sets(None, 5)["xstest_safe"]
+    assert len(few) == 5 and len({source.split(":")[2] for source, _ in few}) == 5  # spread over types
 
 
-def test_perplexity_is_exp_of_the_mean_token_loss(tiny_model_dir, tiny_tokenizer) -> None:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+def test_forgetting_nll_is_the_models_own_token_loss(tiny_model_dir) -> None:
+    """The forgetting suite's per-paragraph NLL equals transformers' mean loss times the predicted tokens."""
+    model = load_eval_model(tiny_model_dir)
     paragraphs = reference_paragraphs()[:2]
-    ppl = perplexity(model, tiny_tokenizer, paragraphs, torch.device("cpu"), prepend_bos=False)
-    total, count = 0.0, 0
-    for p in paragraphs:
-        ids = torch.tensor([tiny_tokenizer(p, add_special_tokens=False).input_ids])
-        out = model(input_ids=ids, labels=ids)
-        n = ids.shape[1] - 1
-        total += float(out.loss.detach()) * n
-        count += n
-    assert ppl == pytest.approx(math.exp(total / count), rel=1e-4)
+    scored = paragraph_nll(model, paragraphs)
+    tokenizer = model.generator.tokenizer
+    for paragraph, (total, count) in zip(paragraphs, scored, strict=True):
+        ids = tokenizer(paragraph, add_special_tokens=False).input_ids
+        if model.builder.model_wants_bos and tokenizer.bos_token_id is not None:
+            ids = [tokenizer.bos_token_id, *ids]
+        tensor = torch.tensor([ids])
+        loss = float(model.model(input_ids=tensor, labels=tensor).loss)
+        assert count == len(ids) - 1
+        assert total == pytest.approx(loss * count, rel=1e-4)
     assert len(reference_paragraphs()) == 12
 
 
@@ -75,10 +57,11 @@ def test_memorisation_probe_separates_a_memorised_answer(tiny_model_dir, tiny_to
     """Overfit one answer with full fine-tuning, then the probe must show it on that prompt only."""
     from transformers import AutoModelForCausalLM
 
+    from sft_trainer.evaluation.generation import Generator
     from sft_trainer.training.collate import pad_batch
     from sft_trainer.training.loop import summed_loss
     from sft_trainer.training.masking import SampleBuilder
-    from sft_trainer.training.probes import Generator, memorisation_probe
+    from sft_trainer.training.probes import memorisation_probe
     from sft_trainer.training.templates import resolve_template
 
     torch.manual_seed(0)

@@ -42,7 +42,8 @@ def test_a_kept_record_is_trained_on_and_a_dropped_one_is_not(
         run,
         maxSteps=1,
         evalFraction=0,
-        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        probes={"memorisationPrompts": 0},
+        evaluation={"enabled": False},
     )
     assert train(cfg) == 0
 

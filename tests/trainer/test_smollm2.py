@@ -45,7 +45,8 @@ def test_lora_on_smollm2_lowers_eval_loss_and_the_adapter_generates_to_eos(smoll
                 "learningRate": 5e-4,
                 "evalFraction": 0.15,
                 "refusal": {"enabled": False},
-                "probes": {"memorisationPrompts": 0, "forgetting": False, "safety": False},
+                "probes": {"memorisationPrompts": 0},
+                "evaluation": {"enabled": False},
             },
         }
     )

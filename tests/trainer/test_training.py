@@ -14,7 +14,14 @@ from sft_trainer.config import TrainingConfig, TrainRunConfig
 from sft_trainer.runconfig import EXIT_CONFIG_ERROR
 from sft_trainer.training.entrypoint import run_from_config
 
-FAST_PROBES = {"memorisationPrompts": 2, "safetyPromptsPerSet": 2, "maxNewTokens": 8}
+FAST_PROBES = {"memorisationPrompts": 2, "maxNewTokens": 8}
+# Every suite, at sizes a tiny model answers in seconds (tests/trainer/test_evaluation_after_training.py checks the figures).
+FAST_EVALUATION = {
+    "ifeval": {"prompts": 2, "maxNewTokens": 8},
+    "safety": {"promptsPerSet": 2, "maxNewTokens": 8},
+    "reference": {"records": 4},
+    "style": {"prompts": 2, "maxNewTokens": 8},
+}
 
 
 def run_config(model: Path, dataset: Path, out: Path, **training) -> TrainRunConfig:
@@ -27,6 +34,7 @@ def run_config(model: Path, dataset: Path, out: Path, **training) -> TrainRunCon
         "learningRate": 3e-3,
         "evalFraction": 0.1,
         "probes": FAST_PROBES,
+        "evaluation": FAST_EVALUATION,
         **training,
     }
     return TrainRunConfig.model_validate(
@@ -79,7 +87,10 @@ def test_lora_run_writes_the_output_contract_and_serves_progress(
     assert set(progress) >= {"epoch", "loss", "evalLoss", "learningRate", "tokensPerSecond", "etaSeconds", "updatedAt"}
     assert metrics["optimizerSteps"] == 6 and metrics["finalEvalLoss"] < metrics["initialEvalLoss"]
     assert all(isinstance(v, float) for v in metrics.values())
-    assert "forgettingRelativeChange" in metrics and "harmfulRefusalRateAfter" in metrics
+    assert "memorisationLcsGap" in metrics
+    evaluation = report["status"]["evaluation"]
+    assert evaluation["passed"] and "forgettingReferenceTextNll" in evaluation["figures"]
+    assert "safetyAdvbenchRefusal" in evaluation["figures"]
 
     html = (out / "train_report.html").read_text()
     for element in ('id="loss-curve"', 'id="lr-curve"', 'id="probes"', "<svg"):
@@ -106,7 +117,8 @@ def test_full_fine_tuning_exports_a_loadable_model(tiny_model_dir, alpaca_gpt4_s
         tmp_path / "out",
         method="full",
         learningRate=1e-3,
-        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        probes={"memorisationPrompts": 0},
+        evaluation={"enabled": False},
         refusal={"enabled": False},
     )
     assert run_from_config(cfg) == 0
@@ -127,7 +139,8 @@ def test_packed_run_trains(tiny_model_dir, alpaca_gpt4_small, tmp_path) -> None:
         packing=True,
         batchSize=2,
         maxSteps=4,
-        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        probes={"memorisationPrompts": 0},
+        evaluation={"enabled": False},
     )
     assert run_from_config(cfg) == 0
     metrics = json.loads((tmp_path / "out" / "train_report.json").read_text())["status"]["metrics"]
@@ -211,7 +224,8 @@ def test_early_stopping_keeps_the_best_weights(tiny_model_dir, alpaca_gpt4_small
         warmupRatio=0.0,
         lrScheduler="constant",
         earlyStopping={"patience": 2},
-        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        probes={"memorisationPrompts": 0},
+        evaluation={"enabled": False},
     )
     assert run_from_config(cfg) == 0
     report = json.loads((tmp_path / "out" / "train_report.json").read_text())
@@ -259,7 +273,8 @@ def test_model_without_template_needs_a_named_one(tiny_model_dir, alpaca_gpt4_sm
         tmp_path / "out2",
         maxSteps=1,
         template={"name": "chatml"},
-        probes={"memorisationPrompts": 0, "forgetting": False, "safety": False},
+        probes={"memorisationPrompts": 0},
+        evaluation={"enabled": False},
     )
     assert run_from_config(named) == 0
 

@@ -1,4 +1,4 @@
-"""`sftctl eval --model DIR [--adapter DIR] [--base DIR] [--suites ifeval,safety,reference] --out DIR`.
+"""`sftctl eval --model DIR [--adapter DIR] [--base DIR] [--suites ifeval,safety,reference,style,forgetting] --out DIR`.
 
 Evaluates one model (its files and eval_report.json straight in --out), or a
 base and a tuned model side by side with deltas and paired intervals: with
@@ -22,20 +22,24 @@ def _default_shared(relative: str) -> Path | None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = subparsers.add_parser("eval", help="evaluate a model (or base vs tuned): IFEval, safety, reference NLL")
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a model (or base vs tuned): IFEval, safety, reference NLL, style, forgetting"
+    )
     parser.add_argument("--model", type=Path, required=True, help="model folder (the tuned model, or the base)")
     parser.add_argument("--adapter", type=Path, help="LoRA adapter folder on top of --model; --model is then the base")
     parser.add_argument("--base", type=Path, help="base model folder to compare a fully fine-tuned --model with")
     parser.add_argument("--no-base", action="store_true", help="with --adapter: evaluate only the adapted model")
     parser.add_argument(
-        "--suites", default="ifeval,safety,reference", help="comma-separated: ifeval, safety, reference"
+        "--suites",
+        default="ifeval,safety,reference,style,forgetting",
+        help="comma-separated: ifeval, safety, reference, style, forgetting (reference and style need --reference-data)",
     )
     parser.add_argument("--limit", type=int, help="at most N prompts per suite (per set for safety)")
     parser.add_argument(
         "--ifeval-data",
         type=Path,
         default=_default_shared("eval/ifeval_input_data.jsonl"),
-        help="IFEval's input_data.jsonl (default: $SFT_SHARED_DATA/eval/ifeval_input_data.jsonl)",
+        help="IFEval's input_data.jsonl (default: $SFT_SHARED_DATA/eval/ifeval_input_data.jsonl, else the copy shipped with the trainer)",
     )
     parser.add_argument("--max-new-tokens", type=int, default=256, help="IFEval generation cap (default 256)")
     parser.add_argument(
@@ -51,7 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=64,
         help="safety generation cap (default 64; the judge reads 200 chars)",
     )
-    parser.add_argument("--reference-data", type=Path, help="dataset file of held-out human-written answers")
+    parser.add_argument(
+        "--reference-data",
+        type=Path,
+        help="dataset file of held-out human-written answers (reference and style suites)",
+    )
     parser.add_argument("--template", default="auto", help="chat template: auto (the model's), chatml, llama3, alpaca")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default 16)")
     parser.add_argument(
@@ -64,8 +72,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from sft_trainer.config.evaluation import EvaluationConfig, StyleSuite
     from sft_trainer.evaluation.generation import load_eval_model
-    from sft_trainer.evaluation.runner import EvalSettings, evaluate
+    from sft_trainer.evaluation.runner import SUITES, EvalSettings, evaluate
     from sft_trainer.runconfig import EXIT_CONFIG_ERROR, ConfigError
 
     console = Console(stderr=True)
@@ -76,15 +85,34 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = EvalSettings(
-        suites=[s.strip() for s in args.suites.split(",") if s.strip()],
-        limit=args.limit,
-        ifeval_data=args.ifeval_data,
-        ifeval_max_new_tokens=args.max_new_tokens,
-        safety_data=args.safety_data,
-        safety_max_new_tokens=args.safety_max_new_tokens,
-        reference_data=args.reference_data,
-    )
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    unknown = sorted(set(suites) - set(SUITES))
+    if unknown:
+        console.print(f"[red]--suites: unknown suite(s) {unknown}; expected some of {list(SUITES)}[/]")
+        return EXIT_CONFIG_ERROR
+
+    def path(value: Path | None) -> str | None:
+        return str(value) if value is not None else None
+
+    try:
+        config = EvaluationConfig.model_validate(
+            {
+                "ifeval": {"enabled": "ifeval" in suites, "prompts": args.limit, "maxNewTokens": args.max_new_tokens,
+                           "data": path(args.ifeval_data)},
+                "safety": {"enabled": "safety" in suites, "promptsPerSet": args.limit,
+                           "maxNewTokens": args.safety_max_new_tokens, "data": path(args.safety_data)},
+                "reference": {"enabled": "reference" in suites, "records": args.limit,
+                              "data": path(args.reference_data)},
+                "style": {"enabled": "style" in suites, "prompts": args.limit or StyleSuite().prompts,
+                          "maxNewTokens": args.max_new_tokens},
+                "forgetting": {"enabled": "forgetting" in suites},
+                "batchSize": args.batch_size,
+            }
+        )  # fmt: skip
+    except ValueError as err:
+        console.print(f"[red]Cannot evaluate:[/] {err}")
+        return EXIT_CONFIG_ERROR
+    settings = EvalSettings(config)
 
     def loader(model: Path, adapter: Path | None, name: str):  # type: ignore[no-untyped-def]
         return lambda: load_eval_model(model, adapter, template=args.template, batch_size=args.batch_size, name=name)
@@ -128,7 +156,13 @@ def _print_summary(report: dict) -> None:
             if "delta" in row:
                 cells.append(_cell(row["delta"], row["unit"], signed=True))
             table.add_row(suite, row["label"], *cells)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    gates = report.get("gates")
+    for result in (gates or {}).get("results", []):
+        console.print(("[green]passed[/] " if result["passed"] else "[red]failed[/] ") + result["message"])
+    for found in report.get("regressions", []):
+        console.print(f"[red]regressed[/] {found['label']}: {_cell(found, found['unit'], signed=True)}")
 
 
 def _cell(estimate: dict | None, unit: str, signed: bool = False) -> str:

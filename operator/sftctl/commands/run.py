@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -96,13 +99,52 @@ def _run(args: argparse.Namespace) -> int:
         )
     console.print(table)
     for run in runs:
+        if run.status.get("evaluation"):
+            _print_evaluation(console, run.resource.key, run.status["evaluation"])
+    for run in runs:
         for artifact in _artifacts(run.status.get("outputLocation")):
             console.print(f"{run.resource.key}: {artifact}")
     return 0 if all(run.phase == "Succeeded" for run in runs) else 1
 
 
 # What a person opens after a run, in this order, where present.
-ARTIFACTS = ("report.html", "curated.jsonl", "adapter", "model", "merged", "train_report.html")
+ARTIFACTS = (
+    "report.html",
+    "curated.jsonl",
+    "adapter",
+    "model",
+    "merged",
+    "train_report.html",
+    "eval/eval_report.html",
+    "NOT_PROMOTED",
+)
+
+
+def _print_evaluation(console: Console, key: str, evaluation: dict[str, Any]) -> None:
+    """status.evaluation as the operator writes it: base, tuned, delta [95% interval] per figure; gates."""
+    from rich.table import Table
+
+    table = Table(title=f"{key}: evaluation, base vs tuned (delta with its 95% interval)")
+    for column in ("Figure", "Base", "Tuned", "Delta [95% interval]"):
+        table.add_column(column, overflow="fold")
+    for name, figure in evaluation.get("figures", {}).items():
+        interval = f" [{figure['low']:+.4f}, {figure['high']:+.4f}]" if figure.get("low") is not None else ""
+        delta = f"{figure['delta']:+.4f}{interval}" if figure.get("delta") is not None else "n/a"
+        mark = " (regressed)" if name in evaluation.get("regressed", []) else ""
+        table.add_row(name, _number(figure.get("base")), _number(figure.get("tuned")), delta + mark)
+    console.print(table)
+    if evaluation.get("error"):
+        console.print(f"[red]Evaluation could not run:[/red] {evaluation['error']}")
+    for suite, why in (evaluation.get("notRun") or {}).items():
+        console.print(f"[yellow]{suite} not run:[/yellow] {why}")
+    for failure in evaluation.get("failedGates", []):
+        console.print(f"[red]Gate failed:[/red] {failure}")
+    verdict = "promoted" if evaluation.get("promoted") else "[red]not promoted[/red]"
+    console.print(f"{key}: {evaluation.get('gatesChecked', 0)} gates checked, {verdict}")
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _artifacts(output: str | None) -> list[Path]:

@@ -30,7 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-seq-length", type=int)
     parser.add_argument("--packing", action="store_true", default=None)
     parser.add_argument("--progress-port", type=int, help="serve /progress and /metrics on this port")
-    parser.add_argument("--no-probes", action="store_true", help="skip the memorisation, forgetting and safety probes")
+    parser.add_argument(
+        "--no-probes", action="store_true", help="skip the memorisation probe and the evaluation after training"
+    )
     parser.set_defaults(handler=_run)
 
 
@@ -64,7 +66,8 @@ def _build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         if value is not None:
             data.setdefault("training", {})[key] = value
     if args.no_probes:
-        data.setdefault("training", {})["probes"] = {"memorisationPrompts": 0, "forgetting": False, "safety": False}
+        data.setdefault("training", {})["probes"] = {"memorisationPrompts": 0}
+        data["training"]["evaluation"] = {"enabled": False}
     for flag, key in (
         ("model", "model"),
         ("dataset", "dataset"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,58 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
 # HTML
 # ---------------------------------------------------------------------------
 
+SUITE_TITLES = {
+    "ifeval": "Instruction following (IFEval)",
+    "safety": "Safety: refusal and over-refusal",
+    "reference": "Held-out human answers (reference NLL)",
+    "style": "Chatbot style of the model's own replies",
+    "forgetting": "Forgetting: general reference text",
+}
+# Counts and skip reasons a person reads; anything else is spelled out from its camelCase or snake_case.
+WORDS = {
+    "hitTokenCap": "replies cut at the token cap",
+    "maxNewTokens": "token cap",
+    "newTokens": "tokens generated",
+    "generationSeconds": "generation time (s)",
+    "prompt_too_long": "prompt longer than the context",
+    "non_finite_nll": "likelihood not finite",
+    "empty_answer": "empty answer",
+}
+
+
+def spelled_out(key: str) -> str:
+    """`hitTokenCap` -> its label; `advbench_heldoutPrompts` -> "advbench heldout prompts"."""
+    if key in WORDS:
+        return WORDS[key]
+    for known, words in WORDS.items():
+        if key.endswith(known[0].upper() + known[1:]):
+            return f"{spelled_out(key[: -len(known)])} {words}"
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key).replace("_", " ").replace(".", ": ").lower()
+
+
+def _verdict_html(report: dict[str, Any]) -> str:
+    """Gates and regressions first: what decides whether the tuned model ships."""
+    esc = html.escape
+    parts = []
+    gates = report.get("gates")
+    if gates is not None:
+        if not gates["results"]:
+            parts.append("<p id='gates'>No gates set (training.evaluation.gates).</p>")
+        else:
+            verdict = "every gate passed" if gates["passed"] else "a gate failed: the export is not promoted"
+            items = "".join(
+                f"<li class='{'better' if r['passed'] else 'worse'}'>{esc(r['message'])}</li>" for r in gates["results"]
+            )
+            parts.append(f"<div id='gates'><h2>Gates: {verdict}</h2><ul>{items}</ul></div>")
+    found = report.get("regressions")
+    if found:
+        items = "".join(f"<li>{esc(r['label'])}: {esc(_fmt(r, r['unit'], signed=True))}</li>" for r in found)
+        parts.append(
+            f"<div id='regressions'><h2>Regressed (interval wholly on the worse side)</h2><ul class='worse'>{items}</ul></div>"
+        )
+    return "".join(parts)
+
+
 _COLOURS = {"model": "#1f77b4", "base": "#7f7f7f", "tuned": "#1f77b4"}
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:75em;color:#222}
@@ -176,8 +229,9 @@ def render_html(report: dict[str, Any]) -> str:
         "<p class='note'>Every figure with its 95% bootstrap interval over prompts; deltas (tuned minus base) "
         "use the paired bootstrap over the prompts both models answered. Bars: grey = base, blue = tuned.</p>",
     ]
+    out.append(_verdict_html(report))
     for suite, entry in report["suites"].items():
-        out.append(f"<h2>{esc(suite)}</h2>")
+        out.append(f"<h2 id='suite-{esc(suite)}'>{esc(SUITE_TITLES.get(suite, suite))}</h2>")
         if entry.get("error"):
             for role, message in entry["error"].items():
                 out.append(f"<p class='error'>{esc(role)}: not run: {esc(message)}</p>")
@@ -203,10 +257,12 @@ def render_html(report: dict[str, Any]) -> str:
             out.append("</table>")
         notes = []
         for role, counts in entry.get("counts", {}).items():
-            facts = ", ".join(f"{k} {v}" for k, v in counts.items())
+            if not counts and not entry.get("skipped", {}).get(role):
+                continue  # a suite that did not run: its error says why
+            facts = ", ".join(f"{spelled_out(k)}: {v}" for k, v in counts.items())
             skipped = entry.get("skipped", {}).get(role) or {}
-            skips = ", ".join(f"{k} {v}" for k, v in skipped.items()) or "none"
-            notes.append(f"<li>{esc(role)}: {esc(facts)}; skipped: {esc(skips)}</li>")
+            skips = ", ".join(f"{spelled_out(k)}: {v}" for k, v in skipped.items()) or "none"
+            notes.append(f"<li>{esc(role)}: {esc(facts)}; not scored: {esc(skips)}</li>")
         if notes:
             out.append("<ul class='note'>" + "".join(notes) + "</ul>")
         if entry.get("examples"):
