@@ -201,7 +201,7 @@ def test_multi_node_gets_an_indexed_job_a_headless_service_and_rank_zero_progres
     assert job["spec"]["completionMode"] == "Indexed"
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (2, 2)
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[0] == "torchrun" and "--master-addr=big-train-0.big-train" in command
+    assert command[:3] == ["python", "-m", "sft_trainer.launch"] and "--master-addr=big-train-0.big-train" in command
     (service,) = api.services(namespace)
     assert service["metadata"]["name"] == "big-train" and service["spec"]["clusterIP"] == "None"
     assert service["metadata"]["ownerReferences"][0]["name"] == "big"

@@ -13,6 +13,7 @@ from sft_operator.manifests import (
     EXIT_CONFIG_ERROR,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    TORCHRUN,
     MountLayout,
     Owner,
     child_name,
@@ -138,8 +139,8 @@ def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous_on_index_zero() -
     assert job["spec"]["completionMode"] == "Indexed"
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (3, 3)
     trainer = container(job)
-    assert trainer["command"][:5] == [
-        "torchrun",
+    assert trainer["command"][:7] == [
+        *TORCHRUN,
         "--nnodes=3",
         "--nproc-per-node=8",
         "--node-rank=$(NODE_RANK)",
@@ -165,7 +166,7 @@ def test_pods_are_told_where_the_claims_are_mounted() -> None:
 def test_one_node_with_several_gpus_runs_one_process_per_gpu() -> None:
     children = training_children(sftjob(resources={"gpusPerNode": 4}), SETTINGS)
     assert container(children.job)["command"] == [
-        "torchrun",
+        *TORCHRUN,
         "--standalone",
         "--nproc-per-node=4",
         "-m",
