@@ -535,6 +535,58 @@ class SFTJobStatus(CommonStatus):
 
 
 # --------------------------------------------------------------------------
+# Rules on the whole object: its name, which flows into its children's names
+# --------------------------------------------------------------------------
+
+# Every child is labelled with the object's name, and a label value holds 63
+# characters at most: a longer name (valid for the object itself) would make
+# every Job and pod it creates fail.
+MAX_NAME = 63
+# A multi-node SFTJob's Job `<name>-train` also names its headless Service (a
+# DNS-1035 label: no dot, a letter first) and its pods' hostnames
+# `<name>-train-<index>` (63 characters at most, index up to 63).
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_MULTI_NODE_NAME = MAX_NAME - len("-train") - len("-63")
+
+
+def _name(body: dict[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("name", ""))
+
+
+def _nodes(body: dict[str, Any]) -> int:
+    return int(((body.get("spec") or {}).get("resources") or {}).get("nodes", 1))
+
+
+_NAME_LENGTH_RULE = Rule(
+    f"size(self.metadata.name) <= {MAX_NAME}",
+    f"metadata.name must be at most {MAX_NAME} characters: it labels every Job and pod the run creates",
+    check=lambda body: len(_name(body)) <= MAX_NAME,
+)
+OBJECT_RULES: dict[str, tuple[Rule, ...]] = {
+    "SFTJob": (
+        _NAME_LENGTH_RULE,
+        Rule(
+            f"self.spec.resources.nodes == 1 || (size(self.metadata.name) <= {MAX_MULTI_NODE_NAME}"
+            f" && self.metadata.name.matches(r'{DNS1035_LABEL}'))",
+            f"metadata.name with spec.resources.nodes > 1 must be a DNS-1035 label of at most {MAX_MULTI_NODE_NAME} "
+            "characters (lower-case letters, digits and '-', a letter first; no '.'): it names the run's headless "
+            "Service and its pods' hostnames <name>-train-<index>",
+            check=lambda body: (
+                _nodes(body) == 1
+                or (len(_name(body)) <= MAX_MULTI_NODE_NAME and re.fullmatch(DNS1035_LABEL, _name(body)) is not None)
+            ),
+        ),
+    ),
+    "DatasetCuration": (_NAME_LENGTH_RULE,),
+}
+
+
+def object_problems(kind: str, body: dict[str, Any]) -> list[str]:
+    """What the CRD's rules on the whole object (name with spec) refuse, checked in Python; [] when none."""
+    return [rule.message for rule in OBJECT_RULES[kind] if rule.check is not None and not rule.check(body)]
+
+
+# --------------------------------------------------------------------------
 # Resources as a whole (used for kinds, printer columns and the CRD generator)
 # --------------------------------------------------------------------------
 

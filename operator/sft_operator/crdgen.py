@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from .api import API_VERSION, CATEGORIES, GROUP, KINDS, VERSION, KindInfo
+from .api import API_VERSION, CATEGORIES, GROUP, KINDS, OBJECT_RULES, VERSION, KindInfo
 
 # Keys of JSON Schema that have no place in a structural Kubernetes schema.
 _DROPPED_KEYS = {"title", "$defs", "examples"}
@@ -151,6 +151,8 @@ def kind_schema(info: KindInfo) -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        # Rules that read metadata.name live at the root, the only place CEL sees it.
+        _RULES: [rule.schema() for rule in OBJECT_RULES[info.kind]],
     }
 
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from . import conditions as c
 from . import status as st
-from .api import KINDS, DatasetCurationSpec, SFTJobSpec
+from .api import KINDS, DatasetCurationSpec, SFTJobSpec, object_problems
 from .chain import base_model_mismatch, cycle_message, find_cycle, lineage_of, parent_of, parent_readiness
 from .manifests import CONTAINER, EXIT_CONFIG_ERROR, RUN_CONFIG_FILE, MountLayout, curation_children, training_children
 from .settings import OperatorSettings
@@ -101,6 +101,9 @@ class LocalExecutor:
                     "spec." + ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in err.errors()
                 )
                 raise ManifestError(f"{doc['kind']}/{name}: {problems}") from err
+            refused = object_problems(doc["kind"], doc)
+            if refused:
+                raise ManifestError(f"{doc['kind']}/{name}: {'; '.join(refused)}")
             resource = Resource(doc["kind"], name, doc)
             if resource.key in seen:
                 raise ManifestError(f"{where}: {resource.key} appears twice")
@@ -143,6 +146,8 @@ class LocalExecutor:
     def run(self, resource: Resource) -> LocalRun:
         folder = self.workdir / resource.kind / resource.name
         folder.mkdir(parents=True, exist_ok=True)
+        # Written first: a later stage reads its parent's spec from it, even of a run that never started.
+        _write_json(folder / "resource.json", resource.body)
         generation = 1
         status: dict[str, Any] = {}
         curation = None
@@ -260,7 +265,6 @@ class LocalExecutor:
         self, resource: Resource, container: dict[str, Any], port: int, log: Path, status: dict[str, Any]
     ) -> int:
         """Run the pod's command as a local process, mirroring its /progress into status.json."""
-        _write_json(log.parent / "resource.json", resource.body)
         command = _local_launcher(container["command"][0]) + container["command"][1:] + container.get("args", [])
         env = {**os.environ, **_literal_env(container), "SFT_PROGRESS_HOST": "127.0.0.1"}
         with log.open("wb") as out:

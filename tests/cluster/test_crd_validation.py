@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import pytest
 import yaml
 
+from sft_operator.api import MAX_MULTI_NODE_NAME, object_problems
 from support.kube import REPO_ROOT, Kubectl
 
 pytestmark = pytest.mark.cluster
@@ -104,6 +105,14 @@ INVALID_ON_CREATE = [
     Invalid("SFTJob", "spec.model", {"sftJobRef": {"name": "general", "use": "both"}}, "spec.model.sftJobRef.use: Unsupported value"),
     Invalid("SFTJob", "spec.model", {"sftJobRef": {"name": "general"}}, "spec.model.sftJobRef.use: Required value"),
     Invalid("SFTJob", "spec.model.gates", {"requireEvaluationPassed": True}, "gates apply only to an sftJobRef"),
+    Invalid("SFTJob", "spec.training.lora.targetModules", [], "spec.training.lora.targetModules"),
+    Invalid("SFTJob", "spec.training.lora.targetModules", [""], "spec.training.lora.targetModules[0]"),
+    Invalid("SFTJob", "metadata.name", "x" * 64, "metadata.name must be at most 63 characters"),
+    Invalid("DatasetCuration", "metadata.name", "c" * 64, "metadata.name must be at most 63 characters"),
+    # Valid names for the SFTJob, not for the headless Service and pod hostnames of a multi-node run.
+    Invalid("SFTJob", "metadata.name", "run.v2", "metadata.name with spec.resources.nodes > 1"),
+    Invalid("SFTJob", "metadata.name", "2nd-run", "metadata.name with spec.resources.nodes > 1"),
+    Invalid("SFTJob", "metadata.name", "r" * 55, "metadata.name with spec.resources.nodes > 1"),
     Invalid("DatasetCuration", "spec.tokenizer", {"sftJobRef": {"name": "general", "use": "merged"}}, 'unknown field "spec.tokenizer.sftJobRef"'),
     Invalid("DatasetCuration", "spec.source", DELETE, "spec.source: Required value"),
     Invalid("DatasetCuration", "spec.source", {"curationRef": {"name": "x"}}, "spec.source.curationRef"),
@@ -142,10 +151,16 @@ INVALID_ON_UPDATE = [
 # fmt: on
 
 
+# A multi-node run, where the name rules of its children bite.
+MULTI_NODE = {"nodes": 2, "gpusPerNode": 1}
+
+
 def mutate(kind: str, field: str, value: Any, name: str) -> dict[str, Any]:
-    """A copy of the valid base manifest with one field changed or removed."""
+    """A copy of the valid base manifest with one field changed or removed (a name is tried on a multi-node run)."""
     manifest = copy.deepcopy(BASES[kind])
     manifest["metadata"]["name"] = name
+    if kind == "SFTJob" and field == "metadata.name":
+        manifest["spec"]["resources"] = MULTI_NODE
     *parents, last = field.split(".")
     node = manifest
     for part in parents:
@@ -244,8 +259,26 @@ def test_python_models_refuse_what_the_api_server_refuses(case: Invalid) -> None
     """`sftctl run`, the operator and the pods validate with the models: they must agree with the CRD."""
     from pydantic import ValidationError
 
-    from sft_operator.api import KINDS
+    from sft_operator.api import KINDS, object_problems
 
     manifest = mutate(case.kind, case.field, case.value, "invalid")
+    if case.field == "metadata.name":
+        assert any(case.error in problem for problem in object_problems(case.kind, manifest))
+        return
     with pytest.raises((ValidationError, TypeError, KeyError)):
         KINDS[case.kind].spec.model_validate(manifest["spec"])
+
+
+@pytest.mark.parametrize("name", ["run.v2", "2nd-run", "r" * 63])
+def test_a_name_that_only_a_multi_node_run_cannot_use_is_fine_on_one_node(crds_installed: Kubectl, name: str) -> None:
+    manifest = copy.deepcopy(VALID_SFTJOB)
+    manifest["metadata"]["name"] = name
+    result = crds_installed.apply(yaml.safe_dump(manifest), "--dry-run=server")
+    assert result.returncode == 0, result.stderr
+    assert object_problems("SFTJob", manifest) == []
+
+
+def test_the_longest_multi_node_name_is_accepted(crds_installed: Kubectl) -> None:
+    manifest = mutate("SFTJob", "metadata.name", "r" * MAX_MULTI_NODE_NAME, "r" * MAX_MULTI_NODE_NAME)
+    result = crds_installed.apply(yaml.safe_dump(manifest), "--dry-run=server")
+    assert result.returncode == 0, result.stderr

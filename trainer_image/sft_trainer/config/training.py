@@ -8,7 +8,7 @@ epochs, early stopping on eval loss.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,8 +27,10 @@ class LoraSettings(WireModel):
     """Scaling numerator; the update is scaled by alpha/r (alpha/sqrt(r) with rsLoRA)."""
     dropout: float = Field(default=0.05, ge=0, lt=1)
     """Dropout on the adapter input."""
-    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
-    """Modules that get adapters; `all-linear` means every linear layer but the output head."""
+    target_modules: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["all-linear"], min_length=1
+    )
+    """Modules that get adapters (at least one); `all-linear` means every linear layer but the output head."""
     rslora: bool = False
     """Use rank-stabilised scaling (alpha/sqrt(r))."""
     dora: bool = False
