@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser(
         "run",
         help="run DatasetCuration/SFTJob manifests locally, without a cluster",
-        description="Runs each resource through the operator's own builders and pod commands; "
+        description="Runs each resource through the operator's own builders and pod commands, in dependency "
+        "order (a curation before the SFTJobs that read it, a stage after the SFTJob it starts from); "
         "writes DIR/<Kind>/<name>/status.json, the status the operator would write to the CR.",
     )
     parser.add_argument("manifest", type=Path, help="YAML file with DatasetCuration and/or SFTJob documents")
@@ -164,7 +165,9 @@ def _figures(status: dict[str, Any]) -> str:
         return text + (f", entropy {entropy:.3f}" if entropy is not None else "")
     progress = status.get("progress") or {}
     metrics = status.get("metrics") or {}
-    parts = [f"step {progress['step']}/{progress.get('totalSteps')}"] if progress.get("step") is not None else []
+    parent = next(iter(status.get("lineage") or []), {})  # a stage names where it started
+    parts = [f"from {parent['sftJob']} ({parent['use']})"] if parent.get("sftJob") else []
+    parts += [f"step {progress['step']}/{progress.get('totalSteps')}"] if progress.get("step") is not None else []
     for name in ("loss", "evalLoss"):
         if progress.get(name) is not None:
             parts.append(f"{name} {progress[name]:.4f}")

@@ -46,12 +46,22 @@ def model_loaders(
     }
     adapter = Path(exports["adapter"]) if "adapter" in exports else None
     tuned_folder = model_folder if adapter is not None else Path(exports["model"])
+    # A stage chained with use: adapter started from its folder with earlier stages' adapters merged in:
+    # that start is its base, and its own adapter goes on top of it (a full model already holds them).
+    chain = [Path(a) for a in cfg.parent.adapters] if cfg.parent else []
     return {
-        "base": lambda: load_eval_model(model_folder, None, name=f"base: {model_folder.name}", **options),  # type: ignore[arg-type]
+        "base": lambda: load_eval_model(
+            model_folder,
+            None,
+            name=f"base: {model_folder.name}",
+            merged_adapters=chain,
+            **options,  # type: ignore[arg-type]
+        ),
         "tuned": lambda: load_eval_model(
             tuned_folder,
             adapter,
             name=f"tuned: {(adapter or tuned_folder).name}",
+            merged_adapters=chain if adapter is not None else [],
             **options,  # type: ignore[arg-type]
         ),
     }

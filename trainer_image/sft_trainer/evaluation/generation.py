@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,8 +210,12 @@ def load_eval_model(
     batch_size: int = 16,
     max_seq_length: int = 4096,
     name: str | None = None,
+    merged_adapters: Sequence[Path] = (),
 ) -> EvalModel:
     """Load a model folder (and a LoRA adapter folder on top of it) for evaluation.
+
+    `merged_adapters` are a chained stage's earlier adapters (run config `parent.adapters`): merged into the
+    folder's weights first, as training did, or the model evaluated is not the one that trained.
 
     The tokenizer comes from the adapter folder when it has one: an exported
     adapter carries the tokenizer with the template it was trained with.
@@ -223,6 +228,8 @@ def load_eval_model(
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model: {model_dir} is not a model folder (no config.json)")
     tokenizer_dir = model_dir
+    if merged_adapters and (Path(merged_adapters[-1]) / "tokenizer_config.json").is_file():
+        tokenizer_dir = Path(merged_adapters[-1])  # the parent stage's tokenizer and template
     if adapter_dir is not None:
         adapter_dir = Path(adapter_dir)
         if not (adapter_dir / "adapter_config.json").is_file():
@@ -236,7 +243,7 @@ def load_eval_model(
     except (TemplateError, ValueError) as err:
         raise ConfigError(f"template: {err}") from err
     device = pick_device()
-    model = load_model(model_dir, compute_dtype(precision, device), "auto")
+    model = load_model(model_dir, compute_dtype(precision, device), "auto", [Path(a) for a in merged_adapters])
     model.config.use_cache = True  # generation reuses the KV cache
     if adapter_dir is not None:
         model = _with_adapter(model, adapter_dir, model_dir)
