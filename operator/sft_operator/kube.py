@@ -144,15 +144,18 @@ class Kube:
                 return None
             raise
 
-    def claim_exists(self, namespace: str, name: str) -> bool:
-        """Whether a PersistentVolumeClaim exists (a chained SFTJob checks its parent's output is still there)."""
+    def read_claim(self, namespace: str, name: str) -> Obj | None:
+        """A PersistentVolumeClaim, or None when there is none by that name."""
         try:
-            self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
+            return _load(self.core.read_namespaced_persistent_volume_claim(name, namespace, _preload_content=False))
         except ApiException as err:
             if _missing(err):
-                return False
+                return None
             raise
-        return True
+
+    def claim_exists(self, namespace: str, name: str) -> bool:
+        """Whether a PersistentVolumeClaim exists (a chained SFTJob checks its parent's output is still there)."""
+        return self.read_claim(namespace, name) is not None
 
     def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj:
         return _load(self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False))

@@ -193,9 +193,36 @@ def test_progress_is_polled_into_status_printer_columns_and_metrics(
     ) >= 1
 
 
+def create_claim(api: Api, namespace: str, name: str, *modes: str) -> None:
+    api.core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {"accessModes": list(modes), "resources": {"requests": {"storage": "1Gi"}}},
+        },
+    )
+
+
+def test_a_multi_node_run_on_an_output_claim_other_nodes_cannot_mount_fails_naming_it(
+    operator: RunningOperator, namespace: str, api: Api
+) -> None:
+    create_claim(api, namespace, "outputs", "ReadWriteOnce")
+    api.create(sftjob_manifest(namespace, "big", resources={"nodes": 2, "gpusPerNode": 1}))
+    failed = eventually(
+        lambda: (s := api.status("SFTJob", namespace, "big")).get("phase") == "Failed" and s, what="phase Failed"
+    )
+    cond = condition(failed, "Failed")
+    assert cond["reason"] == "OutputNotShared"
+    assert "claim outputs is ReadWriteOnce" in cond["message"] and "ReadWriteMany" in cond["message"]
+    assert api.job(namespace, "big-train") is None  # refused before anything ran
+
+
 def test_multi_node_gets_an_indexed_job_a_headless_service_and_rank_zero_progress(
     operator: RunningOperator, namespace: str, api: Api, node: Node
 ) -> None:
+    create_claim(api, namespace, "outputs", "ReadWriteMany")
     api.create(sftjob_manifest(namespace, "big", resources={"nodes": 2, "gpusPerNode": 1}))
     job = eventually(lambda: api.job(namespace, "big-train"), what="Job big-train")
     assert job["spec"]["completionMode"] == "Indexed"

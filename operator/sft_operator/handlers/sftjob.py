@@ -45,7 +45,31 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
         ):
             runs.fail(ctx, ref, c.BASE_MODEL_MISMATCH, mismatch)
             return
+        if not (body.get("status") or {}).get("jobName") and (unshared := unshared_output(ctx, ref, parsed)):
+            runs.fail(ctx, ref, c.OUTPUT_NOT_SHARED, unshared)
+            return
         runs.start(ctx, body, lambda: training_children(dict(body), ctx.settings, curation, lineage=lineage))
+
+
+def unshared_output(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec) -> str | None:
+    """Why a multi-node run's output claim cannot serve it, or None.
+
+    The pods of every node write checkpoints and reports into the one output
+    folder, so its claim must be ReadWriteMany; any other claim would fail the
+    run mid-way, when the second node's pod cannot mount it. A claim that does
+    not exist yet is left to the pods to wait for.
+    """
+    if spec.resources.nodes == 1:
+        return None
+    name = spec.output.pvc.claim_name
+    claim = ctx.kube.read_claim(ref.namespace, name)
+    modes = list((claim or {}).get("spec", {}).get("accessModes") or [])
+    if claim is None or "ReadWriteMany" in modes:
+        return None
+    return (
+        f"spec.output.pvc.claimName: claim {name} is {', '.join(modes) or 'without access modes'}; "
+        f"spec.resources.nodes={spec.resources.nodes} needs a ReadWriteMany claim (the pods of every node write there)"
+    )
 
 
 def ready_lineage(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec, body: kopf.Body) -> list[dict[str, Any]] | None:
