@@ -168,7 +168,7 @@ def main() -> int:
     if args.quick:
         args.repeats, args.sizes = 1, [1, 4]
 
-    from sft_trainer.curation.runner import usable_cpus
+    from sft_trainer.cpus import usable_cpus
 
     runs: dict[str, list[dict]] = {"ours": [], "ours-1": [], "ours+tokenizer": [], "datatrove": []}
     for _ in range(args.repeats):

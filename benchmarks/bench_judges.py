@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 from sft_trainer.config import CurationConfig
+from sft_trainer.cpus import usable_cpus
 from sft_trainer.curation.noise import CLEAN, judged_mix, judgement_table
 from sft_trainer.curation.pipeline import curate
-from sft_trainer.curation.runner import usable_cpus
 
 
 def main() -> None:

@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from sft_trainer.config import CurationConfig
+from sft_trainer.cpus import cgroup_cpu_quota, usable_cpus
 from sft_trainer.curation.pipeline import curate
-from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER, usable_cpus
+from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER
 from sft_trainer.formats import read_dataset
 
 
@@ -31,3 +32,27 @@ def test_two_workers_give_the_same_result_as_one(data_dir: Path) -> None:
 
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def cgroup(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_usable_cpus_follows_the_cgroup_quota_v2_then_v1(tmp_path: Path) -> None:
+    """A pod limited to 1.5 CPUs on a bigger node gets 1; no limit (v2 `max`, v1 -1) leaves the affinity."""
+    affinity = len(os.sched_getaffinity(0))
+    v2 = cgroup(tmp_path / "v2", {"cpu.max": "150000 100000\n"})
+    assert cgroup_cpu_quota(v2) == 1.5 and usable_cpus(v2) == 1
+    assert usable_cpus(cgroup(tmp_path / "v2max", {"cpu.max": "max 100000\n"})) == affinity
+    v1 = cgroup(
+        tmp_path / "v1", {"cpu,cpuacct/cpu.cfs_quota_us": "50000\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"}
+    )
+    assert cgroup_cpu_quota(v1) == 0.5 and usable_cpus(v1) == 1  # never below one
+    unlimited = cgroup(tmp_path / "v1none", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_quota(unlimited) is None and usable_cpus(unlimited) == affinity
+    assert cgroup_cpu_quota(tmp_path / "nothing") is None
+    many = cgroup(tmp_path / "many", {"cpu.max": f"{(affinity + 8) * 100000} 100000"})
+    assert usable_cpus(many) == affinity  # a quota above the affinity does not add CPUs
