@@ -162,7 +162,8 @@ def _print_summary(report: dict) -> None:
     for result in (gates or {}).get("results", []):
         console.print(("[green]passed[/] " if result["passed"] else "[red]failed[/] ") + result["message"])
     for found in report.get("regressions", []):
-        console.print(f"[red]regressed[/] {found['label']}: {_cell(found, found['unit'], signed=True)}")
+        delta = {"value": found["delta"], "low": found["low"], "high": found["high"]}
+        console.print(f"[red]regressed[/] {found['label']}: {_cell(delta, found['unit'], signed=True)}")
 
 
 def _cell(estimate: dict | None, unit: str, signed: bool = False) -> str:

@@ -152,7 +152,10 @@ def _verdict_html(report: dict[str, Any]) -> str:
             parts.append(f"<div id='gates'><h2>Gates: {verdict}</h2><ul>{items}</ul></div>")
     found = report.get("regressions")
     if found:
-        items = "".join(f"<li>{esc(r['label'])}: {esc(_fmt(r, r['unit'], signed=True))}</li>" for r in found)
+        items = "".join(
+            f"<li>{esc(r['label'])}: {esc(_fmt({'value': r['delta'], 'low': r['low'], 'high': r['high']}, r['unit'], signed=True))}</li>"
+            for r in found
+        )
         parts.append(
             f"<div id='regressions'><h2>Regressed (interval wholly on the worse side)</h2><ul class='worse'>{items}</ul></div>"
         )
@@ -201,7 +204,14 @@ def _interval_svg(row: dict[str, Any], roles: list[str], axis: tuple[float, floa
     def x(v: float) -> float:
         return 5 + (width - 10) * (min(max(v, low), high) - low) / (high - low)
 
-    parts = [f'<svg width="{width}" height="{lane * len(roles) + 4}" role="img">']
+    height = lane * len(roles) + 16
+    scale, digits = (100.0, 0) if row["unit"] == "rate" else (1.0, 2)
+    parts = [
+        f'<svg width="{width}" height="{height}" role="img">',
+        f'<line x1="5" x2="{width - 5}" y1="{height - 12}" y2="{height - 12}" stroke="#bbb"/>',
+        f'<text x="5" y="{height - 1}" font-size="9" fill="#666">{low * scale:.{digits}f}</text>',
+        f'<text x="{width - 5}" y="{height - 1}" font-size="9" fill="#666" text-anchor="end">{high * scale:.{digits}f}</text>',
+    ]
     for i, role in enumerate(roles):
         est = row.get(role)
         if not est or est["value"] is None:
@@ -231,7 +241,7 @@ def render_html(report: dict[str, Any]) -> str:
     ]
     out.append(_verdict_html(report))
     for suite, entry in report["suites"].items():
-        out.append(f"<h2 id='suite-{esc(suite)}'>{esc(SUITE_TITLES.get(suite, suite))}</h2>")
+        out.append(f"<section id='suite-{esc(suite)}'><h2>{esc(SUITE_TITLES.get(suite, suite))}</h2>")
         if entry.get("error"):
             for role, message in entry["error"].items():
                 out.append(f"<p class='error'>{esc(role)}: not run: {esc(message)}</p>")
@@ -272,5 +282,6 @@ def render_html(report: dict[str, Any]) -> str:
                 cells = "".join(f"<td><pre>{esc(str(example.get(role) or ''))}</pre></td>" for role in roles)
                 out.append(f"<tr><td><pre>{esc(example.get('prompt', ''))}</pre></td>{cells}</tr>")
             out.append("</table>")
+        out.append("</section>")
     out.append("</body></html>")
     return "\n".join(out)
