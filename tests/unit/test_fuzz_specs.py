@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as s
 from pydantic import ValidationError
 
-from sft_operator.api import KINDS, DatasetCurationSpec, SFTJobSpec
+from sft_operator.api import KINDS, DatasetCurationSpec, SFTJobSpec, object_problems
 from sft_operator.local import LocalExecutor, ManifestError
 from sft_operator.manifests import curation_children, training_children
 from sft_operator.settings import OperatorSettings
@@ -72,11 +72,18 @@ def mutated_specs(draw: s.DrawFn, kind: str) -> dict[str, Any]:
 
 
 def check(model: type, data: Any) -> Any:
+    """Accepted: returned, and its wire form parses back equal. Refused: every problem names where it is."""
     try:
         parsed = model.model_validate(data)
     except ValidationError as err:
-        for problem in err.errors():
-            assert problem["msg"], problem
+        problems = err.errors()
+        assert problems
+        if not isinstance(data, dict):  # not an object at all: one problem, at the top, saying so
+            assert [(p["loc"], p["type"]) for p in problems] == [((), "model_type")], problems
+            return None
+        for problem in problems:
+            # A field's own problem carries its path; a rule across fields names them in its message.
+            assert problem["loc"] or ": " in problem["msg"] or "exactly one of" in problem["msg"], problem
         return None
     again = model.model_validate(parsed.to_wire())
     assert again == parsed
@@ -111,12 +118,49 @@ def test_mutated_specs_validate_or_fail_cleanly_and_build(kind: str, data: s.Dat
     assert children.job["kind"] == "Job" and yaml.safe_load(children.config_map["data"]["run.yaml"])
 
 
+@s.composite
+def mutated_manifests(draw: s.DrawFn) -> dict[str, Any]:
+    kind = draw(s.sampled_from(sorted(VALID)))
+    name = draw(s.sampled_from(["fuzz", "Fuzz", "fuzz.v2", "x" * 64, ""]))
+    return {
+        "apiVersion": "sft.trustdoc.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name},
+        "spec": draw(mutated_specs(kind)),
+    }
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=s.text(max_size=300) | json_values.map(yaml.safe_dump))
-def test_manifest_loader_fails_only_with_manifest_errors(tmp_path: Path, text: str) -> None:
+@given(text=s.text(max_size=300) | json_values.map(yaml.safe_dump) | mutated_manifests().map(yaml.safe_dump))
+def test_the_manifest_loader_accepts_exactly_what_the_models_accept(tmp_path: Path, text: str) -> None:
+    """Loaded: every resource is one the models (and the API server's name rules) accept. Refused: a
+    ManifestError naming the file or the resource, never another exception."""
     path = tmp_path / "fuzz.yaml"
     path.write_text(text)
     try:
-        LocalExecutor.load(path)
+        resources = LocalExecutor.load(path)
     except ManifestError as err:
-        assert str(err)
+        assert str(path) in str(err) or any(f"{kind}/" in str(err) for kind in KINDS), err
+        return
+    for resource in resources:
+        assert check(KINDS[resource.kind].spec, resource.body["spec"]) is not None
+        assert object_problems(resource.kind, resource.body) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(manifest=mutated_manifests())
+def test_a_manifest_is_loaded_exactly_when_its_spec_and_name_are_valid(
+    tmp_path: Path, manifest: dict[str, Any]
+) -> None:
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    name = manifest["metadata"]["name"]
+    valid = bool(name) and check(KINDS[manifest["kind"]].spec, manifest["spec"]) is not None
+    valid = valid and object_problems(manifest["kind"], manifest) == []
+    try:
+        (loaded,) = LocalExecutor.load(path)
+    except ManifestError:
+        assert not valid, f"a valid manifest was refused: {manifest}"
+        return
+    assert valid, f"an invalid manifest was loaded: {manifest}"
+    assert (loaded.kind, loaded.name) == (manifest["kind"], name)
