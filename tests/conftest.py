@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.kube import REPO_ROOT, ControlPlane, Kubectl
+from support.kube import REPO_ROOT, ControlPlane, Kubectl, install_crds
 
 SHARED_DATA = Path(os.environ.get("SFT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 # The curation's default models (SmolLM2 scorer, static embedder) where `make model` put them, so a
@@ -49,21 +49,5 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 @pytest.fixture(scope="session")
 def crds_installed(kubectl: Kubectl) -> Kubectl:
     """The generated CRDs applied and Established."""
-    kubectl.run("apply", "-f", str(REPO_ROOT / "crds"), check=True)
-    # `kubectl wait` errors out (rather than waits) while a fresh CRD has no
-    # status yet, which happens under load: retry until it can wait.
-    deadline = time.monotonic() + 60
-    while True:
-        waited = kubectl.run(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=trustdoc-sft",
-        )
-        if waited.returncode == 0:
-            return kubectl
-        if time.monotonic() > deadline:
-            raise AssertionError(f"CRDs not Established: {waited.stderr}")
-        time.sleep(0.5)
+    install_crds(kubectl)
+    return kubectl

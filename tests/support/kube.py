@@ -295,3 +295,25 @@ class Kubectl:
 
     def get_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.run("get", *args, "-o", "json", check=True).stdout)
+
+
+def install_crds(kubectl: Kubectl) -> None:
+    """Apply the generated CRDs and wait until they are Established."""
+    kubectl.run("apply", "-f", str(REPO_ROOT / "crds"), check=True)
+    # `kubectl wait` errors out (rather than waits) while a fresh CRD has no
+    # status yet, which happens under load: retry until it can wait.
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl.run(
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd",
+            "-l",
+            "app.kubernetes.io/part-of=trustdoc-sft",
+        )
+        if waited.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRDs not Established: {waited.stderr}")
+        time.sleep(0.5)
