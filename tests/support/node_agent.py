@@ -8,9 +8,27 @@ args, env, volumes mapped to folders in a private mount namespace), with its
 own 127.0.0.x address as pod IP; the agent reports pod phase, container
 states, exit codes and termination messages through the real API.
 
-Differences from a kubelet, on purpose: no images (the command runs from this
-virtualenv), no resource isolation, and the termination message is read from
-the file named by SFT_TERMINATION_LOG rather than /dev/termination-log.
+What it does not do that a kubelet would, so that no one reads more into an
+e2e pass than it proves:
+
+* no images: the container's command runs from this virtualenv, whatever
+  `image` says (a wrong image name, a missing package in the image, an
+  entrypoint that does not exist there all pass here);
+* no securityContext: runAsUser/runAsNonRoot, readOnlyRootFilesystem,
+  dropped capabilities and seccomp are not applied; processes run as the
+  test's user, so a pod that needs root, or writes outside its volumes,
+  is not caught;
+* no cluster DNS: names like `<job>-0.<job>` (the multi-node rendezvous) do
+  not resolve; each pod gets its own 127.0.0.x address as pod IP and
+  nothing else;
+* no real isolation: no cgroups (CPU and memory limits are not enforced,
+  an OOM kill never happens), no network or PID namespace; only the mounts
+  are private (volumes bind-mounted at their mountPath, read-only where
+  asked);
+* no probes, no init containers, no service account token, no image pulls
+  or pull secrets; Secrets reach pods only as env (secretKeyRef);
+* the termination message is read from the file named by
+  SFT_TERMINATION_LOG rather than /dev/termination-log.
 """
 
 from __future__ import annotations
