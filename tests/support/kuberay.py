@@ -30,13 +30,21 @@ def install_crds(kubectl: Kubectl) -> None:
     if not CRD_DIR.is_dir():
         raise KubeRayMissing(f"{CRD_DIR} not found: run `bash hack/build-kuberay.sh`")
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR), check=True)
-    for name in CRD_NAMES:
-        kubectl.run("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}", check=True)
+    # `kubectl wait` errors out (rather than waits) while a fresh CRD has no
+    # status yet, which happens under load: retry until it can wait.
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl.run("wait", "--for=condition=Established", "--timeout=30s", *(f"crd/{n}" for n in CRD_NAMES))
+        if waited.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"KubeRay's CRDs not Established: {waited.stderr}")
+        time.sleep(0.5)
 
 
 def uninstall_crds(kubectl: Kubectl) -> None:
     for name in CRD_NAMES:
-        kubectl.run("delete", "crd", name, "--ignore-not-found", "--wait=true", "--timeout=60s")
+        kubectl.run("delete", "crd", name, "--ignore-not-found", "--wait=true", "--timeout=60s", check=True, timeout=90)
 
 
 @dataclass
