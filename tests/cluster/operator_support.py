@@ -17,6 +17,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 
 from sftctl.commands.operator import kopf_arguments
+from support import manifests
 from support.kube import ControlPlane, free_port
 
 GROUP, VERSION = "sft.trustdoc.io", "v1alpha1"
@@ -300,33 +301,12 @@ class Node:
 
 
 def curation_manifest(ns: str, name: str = "cur", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "source": {"pvc": {"claimName": "datasets", "path": "raw/alpaca.json"}},
-        "output": {"pvc": {"claimName": "outputs", "path": f"curation/{name}"}},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "DatasetCuration",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": body,
-    }
+    return manifests.curation(name, ns, **spec)
 
 
 def sftjob_manifest(ns: str, name: str = "sft", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
-        "dataset": {"pvc": {"claimName": "datasets", "path": "train.jsonl"}},
-        "output": {"pvc": {"claimName": "outputs", "path": f"sft/{name}"}},
-        "resources": {"gpusPerNode": 0},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "SFTJob",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": body,
-    }
+    """An SFTJob on CPU: the test node has no GPU."""
+    return manifests.sftjob(name, ns, **{"resources": {"gpusPerNode": 0}, **spec})
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:

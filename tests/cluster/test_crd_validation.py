@@ -16,32 +16,15 @@ import pytest
 import yaml
 
 from sft_operator.api import MAX_MULTI_NODE_NAME, object_problems
+from support import manifests
 from support.kube import REPO_ROOT, Kubectl
 
 pytestmark = pytest.mark.cluster
 
 DELETE = object()
 
-VALID_SFTJOB: dict[str, Any] = {
-    "apiVersion": "sft.trustdoc.io/v1alpha1",
-    "kind": "SFTJob",
-    "metadata": {"name": "valid-sft"},
-    "spec": {
-        "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
-        "dataset": {"pvc": {"claimName": "datasets", "path": "train.jsonl"}},
-        "output": {"pvc": {"claimName": "outputs", "path": "runs/a"}},
-        "training": {"method": "lora", "lora": {"r": 8}},
-    },
-}
-VALID_CURATION: dict[str, Any] = {
-    "apiVersion": "sft.trustdoc.io/v1alpha1",
-    "kind": "DatasetCuration",
-    "metadata": {"name": "valid-dcur"},
-    "spec": {
-        "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
-        "output": {"pvc": {"claimName": "outputs", "path": "curated"}},
-    },
-}
+VALID_SFTJOB = manifests.sftjob("valid-sft", training={"method": "lora", "lora": {"r": 8}})
+VALID_CURATION = manifests.curation("valid-dcur")
 BASES = {"SFTJob": VALID_SFTJOB, "DatasetCuration": VALID_CURATION}
 
 

@@ -13,6 +13,7 @@ from sft_operator.chain import find_cycle, lineage_of, parent_readiness, start_o
 from sft_operator.local import LocalExecutor, ManifestError
 from sft_operator.manifests import MountLayout, training_children
 from sft_operator.settings import OperatorSettings
+from support import manifests
 
 BASE = {"model": {"pvc": {"claimName": "models", "path": "smollm2"}}}
 
@@ -127,30 +128,17 @@ def test_training_children_mount_the_parents_claims_read_only() -> None:
 
 
 def sftjob(name: str, parent_name: str | None = None, curation: str | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "sft.trustdoc.io/v1alpha1",
-        "kind": "SFTJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"sftJobRef": {"name": parent_name, "use": "adapter"}} if parent_name else BASE["model"],
-            "dataset": {"curationRef": {"name": curation}}
-            if curation
-            else {"pvc": {"claimName": "datasets", "path": "d.jsonl"}},
-            "output": {"pvc": {"claimName": "outputs", "path": f"sft/{name}"}},
-        },
-    }
+    return manifests.sftjob(
+        name,
+        model={"sftJobRef": {"name": parent_name, "use": "adapter"}} if parent_name else BASE["model"],
+        dataset={"curationRef": {"name": curation}}
+        if curation
+        else {"pvc": {"claimName": "datasets", "path": "d.jsonl"}},
+    )
 
 
 def curation(name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "sft.trustdoc.io/v1alpha1",
-        "kind": "DatasetCuration",
-        "metadata": {"name": name},
-        "spec": {
-            "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
-            "output": {"pvc": {"claimName": "outputs", "path": f"cur/{name}"}},
-        },
-    }
+    return manifests.curation(name)
 
 
 def order(tmp_path: Path, *documents: dict[str, Any]) -> list[str]:

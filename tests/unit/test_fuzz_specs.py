@@ -22,6 +22,7 @@ from sft_operator.api import KINDS, DatasetCurationSpec, SFTJobSpec, object_prob
 from sft_operator.local import LocalExecutor, ManifestError
 from sft_operator.manifests import curation_children, training_children
 from sft_operator.settings import OperatorSettings
+from support import manifests
 
 json_values = s.recursive(
     s.none() | s.booleans() | s.integers(-(2**40), 2**40) | s.floats(allow_nan=True) | s.text(max_size=20),
@@ -30,18 +31,11 @@ json_values = s.recursive(
 )
 
 VALID = {
-    "SFTJob": {
-        "model": {"pvc": {"claimName": "models", "path": "m"}},
-        "dataset": {"pvc": {"claimName": "data", "path": "d.jsonl"}},
-        "output": {"pvc": {"claimName": "out", "path": "o"}},
-        "training": {"method": "lora", "lora": {"r": 8}, "epochs": 2},
-        "resources": {"gpusPerNode": 1, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
-    },
-    "DatasetCuration": {
-        "source": {"pvc": {"claimName": "data", "path": "raw.json"}},
-        "output": {"pvc": {"claimName": "out", "path": "cur"}},
-        "curation": {"dedup": {"threshold": 0.7}},
-    },
+    "SFTJob": manifests.sftjob(
+        training={"method": "lora", "lora": {"r": 8}, "epochs": 2},
+        resources={"gpusPerNode": 1, "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    )["spec"],
+    "DatasetCuration": manifests.curation(curation={"dedup": {"threshold": 0.7}})["spec"],
 }
 
 

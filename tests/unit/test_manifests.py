@@ -22,37 +22,17 @@ from sft_operator.manifests import (
     training_children,
 )
 from sft_operator.settings import OperatorSettings
+from support import manifests
 
 SETTINGS = OperatorSettings(trainer_image="registry.example/trainer:1", progress_port=9191)
 
 
 def sftjob(**spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
-        "dataset": {"pvc": {"claimName": "datasets", "path": "train.jsonl"}},
-        "output": {"pvc": {"claimName": "outputs", "path": "runs/a"}},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": "sft.trustdoc.io/v1alpha1",
-        "kind": "SFTJob",
-        "metadata": {"name": "demo", "namespace": "team", "uid": "uid-1"},
-        "spec": body,
-    }
+    return manifests.sftjob("demo", "team", "uid-1", **spec)
 
 
 def curation(**spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
-        "output": {"pvc": {"claimName": "outputs", "path": "curated"}},
-    }
-    body.update(spec)
-    return {
-        "apiVersion": "sft.trustdoc.io/v1alpha1",
-        "kind": "DatasetCuration",
-        "metadata": {"name": "cur", "namespace": "team", "uid": "uid-2"},
-        "spec": body,
-    }
+    return manifests.curation("cur", "team", "uid-2", **spec)
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:

@@ -24,25 +24,19 @@ from sft_operator.rayjob import (
 from sft_operator.settings import OperatorSettings
 from sft_operator.status import FAILED, PENDING, RUNNING, SUCCEEDED, SUSPENDED, observe_run
 from sft_trainer.termination import compact
+from support import manifests
 
 SETTINGS = OperatorSettings(trainer_image="registry.example/trainer:1", progress_port=9191)
 
 
 def curation(name: str = "cur", **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
+    ray: dict[str, Any] = {
         "output": {"pvc": {"claimName": "outputs", "path": "curated"}},
         "engine": {"type": "ray", "workers": 3, "cpusPerWorker": 2, "gpusPerWorker": 1},
         "resources": {"cpu": "4", "memory": "16Gi"},
         "lifecycle": {"ttlSecondsAfterFinished": 120, "activeDeadlineSeconds": 3600, "queueName": "team-q"},
     }
-    body.update(spec)
-    return {
-        "apiVersion": "sft.trustdoc.io/v1alpha1",
-        "kind": "DatasetCuration",
-        "metadata": {"name": name, "namespace": "team", "uid": "uid-7"},
-        "spec": body,
-    }
+    return manifests.curation(name, "team", "uid-7", **{**ray, **spec})
 
 
 def rayjob_of(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""Valid SFTJob and DatasetCuration manifests, the one place tests write them out.
+
+Each builder returns a complete manifest that the API server and the models
+accept; keyword arguments replace whole top-level spec fields (`training=`,
+`resources=`, `dataset=`...), so a test spells out only what it is about.
+Claims and paths: models/smollm2, datasets/train.jsonl and datasets/raw/alpaca.json
+as inputs, outputs/sft/<name> and outputs/curation/<name> as outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_VERSION = "sft.trustdoc.io/v1alpha1"
+
+
+def _manifest(kind: str, name: str, namespace: str | None, uid: str | None, spec: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    if uid is not None:
+        metadata["uid"] = uid  # what the API server adds: the builders' ownerReferences need it
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": metadata, "spec": spec}
+
+
+def sftjob(name: str = "sft", namespace: str | None = None, uid: str | None = None, **spec: Any) -> dict[str, Any]:
+    """An SFTJob training the SmolLM2 folder on a JSONL file (LoRA, every other field defaulted)."""
+    body: dict[str, Any] = {
+        "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
+        "dataset": {"pvc": {"claimName": "datasets", "path": "train.jsonl"}},
+        "output": {"pvc": {"claimName": "outputs", "path": f"sft/{name}"}},
+    }
+    return _manifest("SFTJob", name, namespace, uid, {**body, **spec})
+
+
+def curation(name: str = "cur", namespace: str | None = None, uid: str | None = None, **spec: Any) -> dict[str, Any]:
+    """A DatasetCuration of a raw Alpaca file with the default steps."""
+    body: dict[str, Any] = {
+        "source": {"pvc": {"claimName": "datasets", "path": "raw/alpaca.json"}},
+        "output": {"pvc": {"claimName": "outputs", "path": f"curation/{name}"}},
+    }
+    return _manifest("DatasetCuration", name, namespace, uid, {**body, **spec})
