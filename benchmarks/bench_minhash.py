@@ -1,16 +1,18 @@
-"""MinHash signatures on 52k Alpaca: ours (numpy) against rensa and datasketch, in the same run.
+"""MinHash signatures on 52k Alpaca: dedup's (rensa) against datasketch, in the same run.
 
     SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/bench_minhash.py [--limit N] [--json PATH]
 
 Every method signs the same input: the 64-bit word 5-gram hashes of each
 record (`dedup.shingle_hashes`, timed once), 128 permutations. Then:
 
-* ours: `dedup.minhash_signatures` (multiply-shift hashes, numpy, one
-  thread per usable CPU);
-* rensa: `RMinHash.digest_matrix_from_flat_token_hashes` (Rust, R-MinHash,
-  rayon threads) on the same flat buffer and offsets;
+* dedup: `dedup.minhash_signatures`, what curation runs (rensa's R-MinHash,
+  Rust, on the flat shingle buffer and offsets);
 * datasketch: `MinHash.bulk` with the shingle hash as its hash function
   (its affine permutations mod 2^61-1, numpy per record).
+
+Until commit d9b0909 dedup signed with a numpy multiply-shift
+implementation, and this benchmark measured it beside both libraries; its
+figures are in dedup.py's docstring.
 
 Two sets: the 52,002 Alpaca records as they are (few near duplicates), and
 a planted set, where the agreement has numbers to stand on: 4,000 Alpaca
@@ -19,12 +21,12 @@ records plus a copy of 2,000 of them with a seeded share of words replaced
 
 Each signature matrix goes through the same clustering (`dedup`'s LSH bands,
 candidate pairs confirmed by estimated Jaccard >= 0.8, connected
-components). Agreement with ours: records removed (Jaccard of the removed
-sets) and joined pairs (precision/recall of the other's pairs against ours).
-Truth: the exact Jaccard of the two records' shingle sets, for every pair
-any method joined and every planted pair; `precision` is the share of a
-method's joined pairs at exact Jaccard >= threshold, `recall` its share of
-all such true pairs. Times are the best of two runs.
+components). Agreement with dedup's: records removed (Jaccard of the
+removed sets) and joined pairs. Truth: the exact Jaccard of the two
+records' shingle sets, for every pair any method joined and every planted
+pair; `precision` is the share of a method's joined pairs at exact Jaccard
+>= threshold, `recall` its share of all such true pairs. Times are the best
+of two runs.
 """
 
 from __future__ import annotations
@@ -61,16 +63,8 @@ def timed(work: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
-def ours(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+def dedup(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return minhash_signatures(hashes, offsets, PERMUTATIONS, SEED)
-
-
-def rensa(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    from rensa import RMinHash
-
-    bounds = np.append(offsets, len(hashes)).astype(np.uint64)
-    matrix = RMinHash.digest_matrix_from_flat_token_hashes(hashes, bounds, PERMUTATIONS, SEED)
-    return np.asarray(matrix.to_rows(), dtype=np.uint32)
 
 
 def datasketch(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -84,8 +78,7 @@ def datasketch(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "ours (numpy)": ours,
-    "rensa 0.5.0": rensa,
+    "dedup (rensa 0.5.0)": dedup,
     "datasketch 2.0.0": datasketch,
 }
 
@@ -129,7 +122,7 @@ def fastest(work: Callable[[], Any], repeats: int = 2) -> tuple[Any, float]:
 
 
 def compare(texts: list[str], known: set[tuple[int, int]] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
-    """Every method on `texts`: times, clusters, agreement with ours, precision and recall against exact Jaccard.
+    """Every method on `texts`: times, clusters, agreement with dedup's, precision and recall against exact Jaccard.
 
     The truth is every pair some method joined, plus the `known` (planted) pairs, at exact Jaccard >= threshold.
     """
@@ -141,7 +134,7 @@ def compare(texts: list[str], known: set[tuple[int, int]] = frozenset()) -> dict
         assert signatures.shape == (len(texts), PERMUTATIONS), signatures.shape
         clusters[name], clustering = timed(lambda s=signatures: near_duplicate_clusters(s, THRESHOLD))  # type: ignore[misc]
         results[name] = {"signatureSeconds": round(seconds, 3), "clusteringSeconds": round(clustering, 3)}
-    reference = "ours (numpy)"
+    reference = "dedup (rensa 0.5.0)"
     joined = {name: pairs_of(found) for name, found in clusters.items()}
     candidates = set().union(*joined.values(), known)
     true_pairs = {pair for pair in candidates if exact_jaccard(hashes, offsets, *pair) >= THRESHOLD}
@@ -150,12 +143,12 @@ def compare(texts: list[str], known: set[tuple[int, int]] = frozenset()) -> dict
         results[name].update(
             clusters=len(found),
             removed=len(removed),
-            removedJaccardWithOurs=round(len(removed & ref_removed) / len(removed | ref_removed), 4)
+            removedJaccardWithDedup=round(len(removed & ref_removed) / len(removed | ref_removed), 4)
             if removed | ref_removed
             else 1.0,
             pairs=len(joined[name]),
-            pairsAlsoOurs=share(joined[reference], joined[name]),
-            oursAlsoFound=share(joined[name], joined[reference]),
+            pairsAlsoDedup=share(joined[reference], joined[name]),
+            dedupAlsoFound=share(joined[name], joined[reference]),
             precision=share(true_pairs, joined[name]),
             recall=share(joined[name], true_pairs),
         )
@@ -175,13 +168,13 @@ def show(title: str, summary: dict[str, Any]) -> None:
         f"planted or joined by any method): {summary['truePairs']}"
     )
     print(
-        f"{'method':18} {'sign s':>7} {'cluster s':>9} {'pairs':>6} {'removed':>7} {'same as ours':>12} "
+        f"{'method':18} {'sign s':>7} {'cluster s':>9} {'pairs':>6} {'removed':>7} {'same as dedup':>13} "
         f"{'precision':>9} {'recall':>6}"
     )
     for name, row in summary["methods"].items():
         print(
             f"{name:18} {row['signatureSeconds']:7.2f} {row['clusteringSeconds']:9.2f} {row['pairs']:6d} "
-            f"{row['removed']:7d} {row['removedJaccardWithOurs']:12.3f} {row['precision'] or 0:9.3f} "
+            f"{row['removed']:7d} {row['removedJaccardWithDedup']:13.3f} {row['precision'] or 0:9.3f} "
             f"{row['recall'] or 0:6.3f}"
         )
 
