@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sft_trainer.curation.base import Step
 from sft_trainer.curation.runner import Runner, RunResult
 from sft_trainer.curation.tokens import (
