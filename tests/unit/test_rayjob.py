@@ -183,3 +183,24 @@ def test_the_submitter_writes_the_reports_status_as_its_termination_message(tmp_
         capture_output=True,
     )
     assert json.loads(log.read_text()) == report["status"]
+
+
+@pytest.mark.parametrize(
+    ("report", "says"),
+    [(None, "does not exist"), ({"error": "input not found"}, "the curation failed (input not found)")],
+)
+def test_without_a_successful_report_the_submitter_fails_and_says_why(
+    tmp_path: Path, report: dict[str, Any] | None, says: str
+) -> None:
+    path = tmp_path / "report.json"
+    if report is not None:
+        path.write_text(json.dumps(report))
+    log = tmp_path / "termination-log"
+    done = subprocess.run(
+        [sys.executable, "-m", "sft_trainer.termination", str(path)],
+        env={"SFT_TERMINATION_LOG": str(log), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and says in done.stderr
+    assert not log.exists()

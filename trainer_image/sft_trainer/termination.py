@@ -75,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m sft_trainer.termination REPORT_JSON", file=sys.stderr)
         return 2
-    report = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+    path = Path(args[0])
+    if not path.is_file():
+        print(f"{path} does not exist: the curation did not finish", file=sys.stderr)
+        return 1
+    report = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(report.get("status"), dict):
-        print(f"{args[0]} has no status block", file=sys.stderr)
+        print(
+            f"{path} has no status block: the curation failed ({report.get('error', 'no error recorded')})",
+            file=sys.stderr,
+        )
         return 1
     write_termination_summary(report["status"])
     print(compact(report["status"]))
