@@ -185,3 +185,12 @@ def test_a_ray_curation_becomes_a_rayjob_that_kuberay_runs_and_suspends(
 
 def ray_pods(api: Api, ns: str) -> list[dict[str, Any]]:
     return [p for p in api.pods(ns) if "ray.io/node-type" in (p["metadata"].get("labels") or {})]
+
+
+def test_the_api_server_refuses_an_engine_inside_spec_curation(crds_installed: Kubectl) -> None:
+    """spec.engine is the one place: spec.curation has no engine field (kubectl validates strictly)."""
+    manifest = curation_manifest("default", "inside", curation={"engine": {"type": "ray"}})
+    refused = crds_installed.apply(json.dumps(manifest), "--dry-run=server")
+    assert refused.returncode != 0 and 'unknown field "spec.curation.engine"' in refused.stderr
+    accepted = crds_installed.apply(json.dumps(ray_curation("default", "outside")), "--dry-run=server")
+    assert accepted.returncode == 0, accepted.stderr
