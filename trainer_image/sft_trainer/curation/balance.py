@@ -56,6 +56,7 @@ def budget_cap(counts: Counter[str], max_drop: int) -> int:
 
 class Balance(SetStep):
     name = "balance"
+    reads_text = False
 
     def __init__(
         self,

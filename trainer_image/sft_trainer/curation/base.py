@@ -95,7 +95,21 @@ class SetStep(Step):
     """A step that must see the whole set (duplicates, balance, token statistics).
 
     `select` returns {position in `convs`: reason code} for the records it stops.
+
+    A streaming engine (`streaming.py`, `ray_engine.py`) does not hold the
+    texts of a large set: it calls `prepare` on batches while the texts are
+    there, then `select` on records that keep only `meta`, the `features`
+    named in `reads_features`, and their messages only for a step that
+    `reads_text`.
     """
+
+    reads_text: ClassVar[bool] = True
+    """`select` reads the records' messages (a streaming engine then keeps the survivors' texts for it)."""
+    reads_features: ClassVar[tuple[str, ...]] = ()
+    """Keys of `conv.features` that `select` reads (what `prepare` writes included)."""
+
+    def prepare(self, convs: Sequence[Conversation]) -> None:  # noqa: B027 - most set steps need nothing
+        """Write into `conv.features` the compact features `select` needs from the text."""
 
     @abstractmethod
     def select(self, convs: Sequence[Conversation]) -> dict[int, str]: ...

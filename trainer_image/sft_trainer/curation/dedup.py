@@ -28,11 +28,12 @@ really are within the threshold of one another (through its members).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -66,20 +67,46 @@ def _mark_cluster(members: list[int], convs: Sequence[Conversation], kind: str, 
     return {i: code for i in members if i != keeper}
 
 
+EXACT_KEY = "exact_key"
+MINHASH = "minhash"
+
+
+def exact_key(conv: Conversation) -> bytes:
+    """128-bit digest of the normalised turns: equal for exact duplicates, 16 bytes to keep instead of the text."""
+    text = "\x1f".join(f"{m.role}:{normalise(m.content)}" for m in conv.messages if m.role != "system")
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def equal_key_groups(keys: Sequence[bytes]) -> list[list[int]]:
+    """Positions sharing a key, groups of 2+ (the one-pod way; the Ray engine groups by key on the cluster)."""
+    groups: dict[bytes, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return [members for members in groups.values() if len(members) > 1]
+
+
 class ExactDedup(SetStep):
     """Records whose normalised text is identical; the best-scored one survives."""
 
     name = "dedup"
+    reads_text = False
+    reads_features = (EXACT_KEY,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.find_groups: Callable[[Sequence[bytes]], list[list[int]]] = equal_key_groups
+        """How groups of equal keys are found: here, or distributed (`ray_engine.py`); same groups either way."""
+
+    def prepare(self, convs: Sequence[Conversation]) -> None:
+        for conv in convs:
+            if EXACT_KEY not in conv.features:
+                conv.features[EXACT_KEY] = exact_key(conv)
 
     def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
-        groups: dict[str, list[int]] = {}
-        for i, conv in enumerate(convs):
-            key = "\x1f".join(f"{m.role}:{normalise(m.content)}" for m in conv.messages if m.role != "system")
-            groups.setdefault(key, []).append(i)
+        self.prepare(convs)
         stopped: dict[int, str] = {}
-        for members in groups.values():
-            if len(members) > 1:
-                stopped.update(_mark_cluster(members, convs, "exact", "exact_duplicate"))
+        for members in self.find_groups([conv.features[EXACT_KEY] for conv in convs]):
+            stopped.update(_mark_cluster(members, convs, "exact", "exact_duplicate"))
         return stopped
 
 
@@ -179,12 +206,10 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
-def near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> list[list[int]]:
-    """Clusters (lists of row numbers, 2+ members) of records joined by confirmed LSH candidate pairs."""
+def confirmed_pairs(signatures: np.ndarray, threshold: float) -> Iterable[tuple[int, int]]:
+    """(row, leader) pairs: rows sharing an LSH band bucket with the bucket's first row, at estimated Jaccard >= threshold."""
     n, permutations = signatures.shape
     bands, rows = lsh_bands(threshold, permutations)
-    union = _UnionFind(n)
-    joined = False
     for band in range(bands):
         block = np.ascontiguousarray(signatures[:, band * rows : (band + 1) * rows])
         keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
@@ -195,8 +220,22 @@ def near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> list[li
             continue
         similarity = (signatures[others] == signatures[leader[others]]).mean(axis=1)
         for i in others[similarity >= threshold]:
-            union.union(int(i), int(leader[i]))
-            joined = True
+            yield int(i), int(leader[i])
+
+
+def near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> list[list[int]]:
+    """Clusters (lists of row numbers, 2+ members) of records joined by confirmed LSH candidate pairs."""
+    return clusters_of_pairs(len(signatures), confirmed_pairs(signatures, threshold))
+
+
+def clusters_of_pairs(n: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Connected components (2+ members) of `pairs` over rows 0..n-1: each starts with its smallest row, then
+    the others ascending; components ordered by their second-smallest row. The same list whatever the pairs' order."""
+    union = _UnionFind(n)
+    joined = False
+    for i, j in pairs:
+        union.union(i, j)
+        joined = True
     if not joined:
         return []
     roots = np.array([union.find(i) for i in range(n)])
@@ -210,20 +249,35 @@ class NearDedup(SetStep):
     """Near duplicates by MinHash + LSH over word n-grams; the best-scored record of each cluster survives."""
 
     name = "dedup"
+    reads_text = False
+    reads_features = (MINHASH,)
 
     def __init__(self, *, ngram: int = 5, permutations: int = 128, threshold: float = 0.8, seed: int = 0) -> None:
         super().__init__()
         self.ngram, self.permutations, self.threshold, self.seed = ngram, permutations, threshold, seed
+        self.find_clusters: Callable[[np.ndarray, float], list[list[int]]] = near_duplicate_clusters
+        """How the LSH clusters are found: here, or distributed (`ray_engine.py`); same clusters either way."""
         self.clusters: list[list[int]] = []
         self.cluster_sources: list[list[int]] = []
         """Each cluster's members by source_index (positions mean nothing outside the set this step saw)."""
 
+    def prepare(self, convs: Sequence[Conversation]) -> None:
+        """Each record's MinHash signature; a record's signature does not depend on the batch it is computed in."""
+        todo = [conv for conv in convs if MINHASH not in conv.features]
+        if not todo:
+            return
+        hashes, offsets = shingle_hashes([conversation_text(c) for c in todo], self.ngram, self.seed)
+        for conv, signature in zip(
+            todo, minhash_signatures(hashes, offsets, self.permutations, self.seed), strict=True
+        ):
+            conv.features[MINHASH] = signature
+
     def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
         if len(convs) < 2:
             return {}
-        hashes, offsets = shingle_hashes([conversation_text(c) for c in convs], self.ngram, self.seed)
-        signatures = minhash_signatures(hashes, offsets, self.permutations, self.seed)
-        self.clusters = near_duplicate_clusters(signatures, self.threshold)
+        self.prepare(convs)
+        signatures = np.stack([conv.features[MINHASH] for conv in convs])
+        self.clusters = self.find_clusters(signatures, self.threshold)
         self.cluster_sources = [[convs[i].source_index for i in members] for members in self.clusters]
         stopped: dict[int, str] = {}
         for members in self.clusters:

@@ -13,65 +13,24 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..config.curation import CurationRunConfig
-from ..formats import DatasetReadError, read_dataset
+from ..cpus import usable_cpus
+from ..formats import DatasetReadError
 from ..paths import check_run_paths
 from ..progress import ProgressServer
 from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from ..termination import write_termination_summary
-from .pipeline import CurationResult, curate
 from .report import build_report, render_html
-from .runner import AccountingError, usable_cpus
+from .runner import AccountingError
+from .streaming import InputShards, StreamingEngine, curate_in_shards
 
 # The accounting check failed: a bug, not a configuration problem.
 EXIT_ACCOUNTING_ERROR = 3
 
 OUTPUT_FILES = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json", "report.html")
-
-
-def record_line(record: dict[str, Any]) -> str:
-    # default=str: a Parquet input can hand us bytes, timestamps and decimals,
-    # which a rejected record must still be written with.
-    try:
-        line = json.dumps(record, ensure_ascii=False, default=str)
-        line.encode("utf-8")  # invalid UTF-8 read from the input survives as lone surrogates
-        return line
-    except UnicodeEncodeError:
-        return json.dumps(record, ensure_ascii=True, default=str)
-
-
-def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(record_line(record) + "\n")
-
-
-def write_outputs(result: CurationResult, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / "curated.jsonl", (c.to_record() for c in result.curated))
-    _write_jsonl(
-        out / "rejected.jsonl",
-        (
-            {
-                "source_index": r.source_index,
-                "reasons": r.reasons,
-                **({"detail": r.detail} if r.detail else {}),
-                **r.extra,
-                "record": r.raw,
-            }
-            for r in result.rejected
-        ),
-    )
-    _write_jsonl(out / "review.jsonl", ({**c.to_record(), "reasons": reasons} for c, reasons in result.review))
-    control = out / "control.jsonl"
-    if result.selection:
-        _write_jsonl(control, (c.to_record() for c in result.control))
-    else:
-        control.unlink(missing_ok=True)  # a control left by an earlier run with a selection would mislead
 
 
 def verify_accounting(out: Path, input_count: int) -> None:
@@ -157,9 +116,7 @@ def _run(cfg: CurationRunConfig, progress: Callable[[str, int, int], None], work
         return EXIT_CONFIG_ERROR
     try:
         progress("read", 0, 1)
-        items = list(read_dataset(cfg.input, cfg.format))
-        if cfg.curation.max_records is not None:
-            items = items[: cfg.curation.max_records]
+        shards = InputShards(cfg.input, cfg.format, max_records=cfg.curation.max_records)
         progress("read", 1, 1)
     except (DatasetReadError, ValueError) as err:
         print(f"Cannot read the dataset: {err}", file=sys.stderr)
@@ -174,9 +131,9 @@ def _run(cfg: CurationRunConfig, progress: Callable[[str, int, int], None], work
             print(f"Cannot load the tokenizer from tokenizer={cfg.tokenizer!r}: {err}", file=sys.stderr)
             return EXIT_CONFIG_ERROR
     try:
-        result = curate(items, cfg.curation, tokenizer, progress, workers=workers or usable_cpus())
-        progress("write", 0, 1)
-        write_outputs(result, out)
+        result, engine = curate_in_shards(
+            cfg, shards, tokenizer, progress, workers=workers or usable_cpus(), engine_class=_engine_class(cfg)
+        )
         verify_accounting(out, result.input_count)
     except ConfigError as err:  # a model folder of the spec that cannot be loaded
         print(f"Configuration error: {err}", file=sys.stderr)
@@ -189,8 +146,19 @@ def _run(cfg: CurationRunConfig, progress: Callable[[str, int, int], None], work
     report = build_report(
         result, input_path=cfg.input, seconds=time.perf_counter() - started, config=cfg.curation.to_wire()
     )
+    report["engine"] = engine.describe()
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     write_termination_summary(report["status"])  # how the operator gets the figures (it cannot read the volume)
+    engine.clean_up()
     progress("write", 1, 1)
     return 0
+
+
+def _engine_class(cfg: CurationRunConfig) -> type[StreamingEngine]:
+    """One pod streams the input in shards; `engine.type: ray` runs the same phases on a Ray cluster."""
+    if cfg.curation.engine.type == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine
+    return StreamingEngine

@@ -51,12 +51,11 @@ from .quality import QualityScore
 from .relevance import Relevance, RelevanceScores
 from .relevance import skip_note as relevance_skip_note
 from .repetition import Repetition
-from .runner import Progress, Rejection, Runner, RunResult, example
+from .runner import Progress, Rejection, Runner, RunResult, example, response_words
 from .selection import Selection
 from .semantic_dedup import SemanticDedup
 from .style import StyleJudge, StyleScore
 from .tasks import LearnedTaskLabeller, RuleTaskLabels, normalised_entropy
-from .text import last_response
 from .tokens import OodText, RareTokens, TemplateCheck, TokenBounds, Tokenize, TokenizerView
 from .validation import Validation
 
@@ -312,11 +311,22 @@ def curate(
     items = list(items)
     steps, labels, skipped = build_steps(cfg, tokenizer, records=len(items))
     run = Runner(steps, labels=labels, workers=workers, on_progress=on_progress).run(items)
-    notes = skipped + [note for step in steps for note in step.notes]
+    return CurationResult(
+        run, run_stats(run, steps), run_notes(cfg, steps, skipped, tokenizer), selection_control(steps)
+    )
+
+
+def run_notes(cfg: CurationConfig, steps: list[Step], skipped: list[str], tokenizer: TokenizerView | None) -> list[str]:
+    """What the report must say about the run: the steps left out, and each step's own notes (once each)."""
+    notes = list(dict.fromkeys(skipped + [note for step in steps for note in step.notes]))
     if tokenizer is None and _uses_tokenizer(cfg):
         notes.append("no tokenizer given: token bounds, template check and token review were skipped")
-    control = next((step.control for step in steps if isinstance(step, Selection)), [])
-    return CurationResult(run, run_stats(run, steps), notes, control)
+    return notes
+
+
+def selection_control(steps: list[Step]) -> list[Conversation]:
+    """The selection's random control; empty without a selection."""
+    return next((step.control for step in steps if isinstance(step, Selection)), [])
 
 
 def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
@@ -330,8 +340,8 @@ def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
         "task_counts_after": tasks_after,
         "task_entropy_before": normalised_entropy(tasks_before, categories),
         "task_entropy_after": normalised_entropy(tasks_after, categories),
-        "response_words_before": [len(last_response(c).split()) for c in before],
-        "response_words_after": [len(last_response(c).split()) for c in after],
+        "response_words_before": [response_words(c) for c in before],
+        "response_words_after": [response_words(c) for c in after],
         "gptism_before": [_score(c, "gptism_density") for c in before],
         "gptism_after": [_score(c, "gptism_density") for c in after],
         "dup_clusters": [],

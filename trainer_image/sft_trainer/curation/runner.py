@@ -21,12 +21,10 @@ curated, rejected and review; `run` checks that before returning.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..formats import Conversation, RejectedRecord
@@ -94,6 +92,16 @@ class RunResult:
     def flags_by_reason(self) -> Counter[str]:
         """Every reason of every rejected record (a record can have several)."""
         return Counter(reason for r in self.rejected for reason in r.reasons)
+
+
+RESPONSE_WORDS = "response_words"
+"""A compact record's feature: its response's word count (the report's length histograms)."""
+
+
+def response_words(conv: Conversation) -> int:
+    """The response's word count: kept by a compact record (streaming), counted from the text otherwise."""
+    stored = conv.features.get(RESPONSE_WORDS)
+    return int(stored) if stored is not None else len(last_response(conv).split())
 
 
 def safe_text(text: str) -> str:
@@ -231,8 +239,26 @@ def stages_of(steps: Sequence[Step], labels: dict[int, str]) -> list[Stage]:
     return stages
 
 
+@dataclass
+class Advance:
+    """What running the stages over some records left: the survivors and the figures to add up."""
+
+    survivors: list[Conversation]
+    judged: list[Conversation] | None
+    """The records that passed the gates among these stages; None when they hold no gate."""
+    funnel: list[tuple[str, int]]
+    """Records still in the running after each stage."""
+    timings: list[StepTiming]
+
+
 class Runner:
-    """Runs a step list over parsed records; `labels` names steps for progress ("filter", "tokens"...)."""
+    """Runs a step list over parsed records; `labels` names steps for progress ("filter", "tokens"...).
+
+    `run` takes a whole set. A streaming engine calls `advance` on shards (a
+    runner per run of per-record stages, reused shard after shard) and on the
+    compact survivors for a set step; routed records gather in `rejected`,
+    `review` and `examples` until it takes them (`take_routed`).
+    """
 
     def __init__(
         self,
@@ -246,21 +272,44 @@ class Runner:
         self.stages = stages_of(self.steps, labels or {})
         self.workers = workers
         self.progress = on_progress or (lambda stage, done, total: None)
-
-    def run(self, items: Iterable[Conversation | RejectedRecord]) -> RunResult:
-        items = list(items)
         self.rejected: list[Rejection] = []
         self.review: list[tuple[Conversation, list[str]]] = []
         self.examples: dict[str, list[dict[str, Any]]] = {}
-        survivors: list[Conversation] = []
+
+    def run(self, items: Iterable[Conversation | RejectedRecord]) -> RunResult:
+        items = list(items)
+        parsed = self.take_parsed(items)
+        advance = self.advance(parsed)
+        self.rejected.sort(key=lambda r: r.source_index)
+        result = RunResult(
+            len(items),
+            advance.survivors,
+            self.rejected,
+            self.review,
+            _merge_funnel([("input", len(items)), ("parsed", len(parsed)), *advance.funnel]),
+            self.steps,
+            self.examples,
+            advance.judged if advance.judged is not None else list(advance.survivors),
+            advance.timings,
+        )
+        check_partition(result)
+        return result
+
+    def take_parsed(self, items: Iterable[Conversation | RejectedRecord]) -> list[Conversation]:
+        """The parsed records; those that could not be parsed are routed to rejected."""
+        parsed: list[Conversation] = []
         for item in items:
             if isinstance(item, RejectedRecord):
                 self._reject_unparsed(item)
             else:
-                survivors.append(item)
-        funnel = [("input", len(items)), ("parsed", len(survivors))]
+                parsed.append(item)
+        return parsed
+
+    def advance(self, survivors: list[Conversation]) -> Advance:
+        """Run every stage over `survivors`; the records stopped are routed."""
         judged: list[Conversation] | None = None
         timings: list[StepTiming] = []
+        funnel: list[tuple[str, int]] = []
         for stage in self.stages:
             started = time.perf_counter()
             before = len(survivors)
@@ -273,20 +322,13 @@ class Runner:
             else:
                 timings += [StepTiming(f.name, "filter", f.seen, round(f.seconds, 4)) for f in stage.steps]
             funnel.append((stage.label, len(survivors)))
-        self.rejected.sort(key=lambda r: r.source_index)
-        result = RunResult(
-            len(items),
-            survivors,
-            self.rejected,
-            self.review,
-            _merge_funnel(funnel),
-            self.steps,
-            self.examples,
-            judged if judged is not None else list(survivors),
-            timings,
-        )
-        check_partition(result)
-        return result
+        return Advance(survivors, judged, funnel, timings)
+
+    def take_routed(self) -> tuple[list[Rejection], list[tuple[Conversation, list[str]]]]:
+        """The records routed since the last call (rejected, review); `examples` keeps accumulating."""
+        routed = self.rejected, self.review
+        self.rejected, self.review = [], []
+        return routed
 
     def _run_stage(
         self, stage: Stage, convs: list[Conversation]
@@ -382,15 +424,3 @@ def check_partition(result: RunResult) -> None:
     missing = sorted(set(range(result.input_count)) - set(where))
     if doubled or missing:
         raise AccountingError(f"records in two outputs: {doubled[:5]}; records in none: {missing[:5]}")
-
-
-def usable_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a pod's CPU limit)."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass  # no cgroup v2 quota visible: the affinity is the limit
-    return cpus

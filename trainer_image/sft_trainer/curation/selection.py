@@ -56,6 +56,8 @@ def task_quotas(counts: dict[str, int], total: int) -> dict[str, int]:
 
 class Selection(SetStep):
     name = "selection"
+    reads_text = False
+    reads_features = ("prompt_emb",)
 
     def __init__(
         self,

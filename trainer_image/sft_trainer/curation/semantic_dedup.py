@@ -165,6 +165,7 @@ class SemanticDedup(SetStep):
     """Prompts whose embeddings are within the threshold; the best-scored record of each cluster survives."""
 
     name = "dedup"
+    reads_features = (PROMPT,)
 
     def __init__(self, config: DedupStep, embedder: Embedder) -> None:
         super().__init__()

@@ -1,0 +1,262 @@
+"""The Ray backend: the one-pod phases (`streaming.py`) run as Ray Data stages on a Ray cluster.
+
+- A pass is a `map_batches` over the input's shards on an actor pool of
+  `engine.workers` actors (`engine.cpusPerWorker` CPUs and
+  `engine.gpusPerWorker` GPUs each): every actor builds the step list once
+  (the model judges load once per actor, on its GPU when it has one), reads
+  its shards from the shared input file, runs the same `run_pass_on_shard` as
+  one pod and writes the part files to the shared output folder. Ray retries
+  a failed worker's shards.
+- Exact and near dedup group on the cluster: exact keys, and MinHash band
+  buckets, by a Ray Data `groupby`; each bucket pairs its members with its
+  smallest row (the one-pod LSH's leader), near pairs are confirmed by their
+  signatures in `map_batches`, and the connected components are taken on the
+  driver from the pairs (`dedup.clusters_of_pairs`): the same clusters, so
+  the same survivors, as one pod.
+- Balance, selection and the other set steps run on the gathered compact
+  records on the driver, the output pass and the merge as one pod does, with
+  the same accounting check.
+
+The driver connects to the cluster named by `RAY_ADDRESS` (a KubeRay RayJob
+sets it for its submitter), or starts a local one (loopback) when it is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..config.curation import CurationRunConfig, EngineSettings
+from ..formats import Conversation
+from .dedup import ExactDedup, NearDedup, clusters_of_pairs, lsh_bands
+from .runner import Progress, Runner
+from .streaming import (
+    InputShards,
+    Keep,
+    Phase,
+    ShardOutcome,
+    StreamingEngine,
+    keep_after,
+    plan_phases,
+    run_pass_on_shard,
+)
+
+# Rows of a bucket beyond this many are paired with the leader in slices (bounds one group's batch).
+_MAX_GROUP_ROWS = 1 << 16
+
+
+def connect(settings: EngineSettings) -> str:
+    """Join the cluster of `RAY_ADDRESS`, or start a local one sized for the workers; returns which."""
+    import ray
+
+    if ray.is_initialized():
+        return "existing"
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return address
+    ray.init(
+        num_cpus=max(1, round(settings.workers * settings.cpus_per_worker)),
+        num_gpus=settings.workers * settings.gpus_per_worker,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+    )
+    return "local"
+
+
+class PassWorker:
+    """A Ray Data actor: the step list built once, then one shard of the input per row."""
+
+    def __init__(self, cfg: dict[str, Any], phase: int, shards: InputShards, out: str) -> None:
+        from .pipeline import build_steps
+
+        run_cfg = CurationRunConfig.model_validate(cfg)
+        tokenizer = None
+        if run_cfg.tokenizer:
+            from .tokens import TokenizerView
+
+            tokenizer = TokenizerView.load(run_cfg.tokenizer)
+        self.steps, labels, _ = build_steps(run_cfg.curation, tokenizer, records=shards.count)
+        phases = plan_phases(self.steps)
+        self.phase = phases[phase]
+        self.keep = keep_after(phases, phase, self.steps)
+        self.shards = shards
+        self.out = out
+        self.runner = Runner(
+            self.phase.steps, labels=labels, workers=max(1, int(run_cfg.curation.engine.cpus_per_worker))
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from pathlib import Path
+
+        outcomes = []
+        for shard, alive in zip(batch["shard"], batch["alive"], strict=True):
+            state = pickle.loads(alive) if len(alive) else None
+            items = self.shards.read(int(shard))
+            outcome = run_pass_on_shard(
+                self.runner, self.phase, self.keep, self.steps, items, int(shard), state, Path(self.out)
+            )
+            self.runner.examples.clear()
+            outcomes.append(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"shard": batch["shard"], "outcome": np.array(outcomes, dtype=object)}
+
+
+class RayEngine(StreamingEngine):
+    """The streaming engine with each pass's shards on a Ray actor pool and dedup grouped on the cluster."""
+
+    engine = "ray"
+
+    def __init__(
+        self,
+        cfg: CurationRunConfig,
+        steps: list[Any],
+        labels: dict[int, str],
+        shards: InputShards,
+        *,
+        workers: int = 1,
+        on_progress: Progress | None = None,
+    ) -> None:
+        self.settings = cfg.curation.engine
+        super().__init__(cfg, steps, labels, shards, workers=self.settings.workers, on_progress=on_progress)
+        self.cluster = connect(self.settings)
+        for step in steps:
+            if isinstance(step, ExactDedup):
+                step.find_groups = ray_equal_key_groups
+            if isinstance(step, NearDedup):
+                step.find_clusters = ray_near_duplicate_clusters
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "cluster": self.cluster,
+            "cpusPerWorker": self.settings.cpus_per_worker,
+            "gpusPerWorker": self.settings.gpus_per_worker,
+        }
+
+    def run_pass(
+        self, phase: Phase, keep: Keep, alive_by_shard: list[dict[int, Conversation] | None]
+    ) -> Iterator[ShardOutcome]:
+        import ray
+
+        rows = [
+            {"shard": k, "alive": b"" if alive is None else pickle.dumps(alive, protocol=pickle.HIGHEST_PROTOCOL)}
+            for k, alive in enumerate(alive_by_shard)
+        ]
+        dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map_batches(
+            PassWorker,
+            fn_constructor_kwargs={
+                "cfg": self.cfg.model_dump(mode="json"),
+                "phase": phase.index,
+                "shards": self.shards,
+                "out": str(self.out),
+            },
+            batch_size=1,
+            concurrency=self.settings.workers,
+            num_cpus=self.settings.cpus_per_worker,
+            num_gpus=self.settings.gpus_per_worker or None,
+        )
+        done = 0
+        for row in dataset.iter_rows():
+            outcome: ShardOutcome = pickle.loads(row["outcome"])
+            done += outcome.parsed
+            self.progress(self._label(phase), done, self.shards.count)
+            yield outcome
+
+    def absorb(self, phase: Phase, outcome: ShardOutcome) -> None:
+        """The workers' steps counted: add their counts to the driver's steps (the report reads these)."""
+        for step, counted in zip(phase.steps, outcome.counters, strict=True):
+            step.seen += counted.seen
+            step.drops.update(counted.drops)
+            step.seconds += counted.seconds
+            step.notes += [note for note in counted.notes if note not in step.notes]
+
+
+# -- dedup grouped on the cluster ---------------------------------------------------------
+
+
+def _leader_pairs(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every member of a bucket paired with the bucket's smallest row (the one-pod LSH's leader)."""
+    positions = np.asarray(group["position"], dtype=np.int64)
+    if len(positions) < 2:
+        return {"position": np.zeros(0, dtype=np.int64), "leader": np.zeros(0, dtype=np.int64)}
+    leader = positions.min()
+    others = positions[positions != leader]
+    return {"position": others, "leader": np.full(len(others), leader, dtype=np.int64)}
+
+
+def _pairs(dataset: Any) -> list[tuple[int, int]]:
+    pairs: list[tuple[int, int]] = []
+    for batch in dataset.iter_batches(batch_format="numpy", batch_size=_MAX_GROUP_ROWS):
+        pairs += zip(batch["position"].tolist(), batch["leader"].tolist(), strict=True)
+    return pairs
+
+
+def ray_equal_key_groups(keys: Sequence[bytes]) -> list[list[int]]:
+    """`dedup.equal_key_groups` by a Ray Data group-by on the key: the same groups."""
+    import ray
+
+    if len(keys) < 2:
+        return []
+    dataset = ray.data.from_items([{"position": i, "key": key.hex()} for i, key in enumerate(keys)])
+    pairs = _pairs(dataset.groupby("key").map_groups(_leader_pairs, batch_format="numpy"))
+    return clusters_of_pairs(len(keys), pairs)
+
+
+class _BandKeys:
+    """(band, bucket, position) rows of a batch of positions: the bucket is the band's slice of the signature."""
+
+    def __init__(self, signatures: list[Any], rows: int, bands: int) -> None:
+        import ray
+
+        self.signatures: np.ndarray = ray.get(signatures[0])
+        self.rows, self.bands = rows, bands
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        positions = np.asarray(batch["id"], dtype=np.int64)
+        bands, buckets, members = [], [], []
+        for band in range(self.bands):
+            block = self.signatures[positions, band * self.rows : (band + 1) * self.rows]
+            bands.append(np.full(len(positions), band, dtype=np.int32))
+            buckets.append(np.array([row.tobytes().hex() for row in block], dtype=object))
+            members.append(positions)
+        return {"band": np.concatenate(bands), "bucket": np.concatenate(buckets), "position": np.concatenate(members)}
+
+
+class _ConfirmPairs:
+    """Keeps the candidate pairs whose signatures agree on at least `threshold` of the permutations."""
+
+    def __init__(self, signatures: list[Any], threshold: float) -> None:
+        import ray
+
+        self.signatures: np.ndarray = ray.get(signatures[0])
+        self.threshold = threshold
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        position = np.asarray(batch["position"], dtype=np.int64)
+        leader = np.asarray(batch["leader"], dtype=np.int64)
+        similarity = (self.signatures[position] == self.signatures[leader]).mean(axis=1)
+        keep = similarity >= self.threshold
+        return {"position": position[keep], "leader": leader[keep]}
+
+
+def ray_near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> list[list[int]]:
+    """`dedup.near_duplicate_clusters` as a distributed MinHash-LSH: band buckets by a Ray Data group-by,
+    candidate pairs with each bucket's smallest row, confirmed by the signatures; components on the driver."""
+    import ray
+
+    n, permutations = signatures.shape
+    bands, rows = lsh_bands(threshold, permutations)
+    shared = [ray.put(np.ascontiguousarray(signatures))]  # in a list: Ray hands the reference, not the array
+    buckets = ray.data.range(n).map_batches(
+        _BandKeys, fn_constructor_args=(shared, rows, bands), batch_size=4096, concurrency=1
+    )
+    candidates = buckets.groupby(["band", "bucket"]).map_groups(_leader_pairs, batch_format="numpy")
+    confirmed = candidates.map_batches(
+        _ConfirmPairs, fn_constructor_args=(shared, threshold), batch_size=_MAX_GROUP_ROWS, concurrency=1
+    )
+    return clusters_of_pairs(n, _pairs(confirmed))
