@@ -2,8 +2,11 @@
 
 These models are both the `spec.curation` of a `DatasetCuration` and the
 pipeline section of the run config the curation pod reads. Every default is
-the value we recommend for instruction data; each section can be switched off
-with `enabled: false`.
+the value we recommend for instruction data. How each step is switched off:
+most sections by `enabled: false`; `dedup` by its `exact`, `near` and
+`semantic` flags; `decontamination` runs only with `evalSets`; `selection`
+only with a `budget` or `fraction`; `embedder` is not a step (it names the
+model the steps that need embeddings share).
 """
 
 from __future__ import annotations
