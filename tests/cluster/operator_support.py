@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -19,22 +17,12 @@ from kubernetes import client
 from sftctl.commands.operator import kopf_arguments
 from support import manifests
 from support.kube import ControlPlane, free_port
+from support.manifests import condition  # noqa: F401 - the cluster tests take it from here with the rest
+from support.waiting import eventually
 
 GROUP, VERSION = "sft.trustdoc.io", "v1alpha1"
 PLURALS = {"SFTJob": "sftjobs", "DatasetCuration": "datasetcurations"}
 T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}: last value {last!r}")
 
 
 def now() -> str:
@@ -307,10 +295,6 @@ def curation_manifest(ns: str, name: str = "cur", **spec: Any) -> dict[str, Any]
 def sftjob_manifest(ns: str, name: str = "sft", **spec: Any) -> dict[str, Any]:
     """An SFTJob on CPU: the test node has no GPU."""
     return manifests.sftjob(name, ns, **{"resources": {"gpusPerNode": 0}, **spec})
-
-
-def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
 
 
 def as_yaml(manifest: dict[str, Any]) -> str:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from support.e2e import GPU_PRODUCT, GPU_TAINT, wait_for
+from support.e2e import GPU_PRODUCT, GPU_TAINT
 from support.kube import REPO_ROOT, ControlPlane, Kubectl
 from support.node_agent import NodeAgent
+from support.waiting import eventually
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,7 @@ def gpu_node(e2e_plane: ControlPlane, e2e_kubectl: Kubectl) -> Iterator[NodeAgen
         taints=[GPU_TAINT],
     )
     agent.start()
-    wait_for(lambda: _node_ready(e2e_kubectl, agent.name), 30, f"node {agent.name} Ready")
+    eventually(lambda: _node_ready(e2e_kubectl, agent.name), 30, f"node {agent.name} Ready")
     try:
         yield agent
     finally:

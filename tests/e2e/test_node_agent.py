@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.e2e import GPU_PRODUCT, bound_claim, wait_for
+from support.e2e import GPU_PRODUCT, bound_claim
 from support.kube import Kubectl
 from support.node_agent import NodeAgent
+from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -75,7 +76,7 @@ def test_gpu_job_runs_on_the_gpu_node(
     e2e_kubectl: Kubectl, gpu_node: NodeAgent, namespace: str, tmp_path: Path
 ) -> None:
     e2e_kubectl.apply(job_manifest(namespace, "hello", 2, GPU_PRODUCT, True, SCRIPT)).check_returncode()
-    wait_for(
+    eventually(
         lambda: e2e_kubectl.get_json("job", "hello", "-n", namespace).get("status", {}).get("succeeded"),
         60,
         "job hello to succeed",
@@ -93,7 +94,7 @@ def test_failing_container_reports_its_exit_code(e2e_kubectl: Kubectl, gpu_node:
     e2e_kubectl.apply(
         job_manifest(namespace, "boom", 1, GPU_PRODUCT, True, "import sys; sys.exit(42)")
     ).check_returncode()
-    wait_for(
+    eventually(
         lambda: e2e_kubectl.get_json("job", "boom", "-n", namespace).get("status", {}).get("failed"),
         60,
         "job boom to fail",
@@ -124,6 +125,6 @@ def test_scheduler_refuses_pods_that_do_not_fit(
                 return str(condition.get("message", ""))
         return ""
 
-    message = wait_for(unschedulable_message, 30, "the scheduler to refuse the pod")
+    message = eventually(unschedulable_message, 30, "the scheduler to refuse the pod")
     assert why in message
     assert not pods_of(e2e_kubectl, namespace, "unfit")[0]["spec"].get("nodeName")

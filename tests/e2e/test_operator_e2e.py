@@ -18,9 +18,11 @@ from typing import Any
 import pytest
 
 from support.browser import render_dom, sections
-from support.e2e import GPU_PRODUCT, bound_claim, operator_process, wait_for
+from support.e2e import GPU_PRODUCT, bound_claim, operator_process
 from support.kube import ControlPlane, Kubectl
+from support.manifests import condition
 from support.node_agent import NodeAgent
+from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 NAMESPACE = "e2e-flow"
@@ -92,13 +94,6 @@ def manifests() -> list[dict[str, Any]]:
     return [curation, job]
 
 
-def condition(obj: dict[str, Any], kind: str) -> str | None:
-    for item in (obj.get("status") or {}).get("conditions", []):
-        if item["type"] == kind:
-            return str(item["status"])
-    return None
-
-
 def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
     e2e_kubectl: Kubectl, gpu_node: NodeAgent, claims: Path, operator: subprocess.Popen[bytes]
 ) -> None:
@@ -113,7 +108,7 @@ def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
         )
 
     # The SFTJob waits for its dataset first.
-    waiting = wait_for(
+    waiting = eventually(
         lambda: kubectl.get_json("sft", "tiny-lora", "-n", NAMESPACE).get("status", {}).get("phase"),
         60,
         "the SFTJob to report a phase",
@@ -121,9 +116,10 @@ def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
     )
     assert waiting in ("Waiting", "Pending", "Running")
 
-    curated = wait_for(
+    curated = eventually(
         lambda: (
-            condition(kubectl.get_json("dcur", "lima", "-n", NAMESPACE), "Ready") == "True"
+            condition(kubectl.get_json("dcur", "lima", "-n", NAMESPACE).get("status") or {}, "Ready").get("status")
+            == "True"
             and kubectl.get_json("dcur", "lima", "-n", NAMESPACE)
         ),
         300,
@@ -135,9 +131,12 @@ def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
     assert counts["curated"] + counts["rejected"] + counts["review"] == 150
     assert curated["status"]["taskEntropyAfter"] > 0
 
-    done = wait_for(
+    done = eventually(
         lambda: (
-            condition(kubectl.get_json("sft", "tiny-lora", "-n", NAMESPACE), "Succeeded") == "True"
+            condition(kubectl.get_json("sft", "tiny-lora", "-n", NAMESPACE).get("status") or {}, "Succeeded").get(
+                "status"
+            )
+            == "True"
             and kubectl.get_json("sft", "tiny-lora", "-n", NAMESPACE)
         ),
         600,
@@ -171,7 +170,7 @@ def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
 
     # Deleting the CR removes what the operator created (the real garbage collector).
     kubectl.run("delete", "sft", "tiny-lora", "-n", NAMESPACE, check=True)
-    wait_for(
+    eventually(
         lambda: not kubectl.get_json("jobs", "-n", NAMESPACE, "-l", "sft.trustdoc.io/sftjob=tiny-lora")["items"],
         60,
         "the training Job to be garbage-collected",

@@ -5,38 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import pytest
-
 from .kube import ControlPlane, Kubectl, free_port
+from .waiting import eventually
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 GPU_PRODUCT = "NVIDIA-H100-TEST"
 T = TypeVar("T")
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    timeout: float,
-    what: str,
-    interval: float = 0.5,
-    diagnose: Callable[[], str] | None = None,
-) -> T:
-    """Poll `predicate` until it returns something truthy; fail naming `what` (and what `diagnose` says)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    details = f"\n{diagnose()}" if diagnose else ""
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}){details}")
 
 
 def bound_claim(kubectl: Kubectl, namespace: str, claim: str, folder: Path) -> None:
@@ -69,7 +48,7 @@ def bound_claim(kubectl: Kubectl, namespace: str, claim: str, folder: Path) -> N
     }
     result = kubectl.apply_objects(volume, volume_claim)
     assert result.returncode == 0, result.stderr
-    wait_for(
+    eventually(
         lambda: kubectl.get_json("pvc", claim, "-n", namespace).get("status", {}).get("phase") == "Bound",
         30,
         f"claim {namespace}/{claim} to be bound",

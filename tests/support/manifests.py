@@ -40,3 +40,8 @@ def curation(name: str = "cur", namespace: str | None = None, uid: str | None = 
         "output": {"pvc": {"claimName": "outputs", "path": f"curation/{name}"}},
     }
     return _manifest("DatasetCuration", name, namespace, uid, {**body, **spec})
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The condition of `type_` in an object's status ({} when it has none)."""
+    return next((c for c in (status or {}).get("conditions", []) if c["type"] == type_), {})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from sft_trainer.config import TrainingConfig, TrainRunConfig
 from sft_trainer.runconfig import EXIT_CONFIG_ERROR
 from sft_trainer.training.entrypoint import run_from_config
+from support.kube import free_port
 
 FAST_PROBES = {"memorisationPrompts": 2, "maxNewTokens": 8}
 # Every suite, at sizes a tiny model answers in seconds (tests/trainer/test_evaluation_after_training.py checks the figures).
@@ -40,12 +40,6 @@ def run_config(model: Path, dataset: Path, out: Path, **training) -> TrainRunCon
     return TrainRunConfig.model_validate(
         {"model": str(model), "dataset": str(dataset), "outputDir": str(out), "training": settings}
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fetch(url: str) -> str:
