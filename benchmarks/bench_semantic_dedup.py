@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trainer_image"))
 
 from sft_trainer.config.curation import DedupStep, EmbedderStep  # noqa: E402
 from sft_trainer.curation.embeddings import Embeddings  # noqa: E402
-from sft_trainer.curation.noise import calibration_half, load_alpaca, load_lima  # noqa: E402
+from sft_trainer.curation.noise import calibration_half, load_alpaca, load_lima, reword  # noqa: E402
 from sft_trainer.curation.semantic_dedup import (  # noqa: E402
     SemanticDedup,
     operands,
@@ -48,58 +47,6 @@ from sft_trainer.models.embedder import STATIC, load_embedder  # noqa: E402
 
 MAX_FALSE_JOINS = 0.005
 GRID = [round(x, 2) for x in np.arange(0.70, 0.991, 0.02)]
-
-_SYNONYMS = {
-    "give": "provide",
-    "list": "name",
-    "describe": "explain",
-    "explain": "describe",
-    "generate": "create",
-    "write": "compose",
-    "make": "create",
-    "suggest": "recommend",
-    "find": "identify",
-    "tell": "let me know",
-    "short": "brief",
-    "example": "instance",
-    "ways": "methods",
-    "tips": "pieces of advice",
-    "important": "significant",
-    "big": "large",
-    "help": "assist",
-    "use": "utilize",
-    "show": "demonstrate",
-    "good": "great",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "what's": "what is",
-    "how": "in what way",
-}
-_PREFIXES = ("", "Please ", "Could you ", "Can you ", "I would like you to ", "I need you to ", "Hey, ")
-_SUFFIXES = ("", " Thanks!", " Please answer briefly.", " Thank you.", " I'd appreciate it.")
-
-
-def reword(prompt: str, rng: random.Random) -> str:
-    """The same request in other words: synonyms for some words, a polite frame around it."""
-
-    def swap(match: re.Match[str]) -> str:
-        word = match.group()
-        other = _SYNONYMS.get(word.lower())
-        if other is None or rng.random() < 0.3:
-            return word
-        return other.capitalize() if word[0].isupper() else other
-
-    # The instruction is reworded; the material it works on (later paragraphs) stays as it is.
-    instruction, material = split_request(prompt)
-    text = re.sub(r"[A-Za-z']+", swap, instruction)
-    prefix = rng.choice(_PREFIXES)
-    if prefix and text:
-        text = prefix + text[0].lower() + text[1:]
-    if material:
-        return text.rstrip(".") + ": " + material if ": " in prompt.split("\n\n")[0] else text + "\n\n" + material
-    return text + rng.choice(_SUFFIXES)
 
 
 def choose_threshold(embedder_name: str) -> float:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from support.data import SHARED_DATA
 from support.kube import REPO_ROOT, ControlPlane, Kubectl, install_crds
 
-SHARED_DATA = Path(os.environ.get("SFT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 # The curation's default models (SmolLM2 scorer, static embedder) where `make model` put them, so a
 # test never converts or distils them again into the temp dir (minutes each).
 os.environ.setdefault("SFT_MODEL_CACHE", str(REPO_ROOT / ".cache" / "models"))

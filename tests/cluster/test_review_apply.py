@@ -36,9 +36,9 @@ from support.label_studio import TOKEN, annotate, label_studio_server
 from support.label_studio import api as ls_api
 
 sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "curation"))
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from curation_corpora import DATA  # noqa: E402
 from test_review import curate_into, plant  # noqa: E402
+
+from support.data import SHARED_DATA as DATA  # noqa: E402
 
 pytestmark = pytest.mark.cluster
 PROJECT = "cluster review"

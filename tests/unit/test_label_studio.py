@@ -45,8 +45,7 @@ from support.label_studio import PASSWORD, TOKEN, USER, annotate, api, label_stu
 sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "curation"))
 from test_review import curate_into, plant  # noqa: E402  (the review tests' real curation of planted Alpaca)
 
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from curation_corpora import DATA  # noqa: E402
+from support.data import SHARED_DATA as DATA  # noqa: E402
 
 PROJECT = "trustdoc review test"
 

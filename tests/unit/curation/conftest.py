@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests" / "data" / "curation"))
 
-from curation_corpora import DATA  # noqa: E402
+from support.data import SHARED_DATA as DATA  # noqa: E402
 
 TOKENIZER_DIR = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bench_semantic_dedup import reword
 
 from sft_trainer.config.curation import DedupStep, EmbedderStep
 from sft_trainer.curation import noise
@@ -47,7 +46,7 @@ def test_rewordings_are_removed_and_the_better_scored_copy_survives(held_out, em
     originals = [_record(c.messages[0].content, c.messages[1].content, c.source_index) for c in held_out]
     rng = random.Random(1)
     copies = [
-        _record(reword(c.messages[0].content, rng), c.messages[1].content, 100_000 + i, quality=1.0)
+        _record(noise.reword(c.messages[0].content, rng), c.messages[1].content, 100_000 + i, quality=1.0)
         for i, c in enumerate(originals[:REWORDED])
     ]
     convs = originals + copies

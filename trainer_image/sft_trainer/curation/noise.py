@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formats import Conversation, Message, RejectedRecord, read_dataset
+from .semantic_dedup import split_request
 from .text import ONES_WORDS, TENS_WORDS
 
 KINDS: tuple[str, ...] = (
@@ -628,3 +629,62 @@ def judgement_table(
         row["rate"] = round(row["caught"] / row["records"], 4) if row["records"] else 0.0
         row["rejected_rate"] = round(row["rejected"] / row["records"], 4) if row["records"] else 0.0
     return table
+
+
+# -- Rewordings (semantic dedup's planted duplicates)
+
+_SYNONYMS = {
+    "give": "provide",
+    "list": "name",
+    "describe": "explain",
+    "explain": "describe",
+    "generate": "create",
+    "write": "compose",
+    "make": "create",
+    "suggest": "recommend",
+    "find": "identify",
+    "tell": "let me know",
+    "short": "brief",
+    "example": "instance",
+    "ways": "methods",
+    "tips": "pieces of advice",
+    "important": "significant",
+    "big": "large",
+    "help": "assist",
+    "use": "utilize",
+    "show": "demonstrate",
+    "good": "great",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "what's": "what is",
+    "how": "in what way",
+}
+_PREFIXES = ("", "Please ", "Could you ", "Can you ", "I would like you to ", "I need you to ", "Hey, ")
+_SUFFIXES = ("", " Thanks!", " Please answer briefly.", " Thank you.", " I'd appreciate it.")
+
+
+def reword(prompt: str, rng: random.Random) -> str:
+    """The same request in other words: synonyms for some words, a polite frame around it.
+
+    A rule-based stand-in for "the same request reworded" (no paraphrase model
+    is at hand): what semantic dedup must catch, in its calibration and tests.
+    """
+
+    def swap(match: re.Match[str]) -> str:
+        word = match.group()
+        other = _SYNONYMS.get(word.lower())
+        if other is None or rng.random() < 0.3:
+            return word
+        return other.capitalize() if word[0].isupper() else other
+
+    # The instruction is reworded; the material it works on (later paragraphs) stays as it is.
+    instruction, material = split_request(prompt)
+    text = re.sub(r"[A-Za-z']+", swap, instruction)
+    prefix = rng.choice(_PREFIXES)
+    if prefix and text:
+        text = prefix + text[0].lower() + text[1:]
+    if material:
+        return text.rstrip(".") + ": " + material if ": " in prompt.split("\n\n")[0] else text + "\n\n" + material
+    return text + rng.choice(_SUFFIXES)
