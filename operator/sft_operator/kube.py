@@ -153,10 +153,6 @@ class Kube:
                 return None
             raise
 
-    def claim_exists(self, namespace: str, name: str) -> bool:
-        """Whether a PersistentVolumeClaim exists (a chained SFTJob checks its parent's output is still there)."""
-        return self.read_claim(namespace, name) is not None
-
     def patch_job(self, namespace: str, name: str, patch: Obj) -> Obj:
         return _load(self.batch.patch_namespaced_job(name, namespace, patch, _preload_content=False))
 

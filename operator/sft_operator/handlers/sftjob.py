@@ -20,7 +20,7 @@ KIND, PLURAL = "SFTJob", "sftjobs"
 @kopf.on.resume(GROUP, VERSION, PLURAL, id="reconcile", backoff=5)
 @kopf.on.create(GROUP, VERSION, PLURAL, id="reconcile", backoff=5)
 def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
-    """Wait for the dataset, check the gates, then create the children (or find them)."""
+    """Wait for the parent stage and the dataset, check the gates, then create the children (or find them)."""
     ctx = runs.context(memo)
     ref = runs.Ref.of(body)
     with runs.instrumented(ctx, KIND, "reconcile", body):
@@ -34,16 +34,7 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
         curation = ready_curation(ctx, ref, parsed) if parsed.dataset.curation_ref else None
         if parsed.dataset.curation_ref and curation is None:
             return  # the dataset failed or missed a gate: status says which
-        if (
-            lineage
-            and curation
-            and (
-                mismatch := base_model_mismatch(
-                    lineage, curation["metadata"]["name"], DatasetCurationSpec.model_validate(curation["spec"])
-                )
-            )
-        ):
-            runs.fail(ctx, ref, c.BASE_MODEL_MISMATCH, mismatch)
+        if lineage and curation and base_model_refused(ctx, ref, lineage, curation):
             return
         if not (body.get("status") or {}).get("jobName") and (unshared := unshared_output(ctx, ref, parsed)):
             runs.fail(ctx, ref, c.OUTPUT_NOT_SHARED, unshared)
@@ -98,7 +89,7 @@ def ready_lineage(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec, body: kopf
         return None
     assert parent is not None
     lineage = lineage_of(parent, spec.model.sft_job_ref.use)
-    gone = [claim for claim in start_of(lineage).claims if not ctx.kube.claim_exists(ref.namespace, claim)]
+    gone = [claim for claim in start_of(lineage).claims if ctx.kube.read_claim(ref.namespace, claim) is None]
     if gone:
         runs.fail(
             ctx,
@@ -109,6 +100,17 @@ def ready_lineage(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec, body: kopf
         return None
     runs.write_status(ctx, ref, lambda obj: {**(obj.get("status") or {}), "lineage": lineage})
     return lineage
+
+
+def base_model_refused(
+    ctx: runs.Context, ref: runs.Ref, lineage: list[dict[str, Any]], curation: dict[str, Any]
+) -> bool:
+    """Fail the job if its curation measured tokens with another tokenizer than the chain's base model's."""
+    spec = DatasetCurationSpec.model_validate(curation["spec"])
+    mismatch = base_model_mismatch(lineage, curation["metadata"]["name"], spec)
+    if mismatch is not None:
+        runs.fail(ctx, ref, c.BASE_MODEL_MISMATCH, mismatch)
+    return mismatch is not None
 
 
 def ready_curation(ctx: runs.Context, ref: runs.Ref, spec: SFTJobSpec) -> dict[str, Any] | None:
