@@ -9,7 +9,7 @@ descriptions that `kubectl explain` shows, so every field has one.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -184,12 +184,21 @@ class OutputLocation(WireModel):
 # --------------------------------------------------------------------------
 
 
+# Label keys and values, as the API server checks them on the pods these selectors and tolerations reach:
+# a bad one passes the custom resource and fails every pod the Job creates.
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+MAX_NODE_SELECTOR = 32
+
+
 class Toleration(WireModel):
-    key: str | None = Field(default=None, max_length=316)
+    key: str | None = Field(default=None, pattern=QUALIFIED_NAME, max_length=316)
     """Taint key the toleration applies to; unset with operator Exists: all taints."""
     operator: Literal["Equal", "Exists"] = "Equal"
     """How key and value are compared."""
-    value: str | None = Field(default=None, max_length=63)
+    value: str | None = Field(default=None, pattern=LABEL_VALUE, max_length=63)
     """Taint value to match (operator Equal)."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; unset: all effects."""
@@ -204,8 +213,18 @@ class Resources(WireModel):
     """CPU request and limit per pod, e.g. `8` or `500m`."""
     memory: str | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?)?$")
     """Memory request and limit per pod, e.g. `64Gi`."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    """Node labels the pods must match."""
+    node_selector: dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]] = Field(
+        default_factory=dict,
+        max_length=MAX_NODE_SELECTOR,
+        json_schema_extra=field_rules(
+            Rule(
+                f"self.all(k, size(k) <= 316 && k.matches(r'{QUALIFIED_NAME}'))",
+                "keys must be label keys (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_', '.')",
+                check=lambda selector: all(len(k) <= 316 and re.fullmatch(QUALIFIED_NAME, k) for k in selector),
+            )
+        ),
+    )
+    """Node labels the pods must match (label keys and values, as on a Node)."""
     tolerations: list[Toleration] = Field(default_factory=list)
     """Taints the pods tolerate (GPU nodes are often tainted)."""
 
