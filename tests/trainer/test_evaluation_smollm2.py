@@ -114,6 +114,8 @@ def test_sftctl_eval_compares_base_and_adapter(shared_data: Path, tmp_path: Path
     base = AutoModelForCausalLM.from_pretrained(SMOLLM2_DIR)
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
     out = tmp_path / "eval"
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps([{"instruction": "Name a colour.", "input": "", "output": "Blue."}]))
     code = main(
         [
             "eval",
@@ -122,7 +124,9 @@ def test_sftctl_eval_compares_base_and_adapter(shared_data: Path, tmp_path: Path
             "--adapter",
             str(adapter),
             "--suites",
-            "ifeval,safety",
+            "ifeval,safety,reference,style,forgetting",
+            "--reference-data",
+            str(held_out),
             "--limit",
             "1",
             "--max-new-tokens",
@@ -142,5 +146,6 @@ def test_sftctl_eval_compares_base_and_adapter(shared_data: Path, tmp_path: Path
     assert (out / "base" / RESPONSES_FILE).is_file() and (out / "tuned" / RESPONSES_FILE).is_file()
     assert (out / "eval_report.html").read_text(encoding="utf-8").startswith("<!doctype html>")
     deltas = [row["delta"]["value"] for suite in report["suites"].values() for row in suite["figures"]]
-    assert len(deltas) == 7 and all(d == 0.0 for d in deltas)
+    assert len(deltas) == 11 and all(d == 0.0 for d in deltas)  # ifeval 4, safety 3, reference 1, style 2, forgetting 1
+    assert report["gates"] == {"passed": True, "results": []} and report["regressions"] == []
     assert main(["eval", "--model", str(SMOLLM2_DIR), "--out", str(out), "--ifeval-data", "/nope.jsonl"]) == 42
