@@ -49,7 +49,7 @@ def instruction_registry() -> dict[str, Any]:
 
 
 def load_prompts(path: Path, limit: int | None = None) -> tuple[list[IFEvalPrompt], Counter[str]]:
-    """The prompts of an IFEval input file, and the malformed lines counted by reason.
+    """The prompts of an IFEval input file (`limit` of them, spread over it), and the malformed lines counted by reason.
 
     Raises ConfigError naming the file when it is missing or holds no usable prompt.
     """
@@ -73,11 +73,11 @@ def load_prompts(path: Path, limit: int | None = None) -> tuple[list[IFEvalPromp
             rejected[reason] += 1
             continue
         prompts.append(IFEvalPrompt(record["key"], record["prompt"], record["instruction_id_list"], record["kwargs"]))
-        if limit is not None and len(prompts) >= limit:
-            break
     if not prompts:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(rejected.items())) or "the file is empty"
         raise ConfigError(f"ifeval.data: {path} holds no usable IFEval prompt ({detail})")
+    if limit is not None:  # spread over the file, so a sample covers the instruction types
+        prompts = prompts[:: max(1, len(prompts) // limit)][:limit]
     return prompts, rejected
 
 
