@@ -122,6 +122,7 @@ def evaluate(loaders: dict[str, Callable[[], EvalModel]], settings: EvalSettings
     verdicts and the figures that regressed.
     """
     settings.check()
+    _free_memory()  # after training: whatever the trainer left (its model, optimizer) goes before a model loads
     out_dir = Path(out_dir)
     results: dict[str, dict[str, SuiteResult]] = {}
     labels: dict[str, str] = {}
