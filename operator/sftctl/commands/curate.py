@@ -1,12 +1,16 @@
-"""`sftctl curate INPUT --out DIR [--config FILE] [--format auto] [--tokenizer DIR] [--budget N]`: curate a dataset here.
+"""`sftctl curate INPUT --out DIR [--config FILE] [--format auto] [--tokenizer DIR] [--budget N]
+[--engine local|ray] [--address ADDR | --workers N]`: curate a dataset here.
 
 Runs exactly the code of the DatasetCuration pod (`python -m sft_trainer
-curate`), with a progress bar and a closing summary table.
+curate`), with a progress bar and a closing summary table. `--engine ray`
+runs it on Ray: the cluster at `--address` (or `RAY_ADDRESS`), else a local
+Ray cluster of `--workers` workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -38,7 +42,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         choices=["diverse-quality", "quality", "ifd", "random"],
         help="how --budget ranks records (selection.strategy; default diverse-quality)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        help="where the curation runs (engine.type): this process, streaming the input in shards (default), or Ray",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--address", help="with --engine ray: address of a running Ray cluster (sets RAY_ADDRESS)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        help="with --engine ray: Ray workers of the local cluster (engine.workers); local engine: processes",
+    )
     parser.set_defaults(handler=_run)
+
+
+def _with_engine(settings: dict, engine: str | None, workers: int | None) -> dict:
+    """The flags override the settings file's `engine` section."""
+    if engine is None and workers is None:
+        return settings
+    section = dict(settings.get("engine") or {})
+    if engine is not None:
+        section["type"] = engine
+    if workers is not None and section.get("type") == "ray":
+        section["workers"] = workers
+    return {**settings, "engine": section}
 
 
 def _with_selection(settings: dict, budget: int | None, strategy: str | None) -> dict:
@@ -80,10 +108,14 @@ def _run(args: argparse.Namespace) -> int:
     from sft_trainer.runconfig import EXIT_CONFIG_ERROR, format_validation_error
 
     console = Console(stderr=True)
+    if args.address and args.engine != "ray":
+        console.print("[red]--address needs --engine ray[/]")
+        return EXIT_CONFIG_ERROR
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address  # what ray.init() joins, as in a KubeRay RayJob
     try:
-        curation = CurationConfig.model_validate(
-            _with_selection(_load_settings(args.config), args.budget, args.strategy)
-        )
+        settings = _with_selection(_load_settings(args.config), args.budget, args.strategy)
+        curation = CurationConfig.model_validate(_with_engine(settings, args.engine, args.workers))
     except ValidationError as err:
         console.print(f"[red]Invalid curation settings in {args.config}:[/] {format_validation_error(err)}")
         return EXIT_CONFIG_ERROR
@@ -103,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
                 tasks[stage] = progress.add_task(stage, total=max(total, 1))
             progress.update(tasks[stage], completed=done, total=max(total, 1))
 
-        code = run_from_config(cfg, on_progress)
+        code = run_from_config(cfg, on_progress, workers=args.workers if curation.engine.type == "local" else None)
     if code != 0:
         return code
     _print_summary(Console(), Path(args.out), Table)

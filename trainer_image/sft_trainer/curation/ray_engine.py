@@ -23,6 +23,7 @@ sets it for its submitter), or starts a local one (loopback) when it is unset.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from collections.abc import Iterator, Sequence
@@ -60,7 +61,8 @@ def connect(settings: EngineSettings) -> str:
         ray.init(address=address, log_to_driver=False)
         return address
     ray.init(
-        num_cpus=max(1, round(settings.workers * settings.cpus_per_worker)),
+        # The workers' CPUs, and one for the group-by stages that run beside them.
+        num_cpus=math.ceil(settings.workers * settings.cpus_per_worker) + 1,
         num_gpus=settings.workers * settings.gpus_per_worker,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
@@ -156,7 +158,7 @@ class RayEngine(StreamingEngine):
                 "out": str(self.out),
             },
             batch_size=1,
-            concurrency=self.settings.workers,
+            compute=ray.data.ActorPoolStrategy(size=self.settings.workers),
             num_cpus=self.settings.cpus_per_worker,
             num_gpus=self.settings.gpus_per_worker or None,
         )
@@ -189,6 +191,11 @@ def _leader_pairs(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {"position": others, "leader": np.full(len(others), leader, dtype=np.int64)}
 
 
+def _partitions(rows: int) -> int:
+    """Shuffle partitions of about 200,000 rows each (Ray's default of 200 costs minutes on a small set)."""
+    return max(2, rows // 200_000)
+
+
 def _pairs(dataset: Any) -> list[tuple[int, int]]:
     pairs: list[tuple[int, int]] = []
     for batch in dataset.iter_batches(batch_format="numpy", batch_size=_MAX_GROUP_ROWS):
@@ -203,45 +210,37 @@ def ray_equal_key_groups(keys: Sequence[bytes]) -> list[list[int]]:
     if len(keys) < 2:
         return []
     dataset = ray.data.from_items([{"position": i, "key": key.hex()} for i, key in enumerate(keys)])
-    pairs = _pairs(dataset.groupby("key").map_groups(_leader_pairs, batch_format="numpy"))
+    grouped = dataset.groupby("key", num_partitions=_partitions(len(keys)))
+    pairs = _pairs(grouped.map_groups(_leader_pairs, batch_format="numpy"))
     return clusters_of_pairs(len(keys), pairs)
 
 
-class _BandKeys:
+def _band_keys(batch: dict[str, np.ndarray], signatures: list[Any], rows: int, bands: int) -> dict[str, np.ndarray]:
     """(band, bucket, position) rows of a batch of positions: the bucket is the band's slice of the signature."""
+    import ray
 
-    def __init__(self, signatures: list[Any], rows: int, bands: int) -> None:
-        import ray
-
-        self.signatures: np.ndarray = ray.get(signatures[0])
-        self.rows, self.bands = rows, bands
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        positions = np.asarray(batch["id"], dtype=np.int64)
-        bands, buckets, members = [], [], []
-        for band in range(self.bands):
-            block = self.signatures[positions, band * self.rows : (band + 1) * self.rows]
-            bands.append(np.full(len(positions), band, dtype=np.int32))
-            buckets.append(np.array([row.tobytes().hex() for row in block], dtype=object))
-            members.append(positions)
-        return {"band": np.concatenate(bands), "bucket": np.concatenate(buckets), "position": np.concatenate(members)}
+    shared: np.ndarray = ray.get(signatures[0])
+    positions = np.asarray(batch["id"], dtype=np.int64)
+    bucket_of = [
+        np.array([row.tobytes().hex() for row in shared[positions, band * rows : (band + 1) * rows]], dtype=object)
+        for band in range(bands)
+    ]
+    return {
+        "band": np.repeat(np.arange(bands, dtype=np.int32), len(positions)),
+        "bucket": np.concatenate(bucket_of),
+        "position": np.tile(positions, bands),
+    }
 
 
-class _ConfirmPairs:
-    """Keeps the candidate pairs whose signatures agree on at least `threshold` of the permutations."""
+def _confirmed(batch: dict[str, np.ndarray], signatures: list[Any], threshold: float) -> dict[str, np.ndarray]:
+    """The candidate pairs whose signatures agree on at least `threshold` of the permutations."""
+    import ray
 
-    def __init__(self, signatures: list[Any], threshold: float) -> None:
-        import ray
-
-        self.signatures: np.ndarray = ray.get(signatures[0])
-        self.threshold = threshold
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        position = np.asarray(batch["position"], dtype=np.int64)
-        leader = np.asarray(batch["leader"], dtype=np.int64)
-        similarity = (self.signatures[position] == self.signatures[leader]).mean(axis=1)
-        keep = similarity >= self.threshold
-        return {"position": position[keep], "leader": leader[keep]}
+    shared: np.ndarray = ray.get(signatures[0])
+    position = np.asarray(batch["position"], dtype=np.int64)
+    leader = np.asarray(batch["leader"], dtype=np.int64)
+    keep = (shared[position] == shared[leader]).mean(axis=1) >= threshold
+    return {"position": position[keep], "leader": leader[keep]}
 
 
 def ray_near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> list[list[int]]:
@@ -252,11 +251,13 @@ def ray_near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> lis
     n, permutations = signatures.shape
     bands, rows = lsh_bands(threshold, permutations)
     shared = [ray.put(np.ascontiguousarray(signatures))]  # in a list: Ray hands the reference, not the array
+    # Tasks, not actors: an actor would hold its CPU for the whole dataset and starve the stages before it.
     buckets = ray.data.range(n).map_batches(
-        _BandKeys, fn_constructor_args=(shared, rows, bands), batch_size=4096, concurrency=1
+        _band_keys, fn_kwargs={"signatures": shared, "rows": rows, "bands": bands}, batch_size=4096
     )
-    candidates = buckets.groupby(["band", "bucket"]).map_groups(_leader_pairs, batch_format="numpy")
+    grouped = buckets.groupby(["band", "bucket"], num_partitions=_partitions(n * bands))
+    candidates = grouped.map_groups(_leader_pairs, batch_format="numpy")
     confirmed = candidates.map_batches(
-        _ConfirmPairs, fn_constructor_args=(shared, threshold), batch_size=_MAX_GROUP_ROWS, concurrency=1
+        _confirmed, fn_kwargs={"signatures": shared, "threshold": threshold}, batch_size=_MAX_GROUP_ROWS
     )
     return clusters_of_pairs(n, _pairs(confirmed))
