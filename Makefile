@@ -13,7 +13,7 @@ MODEL_DIR := .cache/models/smollm2-135m-instruct
 export SFT_MODEL_CACHE := $(abspath .cache/models)
 PYTEST_ARGS ?=
 
-.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-train bench-operator bench-outcome base-model clean
+.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-scale bench-train bench-operator bench-outcome base-model clean
 
 help:
 	@echo "make demo   - curate a slice of Alpaca and LoRA-fine-tune SmolLM2-135M on this machine"
@@ -81,6 +81,11 @@ demo: $(STAMP) model
 
 bench-curation: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_curation.py
+
+# Issue #13: time and peak memory of one pod (streaming) vs the old in-memory pod at 1x/4x/10x Alpaca and 2M records, and Ray.
+BENCH_SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_scale.py $(BENCH_SCALE_ARGS)
 
 bench-operator: $(STAMP) cluster-binaries
 	$(PY) benchmarks/bench_operator_load.py --count 500

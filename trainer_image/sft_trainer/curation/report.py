@@ -369,5 +369,24 @@ def _steps_section(report: dict[str, Any]) -> list[str]:
     )
     return [
         '<section id="steps"><h2>Steps</h2><table id="steps-table"><tr><th>name</th><th>step</th><th>seen</th>'
-        f"<th>stopped</th><th>seconds</th><th>records/s</th></tr>{rows}</table></section>"
+        f"<th>stopped</th><th>seconds</th><th>records/s</th></tr>{rows}</table>",
+        *_engine_lines(report.get("engine")),
+        "</section>",
+    ]
+
+
+def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
+    """Which engine ran (one pod streaming its input, or Ray) and what each of its phases cost."""
+    if not engine:
+        return []
+    phases = "".join(
+        f"<tr><td>{_e(name)}</td><td class=n>{seconds}</td></tr>" for name, seconds in engine["phaseSeconds"].items()
+    )
+    resumed = engine.get("resumedPhases") or []
+    return [
+        f"<p id=engine>Engine <b>{_e(engine['type'])}</b>, {engine['workers']} worker(s), "
+        f"{engine['shards']} shard(s) of {engine['shardRecords']} records"
+        + (f"; resumed after {_e(', '.join(resumed))}" if resumed else "")
+        + "</p>",
+        f"<table id=engine-phases><tr><th>phase</th><th>seconds</th></tr>{phases}</table>",
     ]
