@@ -50,6 +50,15 @@ MAX_RAYJOB_NAME = 47
 WORKER_GROUP = "workers"
 # KubeRay's own default resources for a submitter: it only submits and follows logs.
 SUBMITTER_RESOURCES = {"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "200Mi"}}
+# KubeRay builds the head Service from the head container's ports and adds its
+# defaults only when there are none; ours has `progress`, so Ray's are named
+# here (KubeRay finds the dashboard, GCS and client ports by these names).
+RAY_HEAD_PORTS = [
+    {"name": "gcs-server", "containerPort": 6379},
+    {"name": "dashboard", "containerPort": 8265},
+    {"name": "client", "containerPort": 10001},
+    {"name": "metrics", "containerPort": 8080},
+]
 
 # KubeRay's K8sJobMode protocol (a retried submitter never submits twice:
 # RAY_DASHBOARD_ADDRESS and RAY_JOB_SUBMISSION_ID are set by KubeRay), then the
@@ -80,12 +89,15 @@ def _cpu_quantity(cores: float) -> str:
     return str(int(cores)) if float(cores).is_integer() else f"{round(cores * 1000)}m"
 
 
-def _ray_node(template: dict[str, Any], resources: dict[str, Any]) -> dict[str, Any]:
-    """The pod template as a Ray node: no command (KubeRay runs `ray start` there), these resources."""
+def _ray_node(
+    template: dict[str, Any], resources: dict[str, Any], ports: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The pod template as a Ray node: no command (KubeRay runs `ray start` there), these resources and ports."""
     node = copy.deepcopy(template)
     container = node["spec"]["containers"][0]
     del container["command"]
     container["resources"] = resources
+    container["ports"] = [*container.get("ports", []), *copy.deepcopy(ports or [])]
     return node
 
 
@@ -134,7 +146,7 @@ def ray_job(
             "headGroupSpec": {
                 # The head runs the driver and no stages: `workers` says how many pods do the work.
                 "rayStartParams": {"num-cpus": "0"},
-                "template": _ray_node(template, _resources(spec.resources)),
+                "template": _ray_node(template, _resources(spec.resources), RAY_HEAD_PORTS),
             },
             "workerGroupSpecs": [
                 {

@@ -143,6 +143,9 @@ def test_a_ray_curation_becomes_a_rayjob_that_kuberay_runs_and_suspends(
     pods = eventually(
         lambda: (p := ray_pods(api, namespace)) and len(p) == 3 and p, timeout=60, what="the head and two workers"
     )
+    # The head Service carries Ray's dashboard port (KubeRay submits and polls through it) and our progress port.
+    (service,) = (s for s in api.services(namespace) if s["metadata"]["name"].endswith("-head-svc"))
+    assert {"dashboard", "gcs-server", "progress"} <= {port["name"] for port in service["spec"]["ports"]}
     for pod in pods:
         container = pod["spec"]["containers"][0]
         assert "ray start" in " ".join(container.get("args") or [])

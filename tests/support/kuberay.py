@@ -54,6 +54,8 @@ class KubeRayOperator:
     kubeconfig: Path
     workdir: Path
     extra_env: dict[str, str] = field(default_factory=dict)
+    # e.g. --use-kubernetes-proxy: reach Ray dashboards through the API server's service proxy.
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -76,6 +78,7 @@ class KubeRayOperator:
             "--enable-leader-election=false",
             "--log-stdout-encoder",
             "console",
+            *self.extra_args,
         ]
         env = {**os.environ, **self.extra_env}
         with self.log.open("ab") as log:

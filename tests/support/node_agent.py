@@ -52,6 +52,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from .pod_network import PodNetwork
+
 # What a request to an API server that is restarting can raise.
 API_DOWN = (ApiException, OSError, ValueError, HTTPError)
 
@@ -85,6 +87,8 @@ class NodeAgent:
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[dict[str, str]] = field(default_factory=list)
     ip_offset: int = 10
+    # Own network namespaces and service names for the pods (support/pod_network.py); None: loopback addresses.
+    network: PodNetwork | None = None
     pods: dict[str, RunningPod] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -184,6 +188,8 @@ class NodeAgent:
             try:
                 self._renew_lease()
                 self.core.patch_node_status(self.name, {"status": {"conditions": self._node_status()["conditions"]}})
+                if self.network is not None:
+                    self.network.refresh_hosts(self._services())
             except API_DOWN:
                 continue  # the API server may be restarting (fault tests); try again next beat
 
@@ -239,7 +245,13 @@ class NodeAgent:
         container = raw["spec"]["containers"][0]
         folder = self.workdir / "pods" / raw["metadata"]["namespace"] / raw["metadata"]["name"]
         folder.mkdir(parents=True, exist_ok=True)
-        ip = f"127.0.0.{next(self._ips)}"
+        netns_prefix: list[str] = []
+        if self.network is not None:
+            netns, ip = self.network.add_pod(key, raw["metadata"]["namespace"], raw["metadata"].get("labels") or {})
+            self.network.refresh_hosts(self._services())
+            netns_prefix = ["ip", "netns", "exec", netns]
+        else:
+            ip = f"127.0.0.{next(self._ips)}"
         termination_log = folder / "termination-log"
         termination_log.write_text("")
         env = {
@@ -258,12 +270,14 @@ class NodeAgent:
             "mounts": self._mounts(raw, container, folder),
             "terminationLog": str(termination_log),
             "keepVisible": [str(REPO_ROOT), sys.prefix],
+            "hostsFile": str(self.network.hosts_file) if self.network is not None else None,
             "workingDir": container.get("workingDir"),
         }
         (folder / "spec.json").write_text(json.dumps(spec, indent=2))
         log = (folder / "container.log").open("ab")
         process = subprocess.Popen(
             [
+                *netns_prefix,
                 "unshare",
                 "--mount",
                 "--propagation",
@@ -373,6 +387,8 @@ class NodeAgent:
 
     def _wait(self, key: str, pod: RunningPod) -> None:
         code = pod.process.wait()
+        if self.network is not None:
+            self.network.remove_pod(key)  # with whatever daemons the process left in its namespace
         message = (pod.folder / "termination-log").read_text()[-4096:]
         if not message.strip():
             # FallbackToLogsOnError: the log tail when the process wrote no message.
@@ -412,6 +428,10 @@ class NodeAgent:
             except API_DOWN:
                 time.sleep(1)
 
+    def _services(self) -> list[dict[str, Any]]:
+        items = self.core.list_service_for_all_namespaces(_preload_content=False)
+        return json.loads(items.data)["items"]  # type: ignore[no-any-return]
+
     def _patch_status(self, pod: RunningPod, status: dict[str, Any]) -> None:
         self.core.patch_namespaced_pod_status(pod.name, pod.namespace, {"status": status})
 
@@ -421,6 +441,8 @@ class NodeAgent:
             running = self.pods.pop(key, None)
         if running is not None:
             _terminate(running.process, grace=float(pod.metadata.deletion_grace_period_seconds or 5))
+            if self.network is not None:
+                self.network.remove_pod(key)
         try:
             self.core.delete_namespaced_pod(
                 pod.metadata.name,

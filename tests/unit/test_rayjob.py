@@ -81,6 +81,9 @@ def test_the_rayjob_is_the_curation_pod_template_in_three_roles() -> None:
     assert "command" not in head["template"]["spec"]["containers"][0]
     assert "command" not in workers["template"]["spec"]["containers"][0]
     assert head["rayStartParams"] == {"num-cpus": "0"}
+    # KubeRay's head Service takes the container's ports and adds its defaults only when there are none.
+    head_ports = {p["name"]: p["containerPort"] for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert head_ports == {"progress": 9191, "gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080}
     assert head["template"]["spec"]["containers"][0]["resources"] == job_template["spec"]["containers"][0]["resources"]
     assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 3
     assert workers["template"]["spec"]["containers"][0]["resources"] == {

@@ -1,0 +1,140 @@
+"""Pod networking for the test node agent: what a CNI plugin and cluster DNS give a kubelet.
+
+Opt-in (`NodeAgent(network=PodNetwork(...))`): each pod gets its own network
+namespace, with a veth pair into one Linux bridge and an address of a /24, so
+pods that bind the same ports (every Ray node binds 8080, 52365...) do not
+collide, and the host (API server, operators) reaches them by pod IP. Service
+names resolve through a hosts file bound over each pod's /etc/hosts: every
+Service with a selector gets `NAME.NAMESPACE.svc.cluster.local` (and the
+shorter forms) pointing at a running pod of this node that it selects.
+
+Needs root (CAP_NET_ADMIN) on this machine; the default node agent keeps its
+loopback addresses and needs none of this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CLUSTER_DOMAIN = "svc.cluster.local"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@dataclass
+class _Pod:
+    namespace: str
+    labels: dict[str, str]
+    netns: str
+    address: str
+
+
+@dataclass
+class PodNetwork:
+    """A bridge `bridge` with gateway `prefix`.1; pods get `prefix`.2 and up."""
+
+    workdir: Path
+    bridge: str = "sftbr0"
+    prefix: str = "10.244.77"
+    pods: dict[str, _Pod] = field(default_factory=dict)
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.workdir / "hosts"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.hosts_file.write_text("127.0.0.1 localhost\n")
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+
+    def stop(self) -> None:
+        with self._lock:
+            keys = list(self.pods)
+        for key in keys:
+            self.remove_pod(key)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+    def add_pod(self, key: str, namespace: str, labels: dict[str, str]) -> tuple[str, str]:
+        """A namespace and an address for one pod: (netns name, pod IP)."""
+        number = next(self._numbers)
+        if number > 254:
+            raise RuntimeError(f"pod network {self.prefix}.0/24 is full")
+        netns, host_side, address = f"sftpod{number}", f"sftveth{number}", f"{self.prefix}.{number}"
+        _ip("netns", "add", netns)
+        _ip("link", "add", host_side, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        _ip("link", "set", host_side, "master", self.bridge, "up")
+        _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+        _ip("-n", netns, "link", "set", "eth0", "up")
+        _ip("-n", netns, "link", "set", "lo", "up")
+        _ip("-n", netns, "route", "add", "default", "via", f"{self.prefix}.1")
+        with self._lock:
+            self.pods[key] = _Pod(namespace, dict(labels), netns, address)
+        return netns, address
+
+    def remove_pod(self, key: str) -> None:
+        """Stop what still runs in the pod's namespace (daemons its process left), then remove it."""
+        with self._lock:
+            pod = self.pods.pop(key, None)
+        if pod is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self._pids(pod.netns)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 5
+            while pids and time.monotonic() < deadline:
+                time.sleep(0.2)
+                pids = self._pids(pod.netns)
+            if not pids:
+                break
+        subprocess.run(["ip", "netns", "del", pod.netns], capture_output=True)
+
+    @staticmethod
+    def _pids(netns: str) -> list[int]:
+        found = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
+        return [int(line) for line in found.stdout.split()]
+
+    def refresh_hosts(self, services: list[dict[str, Any]]) -> None:
+        """Point every Service at a running pod it selects (rewritten in place: pods bind the file)."""
+        lines = ["127.0.0.1 localhost"]
+        with self._lock:
+            pods = list(self.pods.values())
+        for service in services:
+            selector = (service.get("spec") or {}).get("selector") or {}
+            if not selector:
+                continue
+            name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+            chosen = next(
+                (
+                    p
+                    for p in pods
+                    if p.namespace == namespace and all(p.labels.get(k) == v for k, v in selector.items())
+                ),
+                None,
+            )
+            if chosen is not None:
+                lines.append(
+                    f"{chosen.address} {name}.{namespace}.{CLUSTER_DOMAIN} {name}.{namespace}.svc {name}.{namespace}"
+                )
+        text = "\n".join(lines) + "\n"
+        with self.hosts_file.open("r+") as handle:
+            if handle.read() != text:
+                handle.seek(0)
+                handle.write(text)
+                handle.truncate()
