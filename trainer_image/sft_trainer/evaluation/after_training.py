@@ -93,7 +93,10 @@ def summarise(report: dict[str, Any], config: EvaluationConfig) -> EvaluationSum
     not_run: dict[str, str] = {}
     for suite, entry in report["suites"].items():
         if entry.get("error"):
-            not_run[suite] = "; ".join(f"{role}: {m}" for role, m in entry["error"].items())[:NOT_RUN_CHARS]
+            reasons = entry["error"]
+            same = len(set(reasons.values())) == 1  # the usual case: a data problem both models hit
+            text = next(iter(reasons.values())) if same else "; ".join(f"{r}: {m}" for r, m in reasons.items())
+            not_run[suite] = text[:NOT_RUN_CHARS]
         for row in entry["figures"]:
             delta = row.get("delta") or {}
             figures[_name(suite, row["key"])] = FigureSummary(
