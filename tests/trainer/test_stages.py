@@ -8,11 +8,12 @@ the same data with the same seed, so their held-out split is `general`'s, and
 their first evaluation (step 0, before any update; new LoRA adapters start at
 zero) must give `general`'s final eval loss: the weights really carried over.
 
-Tolerances: `use: adapter` merges in fp32 on CPU, which reorders sums
-(W x + B A x becomes (W + B A) x): differences of the order of 1e-6 relative,
-so 1e-4 absolute. `use: merged` starts from the merged export, which is bf16
-(about 3 significant digits per weight): measured here about 2e-3, allowed
-1e-2 absolute, far below what training moved the loss (checked too).
+Tolerances: `use: adapter` merges in fp32 on CPU, which only reorders sums
+(W x + B A x becomes (W + B A) x): measured 2e-7, allowed 1e-4 absolute.
+`use: merged` starts from the merged export, which is bf16 (about 3
+significant digits per weight): measured 4.7e-3, allowed 1e-2 absolute, and
+the start must lie at least five times nearer `general`'s end than its start
+(its three steps moved the loss by 0.054).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import yaml
 from sft_operator.local import LocalExecutor
 
 TRAINING = {
-    "maxSeqLength": 384,
+    "maxSeqLength": 256,
     "batchSize": 4,
-    "learningRate": 1e-3,
-    "evalFraction": 0.2,
+    "learningRate": 2e-3,
+    "evalFraction": 0.25,
     "refusal": {"enabled": False},
     "probes": {"memorisationPrompts": 0},
     "evaluation": {"enabled": False},
@@ -53,11 +54,11 @@ def sftjob(name: str, model: dict, **training: object) -> dict:
 
 @pytest.fixture(scope="module")
 def lima_folder(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """24 single-turn LIMA records with short answers."""
+    """16 single-turn LIMA records with short answers (12 train, 4 held out): minutes on two busy cores."""
     records = json.loads((shared_data / "lima_llamafactory.json").read_text(encoding="utf-8"))
-    short = [r for r in records if not r.get("history") and len(r["output"]) < 600 and len(r["instruction"]) < 300]
+    short = [r for r in records if not r.get("history") and len(r["output"]) < 400 and len(r["instruction"]) < 200]
     folder = tmp_path_factory.mktemp("datasets")
-    (folder / "lima_short.json").write_text(json.dumps(short[:24]), encoding="utf-8")
+    (folder / "lima_short.json").write_text(json.dumps(short[:16]), encoding="utf-8")
     return folder
 
 
@@ -99,9 +100,10 @@ def test_a_chain_of_stages_carries_the_weights_over_in_both_use_modes(
         f"from-adapter starts at {child_adapter['initialEvalLoss']:.5f}, "
         f"from-merged at {child_merged['initialEvalLoss']:.5f}"
     )
-    assert moved > 0.05, "general must move the loss clearly for the comparison to mean anything"
+    assert moved > 0.02, "general must move the loss clearly for the comparison to mean anything"
     assert child_adapter["initialEvalLoss"] == pytest.approx(parent["finalEvalLoss"], abs=1e-4)
     assert child_merged["initialEvalLoss"] == pytest.approx(parent["finalEvalLoss"], abs=1e-2)
+    assert abs(child_merged["initialEvalLoss"] - parent["finalEvalLoss"]) < moved / 5  # bf16 rounding, not drift
 
     # Status: exports, and the lineage down to the base model with each stage's final eval loss.
     assert runs["general"].status["exports"] == ["adapter", "merged"]
