@@ -88,6 +88,7 @@ def load_model(folder: Path, dtype: torch.dtype, attention: str, adapters: Seque
 
         # Merged in the load dtype: exact up to rounding in fp32 (CPU), bf16-rounded on a GPU.
         model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+        model.requires_grad_(True)  # peft froze the base to load the adapter: give back a freshly loaded model
         log.info("Merged the adapter %s into the model", adapter)
     model.config.use_cache = False  # no KV cache while training (and packed masks need none)
     return model

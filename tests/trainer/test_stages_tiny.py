@@ -1,7 +1,8 @@
-"""A chained run refuses a parent it cannot build on, before loading a weight (tiny Llama, real training).
+"""Stages on a tiny Llama with real training: three stages across methods, and the parents a run refuses.
 
 The parents are real runs that wrote their lineage.json; each child's run
-config is what the operator would write for it, with one thing wrong.
+config is what the operator would write for it (for a refusal, with one thing
+wrong: the run must stop with a configuration error before loading a weight).
 """
 
 from __future__ import annotations
@@ -141,3 +142,34 @@ def test_a_template_with_another_end_of_turn_than_the_parent_trained_is_refused(
     error = refused(other, capsys)
     assert "training.template: this run's template ends turns with '<|im_end|>'" in error
     assert "but SFTJob general (model.sftJobRef) trained '<|endoftext|>'" in error
+
+
+def test_three_stages_lora_then_full_from_its_adapter_then_lora_from_the_full_model(
+    tiny_model_dir: Path, alpaca_gpt4_small: Path, general: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """general (LoRA) -adapter-> domain (full) -merged-> safety (LoRA): each starts where the last one ended."""
+    domain, safety = tmp_path / "domain", tmp_path / "safety"
+    parent = child(tiny_model_dir, general)
+    assert run_from_config(config(tiny_model_dir, alpaca_gpt4_small, domain, "domain", parent, method="full")) == 0
+    full_parent = {"name": "domain", "outputDir": str(domain), "use": "merged", "baseModel": str(tiny_model_dir)}
+    assert run_from_config(config(domain / "model", alpaca_gpt4_small, safety, "safety", full_parent)) == 0
+
+    def metrics(out: Path) -> dict[str, float]:
+        return json.loads((out / "train_report.json").read_text())["status"]["metrics"]
+
+    # fp32 on CPU throughout: the adapter merge and the full model's export change nothing but rounding.
+    assert metrics(domain)["initialEvalLoss"] == pytest.approx(metrics(general)["finalEvalLoss"], abs=1e-4)
+    assert metrics(safety)["initialEvalLoss"] == pytest.approx(metrics(domain)["finalEvalLoss"], abs=1e-4)
+    lineage = json.loads((safety / "lineage.json").read_text())
+    assert [(s.get("stage"), s.get("use"), s.get("method")) for s in lineage["stages"]] == [
+        (None, None, None),
+        ("general", None, "lora"),
+        ("domain", "adapter", "full"),
+        ("safety", "merged", "lora"),
+    ]
+    assert lineage["baseModel"] == str(tiny_model_dir)
+    # A full stage has no adapter to start from.
+    no_adapter = config(tiny_model_dir, alpaca_gpt4_small, tmp_path / "x", "x", {**full_parent, "use": "adapter"})
+    assert "use adapter needs its adapter/ export, which it did not write (it exported model)" in refused(
+        no_adapter, capsys
+    )
