@@ -175,3 +175,10 @@ def test_sftctl_run_refuses_a_cycle_or_an_unknown_parent_before_running(tmp_path
         order(tmp_path, sftjob("a", "b"), sftjob("b", "a"))
     with pytest.raises(ManifestError, match="spec.model.sftJobRef.name 'general' is neither in this file"):
         order(tmp_path, sftjob("domain", "general"))
+
+
+def test_the_stages_example_runs_curation_then_general_domain_safety(tmp_path: Path) -> None:
+    executor = LocalExecutor(tmp_path / "runs")
+    example = Path(__file__).resolve().parents[2] / "examples" / "stages.yaml"
+    keys = [r.key for r in executor.ordered(executor.load(example))]
+    assert keys == ["DatasetCuration/stages-general", "SFTJob/general", "SFTJob/domain", "SFTJob/safety"]
