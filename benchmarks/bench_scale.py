@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_scale.py                       # 1x, 4x, 10x Alpaca and 2M records
     .venv/bin/python benchmarks/bench_scale.py --sizes 1,4 --ray-records 10000 --json out.json
-    options: --sizes 1,4,10,2000000 (a multiple of Alpaca, or a record count when >= 1000)
+    options: --sizes 1,4,10,2000000 (a multiple of Alpaca, or a record count when >= 1000; "" for none)
              --old-commit REV (the in-memory code to compare with; default: the last commit before streaming)
              --no-old   --ray-records N (0: no Ray figures)   --work DIR
 
@@ -85,6 +85,8 @@ def run_curation(python_path: Path, input_path: Path, out: Path, engine: dict[st
     counts = report["status"]["counts"]
     return {
         "seconds": round(seconds, 1),
+        # CPU seconds of the process and its forked workers: the cost that does not depend on the machine's load.
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "records_per_second": round(counts["input"] / seconds, 1),
         "counts": counts,
@@ -105,7 +107,7 @@ def old_code(commit: str, work: Path) -> Path:
 
 
 def sizes_of(spec: str) -> list[int]:
-    return [int(s) * ALPACA_RECORDS if int(s) < 1000 else int(s) for s in spec.split(",")]
+    return [int(s) * ALPACA_RECORDS if int(s) < 1000 else int(s) for s in spec.split(",") if s.strip()]
 
 
 def main() -> int:

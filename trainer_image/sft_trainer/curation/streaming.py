@@ -37,6 +37,7 @@ import json
 import pickle
 import re
 import shutil
+import stat
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -90,11 +91,11 @@ Item = Conversation | RejectedRecord
 class InputShards:
     """The input file as numbered shards of `shard_records` records, each readable on its own.
 
-    JSON Lines (`.jsonl`, `.ndjson`, UTF-8) is read line by line: a first scan
-    counts the records and notes where each shard starts, and a shard is read
-    by seeking there, so memory holds one shard. Other inputs (a JSON array,
-    Parquet) cannot be cut without parsing them whole: they are read whole
-    once and kept (convert a large set to JSON Lines).
+    JSON Lines (`.jsonl`, `.ndjson`, UTF-8, a first line that parses) is read
+    line by line: a first scan counts the records and notes where each shard
+    starts, and a shard is read by seeking there, so memory holds one shard.
+    Other inputs (a JSON array, Parquet, a file `read_dataset` must judge
+    whole) are read whole once and kept: convert a large set to JSON Lines.
     """
 
     def __init__(self, path: str, format: str, shard_records: int = SHARD_RECORDS, max_records: int | None = None):
@@ -120,34 +121,41 @@ class InputShards:
         return start, min(start + self.shard_records, self.count)
 
     def _scan(self) -> None:
-        if self.path.suffix.lower() not in (".jsonl", ".ndjson") or not self._utf8():
-            items = list(read_dataset(self.path, self.format))
-            self.whole = items[: self.max_records] if self.max_records is not None else items
-            self.count = len(self.whole)
+        if not self._streamable():
+            self._read_whole()
             return
-        parsed_any, first_bad = False, None
         count, offset = 0, 0
         with self.path.open("rb") as handle:
             for line_no, line in enumerate(handle, start=1):
                 if line.strip():
                     if self.max_records is not None and count >= self.max_records:
                         break
+                    if count == 0 and isinstance(_parse_record(_decode_line(line), "line 1"), _BadLine):
+                        # A pretty-printed object, or not JSON Lines at all: the whole-file reader decides.
+                        self._read_whole()
+                        return
                     if count % self.shard_records == 0:
                         self.starts.append((offset, line_no))
-                    if not parsed_any:
-                        record = _parse_record(_decode_line(line), f"line {line_no}")
-                        if isinstance(record, _BadLine):
-                            first_bad = first_bad or (count, record.detail)
-                        else:
-                            parsed_any = True
                     count += 1
                 offset += len(line)
-        if count and not parsed_any:
-            index, detail = first_bad  # type: ignore[misc]
-            raise DatasetReadError(
-                f"{self.path}: not JSON Lines, no line is valid JSON; first bad record {index} ({detail})"
-            )
         self.count = count
+
+    def _read_whole(self) -> None:
+        items = list(read_dataset(self.path, self.format))
+        self.whole = items[: self.max_records] if self.max_records is not None else items
+        self.count = len(self.whole)
+        self.starts = []
+
+    def _streamable(self) -> bool:
+        """A regular UTF-8 file named .jsonl or .ndjson (anything else gets the whole-file reader and its errors)."""
+        if self.path.suffix.lower() not in (".jsonl", ".ndjson"):
+            return False
+        try:
+            if not stat.S_ISREG(self.path.stat().st_mode):
+                return False
+        except OSError:
+            return False
+        return self._utf8()
 
     def _utf8(self) -> bool:
         try:
@@ -576,9 +584,16 @@ class StreamingEngine:
         self, phase: Phase, keep: Keep, alive_by_shard: list[dict[int, Conversation] | None]
     ) -> Iterator[ShardOutcome]:
         """The pass over every shard, here, one shard at a time (shard order)."""
-        runner = Runner(phase.steps, labels=self.labels, workers=self.workers)
+        start = 0
+
+        def stage_progress(stage: str, done: int, total: int) -> None:
+            """Each stage's progress within the shard, counted in records of the whole input."""
+            self.progress(stage, start + done, self.shards.count)
+
+        runner = Runner(phase.steps, labels=self.labels, workers=self.workers, on_progress=stage_progress)
         for shard, alive in enumerate(alive_by_shard):
-            self.progress(self._label(phase), self.shards.shard_bounds(shard)[0], self.shards.count)
+            start = self.shards.shard_bounds(shard)[0]
+            self.progress(self._label(phase), start, self.shards.count)
             items = self.shards.read(shard)
             yield run_pass_on_shard(runner, phase, keep, self.steps, items, shard, alive, self.out)
             runner.examples.clear()
