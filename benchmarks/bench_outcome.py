@@ -59,12 +59,13 @@ MODELS = Path(os.environ.get("SFT_MODEL_CACHE", REPO / ".cache" / "models"))
 # chat template: it trains and is evaluated with the built-in Alpaca template (EOS ends a reply).
 BASES = {"smollm2": ("smollm2-135m-instruct", "auto"), "gemma3": ("gemma-3-270m", "alpaca")}
 
-# Sizes. CPU: fits <= 60 min on 2 idle cores (docs/evaluation.md has the measured split); GPU: every prompt.
+# Sizes. CPU: <= 60 min on 2 idle cores, projected from the CPU seconds measured per token (docs/evaluation.md);
+# GPU: ~3 epochs of the selection, every IFEval and safety prompt.
 SIZES: dict[str, dict[str, Any]] = {
     "cpu": {
         "base": "smollm2",
         "budget": 1000,
-        "steps": 60,
+        "steps": 32,  # 32 x 4 x 512 = 65k tokens per arm: ~0.4 of the selection's tokens, ~0.8 of the control's
         "batch": 4,
         "seq": 512,
         "ifeval_prompts": 80,
@@ -72,21 +73,21 @@ SIZES: dict[str, dict[str, Any]] = {
         "safety_prompts": 40,
         "safety_max_new_tokens": 48,
         "reference_records": 100,
-        "refusal_steps": 60,
+        "refusal_steps": 32,
         "batch_size_eval": 16,
     },
     "gpu": {
         "base": "smollm2",
         "budget": 1000,
-        "steps": 250,
-        "batch": 16,
+        "steps": 60,  # 60 x 8 x 1024 = 491k tokens: about 3 epochs of the selection (~160k tokens), the default
+        "batch": 8,
         "seq": 1024,
         "ifeval_prompts": None,
         "ifeval_max_new_tokens": 256,
         "safety_prompts": None,
         "safety_max_new_tokens": 64,
         "reference_records": 300,
-        "refusal_steps": 250,
+        "refusal_steps": 60,
         "batch_size_eval": 64,
     },
 }
