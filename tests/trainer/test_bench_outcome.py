@@ -32,14 +32,15 @@ def tiny_outcome(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, sh
         "--base", str(smollm2_dir), "--pool-size", "300", "--budget", str(BUDGET),
         "--steps", "2", "--batch", "2", "--seq", "256",
         "--ifeval-prompts", "4", "--ifeval-max-new-tokens", "16",
-        "--safety-prompts", "3", "--safety-max-new-tokens", "16", "--reference-records", "4",
+        "--safety-prompts", "2", "--safety-max-new-tokens", "16", "--reference-records", "2",
         "--no-base-eval", "--threads", "1",
         # The MiniLM off-topic judge takes minutes on 300 records on a CPU and is not what this tests.
         "--curation-settings", '{"relevance": {"maxRecordsOnCpu": 0}}',
         "--work", str(work), "--json", str(figures),
     ]  # fmt: skip
     env = {**os.environ, "SFT_SHARED_DATA": str(shared_data)}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
+    # ~2 min on 2 idle cores; the limit only catches a hang (a shared machine at load 20 took 10-20 min).
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "curated − random" in done.stdout  # the one table
     return json.loads(figures.read_text(encoding="utf-8")), work
@@ -75,7 +76,7 @@ def test_every_arm_trains_the_same_steps_and_is_evaluated_alike(tiny_outcome) ->
         assert arm["train"]["steps"] == 2, name
         assert arm["train"]["seconds"] > 0 and arm["evalSeconds"] > 0
         assert arm["counts"]["ifeval"]["prompts"] == 4
-        assert arm["counts"]["reference"]["records"] == 4
+        assert arm["counts"]["reference"]["records"] == 2
     assert report["settings"]["training"]["maxSteps"] == 2
 
 
