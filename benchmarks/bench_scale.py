@@ -90,7 +90,7 @@ def run_curation(python_path: Path, input_path: Path, out: Path, engine: dict[st
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "records_per_second": round(counts["input"] / seconds, 1),
         "counts": counts,
-        "engine": report.get("engine"),
+        "engine_report": report.get("engine"),
     }
 
 
