@@ -44,7 +44,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .entrypoint import record_line, verify_accounting
+from .entrypoint import verify_accounting
+from .streaming import record_line
 from .tokens import INVISIBLE, mixed_script_word
 
 DECISIONS_FILE = "review_decisions.jsonl"
