@@ -65,15 +65,15 @@ SIZES: dict[str, dict[str, Any]] = {
     "cpu": {
         "base": "smollm2",
         "budget": 1000,
-        "steps": 32,  # 32 x 4 x 512 = 65k tokens per arm: ~0.4 of the selection's tokens, ~0.8 of the control's
+        "steps": 24,  # 24 x 4 x 512 = 49k tokens per arm: ~0.3 of the selection's tokens, ~0.6 of the control's
         "batch": 4,
         "seq": 512,
-        "ifeval_prompts": 80,
+        "ifeval_prompts": 60,
         "ifeval_max_new_tokens": 192,
-        "safety_prompts": 40,
+        "safety_prompts": 30,
         "safety_max_new_tokens": 48,
-        "reference_records": 100,
-        "refusal_steps": 32,
+        "reference_records": 50,
+        "refusal_steps": 24,
         "batch_size_eval": 16,
     },
     "gpu": {
