@@ -13,6 +13,7 @@ from sft_trainer.curation.entrypoint import verify_accounting
 from sft_trainer.curation.pipeline import CurationResult, curate
 from sft_trainer.curation.streaming import (
     PARTS,
+    STAGES,
     InputShards,
     State,
     StreamingEngine,
@@ -128,3 +129,31 @@ def test_a_shard_reads_what_the_whole_file_reader_gives(planted: Path) -> None:
 
     assert [view(i) for i in read] == [view(i) for i in whole]
     assert any(isinstance(i, RejectedRecord) for i in read)
+
+
+class Planted:
+    """What an attacker with write access to the output volume would leave as a saved state."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        import os
+
+        return (os.system, ("touch planted-code-ran",))
+
+
+def test_a_planted_state_file_is_refused_and_its_code_never_runs(
+    planted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    settings = {"relevance": {"enabled": False}, "balance": {"method": "rules"}, "maxRecords": 200}
+    cfg = CurationRunConfig(input=str(planted), output_dir=str(out), curation=CurationConfig.model_validate(settings))
+    shards = InputShards(str(planted), "auto", shard_records=50, max_records=200)
+    with pytest.raises(Crash):
+        curate_in_shards(cfg, shards, engine_class=CrashAfterTwoPhases)
+    marker = json.loads((out / STAGES / "latest.json").read_text())
+    (out / STAGES / marker["state"]).write_bytes(pickle.dumps(Planted()))
+    with pytest.raises(pickle.UnpicklingError, match="may not hold posix.system"):
+        curate_in_shards(cfg, shards)
+    assert not (tmp_path / "planted-code-ran").exists()

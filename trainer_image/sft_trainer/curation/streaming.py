@@ -31,6 +31,7 @@ in how a pass's shards are run and how duplicates are grouped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import json
@@ -484,6 +485,44 @@ def fingerprint(cfg: CurationRunConfig, shard_records: int) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class StateUnpickler(pickle.Unpickler):
+    """Loads a saved `State` and nothing else: the output volume is writable by others, and a plain pickle
+    would run whatever code a planted state file names (as torch.load without weights_only would).
+
+    Allowed: this package's dataclasses, `collections` containers, numpy arrays and scalars, and a few
+    harmless builtins. Anything else is an error naming it.
+    """
+
+    SAFE_BUILTINS = frozenset({"set", "frozenset", "complex", "slice", "range", "bytearray"})
+    NUMPY = frozenset(
+        {
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "scalar"),
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy.core.multiarray", "scalar"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = super().find_class(module, name) if self._allowed(module, name) else None
+        if found is None or (module.startswith("sft_trainer.") and not dataclasses.is_dataclass(found)):
+            raise pickle.UnpicklingError(f"a saved curation state may not hold {module}.{name}")
+        return found
+
+    def _allowed(self, module: str, name: str) -> bool:
+        if module == "builtins":
+            return name in self.SAFE_BUILTINS
+        if module == "collections":
+            return name in {"Counter", "OrderedDict", "defaultdict", "deque"}
+        if module.startswith("numpy"):
+            return (module, name) in self.NUMPY or module == "numpy" and name.endswith("Dtype")
+        return module.startswith("sft_trainer.")
+
+
 class StreamingEngine:
     """Runs a step list over `shards` phase by phase; a subclass changes how a pass's shards run (`run_pass`)."""
 
@@ -533,7 +572,7 @@ class StreamingEngine:
             state_file = self._stage_dir() / saved["state"]
             if saved.get("fingerprint") == self.fingerprint and state_file.exists():
                 with state_file.open("rb") as handle:
-                    state: State = pickle.load(handle)
+                    state = StateUnpickler(handle).load()
                 for step, saved_state in zip(self.steps, state.step_states, strict=True):
                     vars(step).update(saved_state)
                 self.resumed_phases = [p["name"] for p in saved["finished"]]
