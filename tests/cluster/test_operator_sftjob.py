@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -121,6 +122,13 @@ def test_a_failed_curation_fails_the_job_that_waits_for_it(
     assert api.job(namespace, "sft-train") is None
 
 
+def table_row(header: str, row: str) -> dict[str, str]:
+    """A `kubectl get` row by column: cells sit under their headers (an empty cell is blank, so no split())."""
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
+
+
 def test_progress_is_polled_into_status_printer_columns_and_metrics(
     operator: RunningOperator, namespace: str, api: Api, node: Node, kubectl: Kubectl
 ) -> None:
@@ -164,8 +172,7 @@ def test_progress_is_polled_into_status_printer_columns_and_metrics(
         # `kubectl get sft` lists by the short name (and the category of the same name, see the report).
         lines = kubectl.run("get", "sft", "-n", namespace, "-o", "wide", check=True).stdout.splitlines()
         header_at = next(i for i, line in enumerate(lines) if "PROGRESS" in line)
-        header, row = lines[header_at].split(), lines[header_at + 1].split()
-        columns = dict(zip(header, row, strict=False))
+        columns = table_row(lines[header_at], lines[header_at + 1])
         assert columns["NAME"].endswith("/sft") or columns["NAME"] == "sft"
         assert columns["STATUS"] == "Running" and columns["PROGRESS"] == "60" and columns["LOSS"] == "1.5"
         assert columns["EVAL-LOSS"] == "1.9502" and columns["TOKENS/S"] == "5123.5"

@@ -17,6 +17,7 @@ and the Jobs API).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,10 +34,16 @@ from support.waiting import eventually
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.slow,
-    # Not passed here yet (2 shared cores): the Ray head's dashboard agent took about 60 s to start under a
-    # load of 20 and its raylet gave up waiting for it ("Timed out waiting for file .../metrics_agent_port");
-    # and the curation's Ray engine (sft_trainer.curation.ray_engine) did not exist yet when it ran.
-    pytest.mark.xfail(reason="Ray head startup times out on the loaded 2-core machine; see the module note"),
+    # Not passed here yet (2 shared cores), so it runs only when asked (SFT_KUBERAY_E2E=1) instead of
+    # spending 15 minutes of every `make test` on a known failure. What failed: first the Ray head's raylet
+    # gave up waiting for its dashboard agent (about 60 s to start under a load of 20); in the last run the
+    # head and worker came up, and the submitter pod failed with "ConnectionError: Failed to connect to Ray at
+    # address: http://<head-svc>.e2e-ray.svc.cluster.local:8265" (the pod network's hosts file names
+    # services, the dashboard may not have been listening yet, and KubeRay did not retry the submitter).
+    pytest.mark.skipif(
+        os.environ.get("SFT_KUBERAY_E2E") != "1",
+        reason="opt-in (SFT_KUBERAY_E2E=1): does not pass on this 2-core machine yet, see the module note",
+    ),
 ]
 NAMESPACE = "e2e-ray"
 OUTPUTS = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json")

@@ -60,7 +60,7 @@ def manifests() -> list[dict[str, Any]]:
             "source": {"pvc": {"claimName": "datasets", "path": "alpaca_data.json"}},
             "output": {"pvc": {"claimName": "outputs", "path": "curation/lima"}},
             "tokenizer": {"pvc": {"claimName": "models", "path": "tiny"}},
-            "curation": {"maxRecords": 150, "template": {"maxSeqLength": 1024}},
+            "curation": {"maxRecords": 150, "template": {"maxSeqLength": 1024}, "selection": {"budget": 100}},
             # No GPU, but the only node is a tainted GPU node.
             "resources": {"tolerations": placement["tolerations"]},
         },
@@ -130,6 +130,12 @@ def test_sftjob_from_apply_to_succeeded_with_real_artifacts(
     assert counts["input"] == 150
     assert counts["curated"] + counts["rejected"] + counts["review"] == 150
     assert curated["status"]["taskEntropyAfter"] > 0
+    # The selection and its random control, reported by the pod through status (the budget caps at the pool).
+    selection = curated["status"]["selection"]
+    assert selection["strategy"] == "diverse-quality" and 0 < selection["budget"] <= 100
+    assert selection["selected"] == counts["curated"] == selection["control"] > 0
+    control = (claims / "curation" / "lima" / "control.jsonl").read_text().splitlines()
+    assert len(control) == selection["control"]
 
     done = eventually(
         lambda: (
