@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support.e2e import GPU_PRODUCT, GPU_TAINT
+from support.e2e import GPU_PRODUCT, GPU_TAINT, scheduled_plane
 from support.kube import REPO_ROOT, ControlPlane, Kubectl
 from support.node_agent import NodeAgent
 from support.waiting import eventually
@@ -20,13 +20,8 @@ from support.waiting import eventually
 
 @pytest.fixture(scope="session")
 def e2e_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("e2e-plane"))
-    try:
-        plane.start()
-        plane.start_scheduler()
+    with scheduled_plane(tmp_path_factory.mktemp("e2e-plane")) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="session")

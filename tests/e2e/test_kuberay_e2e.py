@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from support.e2e import bound_claim, operator_process
+from support.e2e import bound_claim, operator_process, scheduled_plane
 from support.kube import ControlPlane, Kubectl
 from support.kuberay import KubeRayOperator, install_crds
 from support.manifests import condition
@@ -51,13 +51,8 @@ OUTPUTS = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json")
 
 @pytest.fixture(scope="module")
 def ray_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = ControlPlane(tmp_path_factory.mktemp("ray-plane"))
-    try:
-        plane.start()
-        plane.start_scheduler()
+    with scheduled_plane(tmp_path_factory.mktemp("ray-plane")) as plane:
         yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture(scope="module")

@@ -84,3 +84,15 @@ def operator_process(
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def scheduled_plane(workdir: Path) -> Iterator[ControlPlane]:
+    """The e2e layer's cluster: a control plane with kube-scheduler, stopped on exit."""
+    plane = ControlPlane(workdir)
+    try:
+        plane.start()
+        plane.start_scheduler()
+        yield plane
+    finally:
+        plane.stop()
