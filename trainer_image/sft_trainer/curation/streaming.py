@@ -131,7 +131,8 @@ class InputShards:
                 if line.strip():
                     if self.max_records is not None and count >= self.max_records:
                         break
-                    if count == 0 and isinstance(_parse_record(_decode_line(line), "line 1"), _BadLine):
+                    first = _decode_line(line, at_file_start=offset == 0)
+                    if count == 0 and isinstance(_parse_record(first, "line 1"), _BadLine):
                         # A pretty-printed object, or not JSON Lines at all: the whole-file reader decides.
                         self._read_whole()
                         return
@@ -180,19 +181,23 @@ class InputShards:
                 if index >= end:
                     break
                 if line.strip():
-                    record = _parse_record(_decode_line(line), f"line {line_no}")
+                    record = _parse_record(_decode_line(line, at_file_start=offset == 0), f"line {line_no}")
                     if isinstance(record, _BadLine):
                         items.append(RejectedRecord(index, [record.reason], record.text, record.detail))
                     else:
                         items.append(record_to_conversation(record, index, self.format))
                     index += 1
                 line_no += 1
+                offset += len(line)
         return items
 
 
-def _decode_line(line: bytes) -> str:
-    """One JSON Lines line as `read_dataset` decodes it (BOM skipped, invalid UTF-8 kept as surrogates)."""
-    return line.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+def _decode_line(line: bytes, *, at_file_start: bool) -> str:
+    """One JSON Lines line as `read_dataset` decodes it: invalid UTF-8 kept as surrogates, and a BOM skipped
+    only where the file starts (a BOM mid-file, from concatenated files, leaves its line invalid JSON there too)."""
+    if at_file_start:
+        line = line.removeprefix(b"\xef\xbb\xbf")
+    return line.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
 
 
 # -- phases ------------------------------------------------------------------------
