@@ -101,13 +101,19 @@ def test_shards_give_the_in_memory_outputs_and_a_restart_skips_finished_phases(
     assert not (out / PARTS).exists()
 
 
-def test_saved_phases_of_another_configuration_are_not_reused(planted: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def crashed_after_two_phases(planted: Path, out: Path) -> tuple[CurationRunConfig, InputShards]:
+    """A small surface-only curation of 200 records whose pod died after its second saved phase."""
     settings = {"relevance": {"enabled": False}, "balance": {"method": "rules"}, "maxRecords": 200}
     cfg = CurationRunConfig(input=str(planted), output_dir=str(out), curation=CurationConfig.model_validate(settings))
     shards = InputShards(str(planted), "auto", shard_records=50, max_records=200)
     with pytest.raises(Crash):
         curate_in_shards(cfg, shards, engine_class=CrashAfterTwoPhases)
+    return cfg, shards
+
+
+def test_saved_phases_of_another_configuration_are_not_reused(planted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg, shards = crashed_after_two_phases(planted, out)
     changed = cfg.model_copy(update={"curation": cfg.curation.model_copy(update={"seed": 1})})
     result, engine = curate_in_shards(changed, shards)
     verify_accounting(out, result.input_count)
@@ -147,11 +153,7 @@ def test_a_planted_state_file_is_refused_and_its_code_never_runs(
 
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    settings = {"relevance": {"enabled": False}, "balance": {"method": "rules"}, "maxRecords": 200}
-    cfg = CurationRunConfig(input=str(planted), output_dir=str(out), curation=CurationConfig.model_validate(settings))
-    shards = InputShards(str(planted), "auto", shard_records=50, max_records=200)
-    with pytest.raises(Crash):
-        curate_in_shards(cfg, shards, engine_class=CrashAfterTwoPhases)
+    cfg, shards = crashed_after_two_phases(planted, out)
     marker = json.loads((out / STAGES / "latest.json").read_text())
     (out / STAGES / marker["state"]).write_bytes(pickle.dumps(Planted()))
     with pytest.raises(pickle.UnpicklingError, match="may not hold posix.system"):
