@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from sft_trainer.curation.audit import audit as run_audit
+
 
 @pytest.fixture(scope="module")
 def audit(data_dir: Path) -> dict:
-    from curation_audit import audit as run_audit
-
-    return run_audit()
+    return run_audit(Path(__file__).resolve().parents[2] / "data" / "curation" / "alpaca_audit_labels.jsonl", data_dir)
 
 
 def test_sample_is_large_enough(audit: dict) -> None:
