@@ -524,7 +524,7 @@ class StateUnpickler(pickle.Unpickler):
         if module == "collections":
             return name in {"Counter", "OrderedDict", "defaultdict", "deque"}
         if module.startswith("numpy"):
-            return (module, name) in self.NUMPY or module == "numpy" and name.endswith("Dtype")
+            return (module, name) in self.NUMPY
         return module.startswith("sft_trainer.")
 
 

@@ -228,7 +228,6 @@ class TemplateCheck(Filter):
             chat_template = resolve_template(view.tokenizer, template)
         except TemplateError as err:
             raise ConfigError(f"curation.template.name: {err}") from err
-        self.view = view
         self.max_seq_length = max_seq_length
         self.builder = SampleBuilder(view.tokenizer, chat_template, max_seq_length=max_seq_length)
         self.stand_in_tokens = len(view.encode([STAND_IN])[0])
