@@ -29,6 +29,8 @@ from .rayjob import RAY_GROUP, RAY_VERSION, RAYJOB_KIND, RAYJOB_PLURAL
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 PEERING_GROUP, PEERING_VERSION = "kopf.dev", "v1"
 CONFLICT_RETRIES = 5
+# Names the operator's requests in the API server's audit log and metrics (kopf's own say `kopf/VERSION`).
+USER_AGENT = "trustdoc-sft-operator"
 Obj = dict[str, Any]
 
 
@@ -65,6 +67,7 @@ class Kube:
     """The operator's API client (thread-safe; sync handlers run in kopf's thread pool)."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
+        api_client.user_agent = USER_AGENT
         self.api_client = api_client
         # Typed as Any on purpose: bodies go in as wire dicts and come back raw
         # (`_preload_content=False`), never as the client's model classes.
