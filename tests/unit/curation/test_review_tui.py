@@ -22,12 +22,18 @@ ROOT = Path(__file__).resolve().parents[3]
 class Tmux:
     """One tmux server of our own (its socket in the test's folder), one window of 110x36."""
 
-    def __init__(self, socket: Path) -> None:
+    def __init__(self, folder: Path) -> None:
         if shutil.which("tmux") is None:
             pytest.skip("tmux is missing: hack/install-system-deps.sh installs it")
-        self.base = ["tmux", "-S", str(socket)]
+        self.folder = folder
+        self.starts = 0
+        self.base: list[str] = []
 
     def start(self, command: list[str]) -> None:
+        # A server (socket) per start: `kill-server` returns before the old server has gone, and a new
+        # session on its socket can fail while it is still exiting.
+        self.starts += 1
+        self.base = ["tmux", "-S", str(self.folder / f"tmux{self.starts}.sock")]
         # The shell stays after the command, so what it printed on exit can be read. COLUMNS and LINES
         # (pytest's) would override the window's size for Textual.
         line = f"env -u COLUMNS -u LINES {shlex.join(command)}; echo EXIT=$?; sleep 600"
@@ -53,12 +59,13 @@ class Tmux:
         subprocess.run([*self.base, "send-keys", "-l", text], check=True)
 
     def stop(self) -> None:
-        subprocess.run([*self.base, "kill-server"], check=False, capture_output=True)
+        if self.base:
+            subprocess.run([*self.base, "kill-server"], check=False, capture_output=True)
 
 
 @pytest.fixture
 def tmux(tmp_path: Path):
-    terminal = Tmux(tmp_path / "tmux.sock")
+    terminal = Tmux(tmp_path)
     yield terminal
     terminal.stop()
 
