@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -46,9 +47,23 @@ def binary(name: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from `bind(0)` is free only until someone else asks the kernel for one: torchrun's rendezvous
+    store or any outgoing connection could be handed the same number before our server binds it (a
+    progress server failed with EADDRINUSE that way). Below the ephemeral range nobody is handed ports.
+    """
+    port_range = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    lowest_ephemeral = int(port_range.read_text().split()[0]) if port_range.exists() else 32768
+    candidates = random.Random().sample(range(10_000, lowest_ephemeral), 200)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port among 200 tried in 10000..{lowest_ephemeral - 1}")
 
 
 @dataclass
