@@ -26,7 +26,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,11 +78,11 @@ class CurationResult:
         return self.run.input_count
 
     @property
-    def curated(self) -> list[Conversation]:
+    def curated(self) -> Sequence[Conversation]:
         return self.run.curated
 
     @property
-    def rejected(self) -> list[Rejection]:
+    def rejected(self) -> Sequence[Rejection]:
         return self.run.rejected
 
     @property
@@ -354,7 +354,12 @@ def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
             if (values := _measured(before, key))
         },
     }
-    by_index = {c.source_index: c for c in before}
+    shown = {
+        i for step in steps if isinstance(step, NearDedup) for members in step.cluster_sources[:10] for i in members[:4]
+    }
+    by_index = {
+        c.source_index: c for c in before if c.source_index in shown
+    }  # a streaming run's `before` is built as read
     for step in steps:
         if isinstance(step, NearDedup):
             stats["near_clusters"] = len(step.clusters)
@@ -366,7 +371,7 @@ def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
     return stats
 
 
-def _measured(convs: list[Conversation], key: str) -> list[float]:
+def _measured(convs: Sequence[Conversation], key: str) -> list[float]:
     """The records' values of one score where a step measured it (None: the step could not, e.g. empty text)."""
     return [float(v) for c in convs if isinstance(v := c.meta.get("scores", {}).get(key), int | float)]
 

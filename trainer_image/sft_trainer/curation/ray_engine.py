@@ -26,13 +26,13 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..config.curation import CurationRunConfig, EngineSettings
-from ..formats import Conversation
+from .compact import CompactRecords
 from .dedup import ExactDedup, NearDedup, clusters_of_pairs, lsh_bands
 from .runner import Progress, Runner
 from .streaming import (
@@ -141,13 +141,14 @@ class RayEngine(StreamingEngine):
         }
 
     def run_pass(
-        self, phase: Phase, keep: Keep, alive_by_shard: list[dict[int, Conversation] | None]
+        self, phase: Phase, keep: Keep, alive_of: Callable[[int], CompactRecords | None]
     ) -> Iterator[ShardOutcome]:
         import ray
 
         rows = [
             {"shard": k, "alive": b"" if alive is None else pickle.dumps(alive, protocol=pickle.HIGHEST_PROTOCOL)}
-            for k, alive in enumerate(alive_by_shard)
+            for k in range(self.shards.shards)
+            for alive in [alive_of(k)]
         ]
         dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(rows))).map_batches(
             PassWorker,

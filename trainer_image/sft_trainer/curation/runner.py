@@ -73,15 +73,15 @@ class RunResult:
     """Where every record went, and what each step did."""
 
     input_count: int
-    curated: list[Conversation]
-    rejected: list[Rejection]
+    curated: Sequence[Conversation]
+    rejected: Sequence[Rejection]
     review: list[tuple[Conversation, list[str]]]
     funnel: list[tuple[str, int]]
     """Records still in the running after each stage (the report's funnel)."""
     steps: list[Step]
     examples: dict[str, list[dict[str, Any]]]
     """A few rejected records per first reason."""
-    judged: list[Conversation]
+    judged: Sequence[Conversation]
     """The records that passed the first gates (parsed, not over-long, valid): the "before" population."""
     timings: list[StepTiming]
 
@@ -340,13 +340,19 @@ class Runner:
             self._run_annotator(first, stage.label, convs)
             return convs, None
         if isinstance(first, SetStep):
-            self.progress(stage.label, 0, len(convs))
-            stopped = first(convs)
-            self.progress(stage.label, len(convs), len(convs))
-            for i, reason in sorted(stopped.items()):
-                self._route(first, convs[i], [reason])
+            stopped = self.run_set_step(first, stage.label, convs)
             return [c for i, c in enumerate(convs) if i not in stopped], None
         raise TypeError(f"{type(first).__name__} is not a Filter, Annotator or SetStep")
+
+    def run_set_step(self, step: SetStep, label: str, convs: Sequence[Conversation]) -> dict[int, str]:
+        """A set step over `convs` (a list, or a streaming engine's compact records); the records it stops are
+        routed, and returned by position."""
+        self.progress(label, 0, len(convs))
+        stopped = step(convs)
+        self.progress(label, len(convs), len(convs))
+        for i, reason in sorted(stopped.items()):
+            self._route(step, convs[i], [reason])
+        return stopped
 
     def _run_filters(
         self, stage: Stage, convs: list[Conversation]
@@ -377,10 +383,7 @@ class Runner:
         if step.outcome == "review":
             self.review.append((conv, reasons))
             return
-        extra = {k: conv.meta[k] for k in ("dup_cluster", "duplicate_of", "task", "selection") if k in conv.meta}
-        if "scores" in conv.meta:
-            extra["scores"] = conv.meta["scores"]
-        self.rejected.append(Rejection(conv.source_index, reasons, conv.raw, extra=extra))
+        self.rejected.append(Rejection(conv.source_index, reasons, conv.raw, extra=rejection_extra(conv.meta)))
         bucket = self.examples.setdefault(reasons[0], [])
         if len(bucket) < EXAMPLES_PER_REASON:
             bucket.append(example(conv))
@@ -397,6 +400,14 @@ class Runner:
                     "response": "",
                 }
             )
+
+
+def rejection_extra(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a rejected record's line carries of its meta: cluster, task, selection and scores."""
+    extra = {k: meta[k] for k in ("dup_cluster", "duplicate_of", "task", "selection") if k in meta}
+    if "scores" in meta:
+        extra["scores"] = meta["scores"]
+    return extra
 
 
 def _kind(step: Step) -> str:

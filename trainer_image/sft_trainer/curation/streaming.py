@@ -41,10 +41,12 @@ import shutil
 import stat
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..config.curation import CurationRunConfig
 from ..formats import (
@@ -57,10 +59,10 @@ from ..formats import (
     record_to_conversation,
 )
 from .base import SetStep, Step
+from .compact import CompactRecords, Rejections
 from .dedup import NearDedup
 from .runner import (
     EXAMPLES_PER_REASON,
-    RESPONSE_WORDS,
     AccountingError,
     Progress,
     Rejection,
@@ -71,8 +73,8 @@ from .runner import (
     _merge_funnel,
     check_partition,
     example,
+    rejection_extra,
 )
-from .text import last_response
 
 if TYPE_CHECKING:
     from .pipeline import CurationResult
@@ -260,10 +262,14 @@ def keep_after(phases: list[Phase], index: int, steps: Sequence[Step]) -> Keep:
     )
 
 
-def compact(conv: Conversation, keep: Keep) -> Conversation:
-    """The record as the set steps need it: meta, the kept features, the messages only if a later step reads text."""
-    features = {k: v for k, v in conv.features.items() if k in keep.features or k == RESPONSE_WORDS}
-    return Conversation(conv.messages if keep.text else [], conv.source_index, conv.meta, None, features)
+def compact(convs: Sequence[Conversation], keep: Keep) -> CompactRecords:
+    """The records as the set steps need them: meta, the kept features, the messages only if a later step reads text."""
+    return CompactRecords.of(convs, keep.features, keep.text)
+
+
+def plain(conv: Conversation) -> Conversation:
+    """A record held for review, as the report needs it: where it came from and its meta (a copy)."""
+    return Conversation([], conv.source_index, dict(conv.meta))
 
 
 # -- one pass over one shard (in this process, or in a Ray worker) ------------------
@@ -283,8 +289,9 @@ class ShardOutcome:
 
     shard: int
     parsed: int
-    survivors: list[Conversation]
-    judged: list[Conversation] | None
+    survivors: CompactRecords
+    judged: CompactRecords | None
+    """The records that passed the gates, meta only (the report's "before" figures)."""
     rejected: list[Rejection]
     """Without the originals: those are in the part files already."""
     review: list[tuple[Conversation, list[str]]]
@@ -305,7 +312,7 @@ def run_pass_on_shard(
     steps: Sequence[Step],
     items: list[Item],
     shard: int,
-    alive: dict[int, Conversation] | None,
+    alive: CompactRecords | None,
     out: Path,
 ) -> ShardOutcome:
     """Run a pass's stages over one shard: `alive` (None in the first pass) says which records are still in the
@@ -314,8 +321,7 @@ def run_pass_on_shard(
     if alive is None:
         convs = runner.take_parsed(items)
     else:
-        convs = [_restored(item, alive[item.source_index]) for item in items if item.source_index in alive]
-        convs = [c for c in convs if c is not None]
+        convs = [restored(item, alive, row) for item in items if (row := alive.find(item.source_index)) is not None]
     parsed = len(convs)
     advance = runner.advance(convs)
     for position in keep.prepare:
@@ -326,15 +332,7 @@ def run_pass_on_shard(
     rejected.sort(key=lambda r: r.source_index)  # routed stage by stage; the merge reads each part in index order
     write_part(part_path(out, phase.index, shard, "rejected"), (rejection_record(r) for r in rejected))
     write_part(part_path(out, phase.index, shard, "review"), (review_record(c, r) for c, r in review))
-    compacts: dict[int, Conversation] = {}
-
-    def compacted(conv: Conversation) -> Conversation:
-        if id(conv) not in compacts:
-            conv.features.setdefault(RESPONSE_WORDS, len(last_response(conv).split()))
-            compacts[id(conv)] = compact(conv, keep)
-        return compacts[id(conv)]
-
-    judged = [compacted(c) for c in advance.judged] if advance.judged is not None else None
+    judged = compact(advance.judged, Keep(False, frozenset(), ())) if advance.judged is not None else None
     counters = [
         StepCounters(s.seen - seen, Counter(s.drops) - drops, s.seconds - seconds, s.notes[notes:])
         for s, (seen, drops, seconds, notes) in zip(phase.steps, before, strict=True)
@@ -342,21 +340,21 @@ def run_pass_on_shard(
     return ShardOutcome(
         shard,
         parsed,
-        [compacted(c) for c in advance.survivors],
+        compact(advance.survivors, keep),
         judged,
-        [Rejection(r.source_index, r.reasons, None, r.detail, r.extra) for r in rejected],
-        [(compacted(c), reasons) for c, reasons in review],
+        [Rejection(r.source_index, r.reasons, None, r.detail) for r in rejected],
+        [(plain(c), reasons) for c, reasons in review],
         advance.funnel,
         dict(runner.examples),
         counters,
     )
 
 
-def _restored(item: Item, state: Conversation) -> Conversation | None:
-    if not isinstance(item, Conversation):
-        return None  # stopped before the first pass ended: not in `alive`
-    item.meta = state.meta
-    item.features.update(state.features)
+def restored(item: Item, alive: CompactRecords, row: int) -> Conversation:
+    """A record read again, given back the meta and features it had."""
+    assert isinstance(item, Conversation), f"record {item.source_index} could not be parsed, yet is in the running"
+    item.meta = alive.meta(row)
+    item.features.update(alive.features_of(row))
     return item
 
 
@@ -437,11 +435,35 @@ def _concatenate(paths: list[Path], target: Path) -> None:
 
 @dataclass
 class SetStopped:
-    phase: int
-    outcome: str
-    reasons: list[str]
-    extra: dict[str, Any]
-    meta: dict[str, Any]
+    """The records set steps stopped, in source_index order: their meta, and which phase stopped them, how, why."""
+
+    records: CompactRecords = field(default_factory=CompactRecords.empty)
+    phase: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    review: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Held for review (else rejected)."""
+    reason: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    """Each row's reason: a position in `reasons`."""
+    reasons: list[str] = field(default_factory=list)
+
+    def plus(self, phase: int, records: CompactRecords, review: np.ndarray, reasons: list[str]) -> SetStopped:
+        """These and the records one more set phase stopped (`review`, `reasons` by row of `records`)."""
+        names = list(self.reasons) + sorted(set(reasons) - set(self.reasons))
+        codes = np.array([names.index(r) for r in reasons], dtype=np.int32)
+        joined = CompactRecords.concat([self.records, records])
+        order = np.argsort(joined.source_index, kind="stable")
+        return SetStopped(
+            joined.take(order),
+            np.concatenate([self.phase, np.full(len(records), phase, dtype=np.int16)])[order],
+            np.concatenate([self.review, review])[order],
+            np.concatenate([self.reason, codes])[order],
+            names,
+        )
+
+    def between(self, low: int, high: int) -> SetStopped:
+        """The rows with low <= source_index < high."""
+        first, last = np.searchsorted(self.records.source_index, [low, high])
+        rows = np.arange(first, last)
+        return SetStopped(self.records.take(rows), self.phase[rows], self.review[rows], self.reason[rows], self.reasons)
 
 
 @dataclass
@@ -452,14 +474,14 @@ class State:
     """The next phase to run."""
     input_count: int = 0
     parsed: int = 0
-    alive: dict[int, Conversation] = field(default_factory=dict)
-    judged: list[Conversation] = field(default_factory=list)
+    alive: CompactRecords = field(default_factory=CompactRecords.empty)
+    judged: CompactRecords = field(default_factory=CompactRecords.empty)
     judged_seen: bool = False
-    rejected: list[Rejection] = field(default_factory=list)
+    rejected: Rejections = field(default_factory=Rejections)
     """Every rejected record (originals not held)."""
     review: list[tuple[Conversation, list[str]]] = field(default_factory=list)
-    set_stopped: dict[int, SetStopped] = field(default_factory=dict)
-    """The records a set step stopped, by source_index: written with their text in the output pass."""
+    set_stopped: SetStopped = field(default_factory=SetStopped)
+    """The records a set step stopped: written with their text in the output pass."""
     funnel: list[tuple[str, int]] = field(default_factory=list)
     examples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     step_states: list[dict[str, Any]] = field(default_factory=list)
@@ -625,9 +647,10 @@ class StreamingEngine:
         return self._result(state), state
 
     def run_pass(
-        self, phase: Phase, keep: Keep, alive_by_shard: list[dict[int, Conversation] | None]
+        self, phase: Phase, keep: Keep, alive_of: Callable[[int], CompactRecords | None]
     ) -> Iterator[ShardOutcome]:
-        """The pass over every shard, here, one shard at a time (shard order)."""
+        """The pass over every shard, here, one shard at a time (shard order); `alive_of(shard)` is what is still
+        in the running there (None in the first pass)."""
         start = 0
 
         def stage_progress(stage: str, done: int, total: int) -> None:
@@ -635,50 +658,47 @@ class StreamingEngine:
             self.progress(stage, start + done, self.shards.count)
 
         runner = Runner(phase.steps, labels=self.labels, workers=self.workers, on_progress=stage_progress)
-        for shard, alive in enumerate(alive_by_shard):
+        for shard in range(self.shards.shards):
             start = self.shards.shard_bounds(shard)[0]
             self.progress(self._label(phase), start, self.shards.count)
             items = self.shards.read(shard)
-            yield run_pass_on_shard(runner, phase, keep, self.steps, items, shard, alive, self.out)
+            yield run_pass_on_shard(runner, phase, keep, self.steps, items, shard, alive_of(shard), self.out)
             runner.examples.clear()
 
     def _label(self, phase: Phase) -> str:
         return self.labels.get(id(phase.steps[0]), phase.name) if phase.steps else "read"
 
-    def _alive_by_shard(self, state: State, first: bool) -> list[dict[int, Conversation] | None]:
-        if first:
-            return [None] * self.shards.shards
-        split: list[dict[int, Conversation] | None] = [{} for _ in range(self.shards.shards)]
-        for index, conv in state.alive.items():
-            target = split[index // self.shards.shard_records]
-            assert target is not None
-            target[index] = conv
-        return split
+    def _alive_of(self, state: State, first: bool) -> Callable[[int], CompactRecords | None]:
+        def alive_of(shard: int) -> CompactRecords | None:
+            return None if first else state.alive.between(*self.shards.shard_bounds(shard))
+
+        return alive_of
 
     def _pass(self, phase: Phase, state: State) -> None:
         first = phase.index == 0
         keep = keep_after(self.phases, phase.index, self.steps)
-        outcomes = sorted(self.run_pass(phase, keep, self._alive_by_shard(state, first)), key=lambda o: o.shard)
+        outcomes = sorted(self.run_pass(phase, keep, self._alive_of(state, first)), key=lambda o: o.shard)
         self.progress(self._label(phase), self.shards.count, self.shards.count)
         funnel: list[tuple[str, int]] = []
-        alive: dict[int, Conversation] = {}
+        judged: list[CompactRecords] = []
         for outcome in outcomes:
             if first:
                 state.parsed += outcome.parsed
-            alive.update((c.source_index, c) for c in outcome.survivors)
             if outcome.judged is not None and not state.judged_seen:
-                state.judged += outcome.judged
-            state.rejected += outcome.rejected
+                judged.append(outcome.judged)
+            state.rejected.add(outcome.rejected)
             state.review += outcome.review
             _add_examples(state.examples, outcome.examples)
             funnel = [(label, n + (funnel[k][1] if funnel else 0)) for k, (label, n) in enumerate(outcome.funnel)]
             self.absorb(phase, outcome)
         if first:
             state.funnel = [("input", state.input_count), ("parsed", state.parsed)]
+        if judged:
+            state.judged = CompactRecords.concat(judged)
         if any(o.judged is not None for o in outcomes):
             state.judged_seen = True
         state.funnel += funnel
-        state.alive = alive
+        state.alive = CompactRecords.concat([o.survivors for o in outcomes])
 
     def absorb(self, phase: Phase, outcome: ShardOutcome) -> None:
         """Add a shard's counters to the steps: nothing to do here, the steps that ran are these ones."""
@@ -686,34 +706,37 @@ class StreamingEngine:
     def _set_phase(self, phase: Phase, state: State) -> None:
         step = phase.steps[0]
         label = self.labels.get(id(step), step.name)
+        assert isinstance(step, SetStep)
         runner = Runner([step], labels=self.labels, on_progress=self.progress)
-        advance = runner.advance(list(state.alive.values()))
+        records = state.alive
+        verdicts = runner.run_set_step(step, label, records)
         rejected, review = runner.take_routed()
-        metas = {c.source_index: c.meta for c in state.alive.values()}
-        for r in rejected:
-            state.set_stopped[r.source_index] = SetStopped(
-                phase.index, "rejected", r.reasons, r.extra, metas[r.source_index]
-            )
-        for conv, reasons in review:
-            state.set_stopped[conv.source_index] = SetStopped(phase.index, "review", reasons, {}, conv.meta)
-        state.rejected += rejected
-        state.review += review
+        stopped = np.array(sorted(verdicts), dtype=np.int64)
+        state.set_stopped = state.set_stopped.plus(
+            phase.index,
+            records.take(stopped, frozenset(), text=False),
+            np.full(len(stopped), step.outcome == "review"),
+            [verdicts[i] for i in stopped.tolist()],
+        )
+        state.rejected.add(rejected)
+        state.review += [(plain(c), reasons) for c, reasons in review]
         _add_examples(state.examples, runner.examples)
-        state.funnel.append((label, len(advance.survivors)))
-        state.alive = {c.source_index: c for c in advance.survivors}
+        kept = np.setdiff1d(np.arange(len(records)), stopped)
+        state.funnel.append((label, len(kept)))
+        keep = keep_after(self.phases, phase.index, self.steps)
+        state.alive = records.take(kept, keep.features, keep.text)
 
     def _result(self, state: State) -> RunResult:
-        state.rejected.sort(key=lambda r: r.source_index)
         timings = [StepTiming(s.name, _kind(s), s.seen, round(s.seconds, 4)) for s in self.steps]
         result = RunResult(
             state.input_count,
-            list(state.alive.values()),
-            state.rejected,
+            state.alive,
+            state.rejected.in_order(),
             state.review,
             _merge_funnel(state.funnel),
             self.steps,
             state.examples,
-            state.judged if state.judged_seen else list(state.alive.values()),
+            state.judged if state.judged_seen else state.alive,
             timings,
         )
         check_partition(result)
@@ -731,9 +754,11 @@ class StreamingEngine:
         control_at = {c.source_index: k for k, c in enumerate(control)}
         control_records: list[dict[str, Any] | None] = [None] * len(control)
         examples: dict[int, dict[str, Any]] = {}
-        set_phases = sorted({stop.phase for stop in state.set_stopped.values()})
+        set_phases = sorted(set(state.set_stopped.phase.tolist()))
         for shard in range(self.shards.shards):
             self.progress("write", self.shards.shard_bounds(shard)[0], self.shards.count)
+            alive = state.alive.between(*self.shards.shard_bounds(shard))
+            stops = state.set_stopped.between(*self.shards.shard_bounds(shard))
             curated: list[dict[str, Any]] = []
             stopped: dict[tuple[int, str], list[dict[str, Any]]] = {}
             for item in self.shards.read(shard):
@@ -745,17 +770,18 @@ class StreamingEngine:
                 if index in control_at:
                     item.meta = control[control_at[index]].meta
                     control_records[control_at[index]] = item.to_record()
-                if index in state.alive:
-                    item.meta = state.alive[index].meta
+                if (row := alive.find(index)) is not None:
+                    item.meta = alive.meta(row)
                     curated.append(item.to_record())
-                elif (stop := state.set_stopped.get(index)) is not None:
-                    item.meta = stop.meta
-                    line = (
-                        review_record(item, stop.reasons)
-                        if stop.outcome == "review"
-                        else rejection_record(Rejection(index, stop.reasons, item.raw, extra=stop.extra))
-                    )
-                    stopped.setdefault((stop.phase, stop.outcome), []).append(line)
+                elif (row := stops.records.find(index)) is not None:
+                    item.meta = stops.records.meta(row)
+                    reasons = [stops.reasons[stops.reason[row]]]
+                    if stops.review[row]:
+                        line, outcome = review_record(item, reasons), "review"
+                    else:
+                        extra = rejection_extra(item.meta)
+                        line, outcome = rejection_record(Rejection(index, reasons, item.raw, extra=extra)), "rejected"
+                    stopped.setdefault((int(stops.phase[row]), outcome), []).append(line)
             write_part(self.out / PARTS / "output" / f"shard{shard:06d}.curated.jsonl", iter(curated))
             for phase in set_phases:
                 for outcome in ("rejected", "review"):

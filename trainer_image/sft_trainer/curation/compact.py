@@ -1,0 +1,408 @@
+"""Compact records: what a streaming engine keeps of each record between phases, as columns.
+
+A record's `meta` (task label, a dict of ~10 scores, what set steps add) is
+held as its *shape* (keys, nesting and the leaves that are not numbers, one
+table entry shared by every record with the same shape) and its numbers in
+one float64 column: ~100 bytes a record instead of ~1 KB of dicts. The
+features a later set step reads are one column each (a MinHash signature is
+a row of a uint32 matrix, an exact key a row of a uint8 one). Every value
+comes back as it went in (ints as ints, floats bit for bit, keys in order),
+so the outputs written from compact records are the in-memory ones.
+
+`CompactRecords` is a `Sequence[Conversation]`: a set step reads it as the
+list of records it always gets, each record built when it is read. A top-level
+meta key a set step sets on such a record (`dup_cluster`, `selection`) is
+written through to the columns (`RowMeta`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+import numpy as np
+
+from ..formats import Conversation, Message
+from .runner import RESPONSE_WORDS, Rejection, response_words
+
+Shape = Hashable
+"""A meta value's shape: "f" and "i" for a number (a slot of the value column), ("c", value) for a string,
+bool, None or int too large for a float, ("d", ((key, shape), ...)) for a dict, ("l", (shape, ...)) for a list."""
+
+_EXACT_INT = 1 << 53
+
+
+def shape_of(value: Any, numbers: list[float]) -> Shape | None:
+    """The shape of a JSON-like value, its numbers appended to `numbers`; None for a value it cannot hold."""
+    kind = type(value)
+    if kind is dict:
+        items = []
+        for key, child in value.items():
+            shape = shape_of(child, numbers) if type(key) is str else None
+            if shape is None:
+                return None
+            items.append((key, shape))
+        return ("d", tuple(items))
+    if kind is list:
+        shapes = [shape_of(child, numbers) for child in value]
+        return None if any(s is None for s in shapes) else ("l", tuple(shapes))
+    if kind is bool or kind is str or value is None:
+        return ("c", value)
+    if kind is int:
+        if abs(value) >= _EXACT_INT:
+            return ("c", value)
+        numbers.append(float(value))
+        return "i"
+    if isinstance(value, float):  # numpy's float64 too: json writes it as the float it is
+        numbers.append(float(value))
+        return "f"
+    return None
+
+
+def build(shape: Shape, numbers: Iterator[float]) -> Any:
+    """The value a shape and its numbers stand for (a fresh object each time)."""
+    if shape == "f":
+        return next(numbers)
+    if shape == "i":
+        return int(next(numbers))
+    assert isinstance(shape, tuple)
+    tag, body = shape
+    if tag == "d":
+        return {key: build(child, numbers) for key, child in body}
+    if tag == "l":
+        return [build(child, numbers) for child in body]
+    return body
+
+
+@dataclass
+class FeatureColumn:
+    """One feature of every record: `array` rows of one matrix, `bytes` rows of a uint8 matrix, else `object`."""
+
+    kind: str
+    data: np.ndarray
+    present: np.ndarray | None = None
+    """Which rows have the feature (bool); None when all do."""
+
+    @staticmethod
+    def of(values: list[Any]) -> FeatureColumn:
+        present = np.array([v is not None for v in values], dtype=bool)
+        held = [v for v in values if v is not None]
+        if held and present.all():
+            first = held[0]
+            if isinstance(first, np.ndarray) and all(
+                isinstance(v, np.ndarray) and v.shape == first.shape and v.dtype == first.dtype for v in held
+            ):
+                return FeatureColumn("array", np.stack(held))
+            if isinstance(first, bytes) and all(isinstance(v, bytes) and len(v) == len(first) for v in held):
+                return FeatureColumn("bytes", np.frombuffer(b"".join(held), dtype=np.uint8).reshape(len(held), -1))
+        data = np.empty(len(values), dtype=object)
+        for row, value in enumerate(values):  # one by one: numpy would make a list of equal lists a 2-D array
+            data[row] = value
+        return FeatureColumn("object", data, None if present.all() else present)
+
+    def value(self, row: int) -> Any:
+        if self.present is not None and not self.present[row]:
+            return None
+        if self.kind == "bytes":
+            return self.data[row].tobytes()
+        if self.kind == "array":
+            return self.data[row].copy()  # a copy: a record kept by a step must not hold the whole column
+        return self.data[row]
+
+    def take(self, rows: np.ndarray) -> FeatureColumn:
+        return FeatureColumn(self.kind, self.data[rows], None if self.present is None else self.present[rows])
+
+    @staticmethod
+    def concat(parts: list[FeatureColumn]) -> FeatureColumn:
+        """The parts' rows one after the other; each part is released once copied (the list is emptied)."""
+        held = [p for p in parts if len(p.data)] or parts[:1]  # an empty part says nothing of the kind
+        parts.clear()
+        kinds = {p.kind for p in held}
+        if len(kinds) == 1 and len({p.data.shape[1:] for p in held}) == 1 and kinds != {"object"}:
+            first = held[0].data
+            joined = np.empty((sum(len(p.data) for p in held), *first.shape[1:]), dtype=first.dtype)
+            at = 0
+            while held:
+                data = held.pop(0).data
+                joined[at : at + len(data)] = data
+                at += len(data)
+            return FeatureColumn(kinds.pop(), joined)
+        return FeatureColumn.of([p.value(row) for p in held for row in range(len(p.data))])
+
+
+class RowMeta(dict[str, Any]):
+    """A compact record's meta as a set step sees it: a top-level key it sets is written through to the columns."""
+
+    def __init__(self, meta: dict[str, Any], changes: dict[int, dict[str, Any]], row: int) -> None:
+        super().__init__(meta)
+        self._changes, self._row = changes, row
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changes.setdefault(self._row, {})[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def _refused(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a set step may add or replace a compact record's meta keys, not remove them")
+
+    __delitem__ = pop = popitem = clear = _refused
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))  # saved (a step's control records) as the plain dict it is
+
+
+@dataclass
+class CompactRecords(Sequence[Conversation]):
+    """Records by row, in source_index order: meta as shapes and numbers, the response's word count, the kept
+    features as columns, and the messages only when a later step reads text."""
+
+    source_index: np.ndarray
+    """source_index (int64, ascending)."""
+    shape: np.ndarray
+    """Each row's meta shape: a position in `shapes` (int32), or -1 for a meta held whole in `odd`."""
+    start: np.ndarray
+    """Where each row's numbers start in `numbers` (int64)."""
+    numbers: np.ndarray
+    shapes: list[Shape]
+    words: np.ndarray
+    """The response's word count (int32): the report's length histograms."""
+    features: dict[str, FeatureColumn] = field(default_factory=dict)
+    texts: list[list[Message]] | None = None
+    odd: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """The meta of rows whose values the columns cannot hold (numpy scalars other than float64...), by row."""
+    changes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """Top-level meta keys set steps set, by row (applied over the columns)."""
+
+    @staticmethod
+    def of(convs: Sequence[Conversation], features: frozenset[str] = frozenset(), text: bool = False) -> CompactRecords:
+        shapes: list[Shape] = []
+        ids: dict[Shape, int] = {}
+        numbers: list[float] = []
+        shape = np.empty(len(convs), dtype=np.int32)
+        start = np.empty(len(convs), dtype=np.int64)
+        odd: dict[int, dict[str, Any]] = {}
+        for row, conv in enumerate(convs):
+            start[row] = len(numbers)
+            found = shape_of(conv.meta, numbers)
+            if found is None:
+                del numbers[start[row] :]
+                odd[row] = conv.meta
+                shape[row] = -1
+                continue
+            shape[row] = ids.setdefault(found, len(shapes))
+            if shape[row] == len(shapes):
+                shapes.append(found)
+        return CompactRecords(
+            np.fromiter((c.source_index for c in convs), dtype=np.int64, count=len(convs)),
+            shape,
+            start,
+            np.array(numbers, dtype=np.float64),
+            shapes,
+            np.fromiter((response_words(c) for c in convs), dtype=np.int32, count=len(convs)),
+            {key: FeatureColumn.of([c.features.get(key) for c in convs]) for key in sorted(features)},
+            [c.messages for c in convs] if text else None,
+            odd,
+        )
+
+    @staticmethod
+    def empty() -> CompactRecords:
+        return CompactRecords.of([])
+
+    def __len__(self) -> int:
+        return len(self.source_index)
+
+    @overload
+    def __getitem__(self, row: int) -> Conversation: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Conversation]: ...
+    def __getitem__(self, row: int | slice) -> Conversation | Sequence[Conversation]:
+        if isinstance(row, slice):
+            return [self[k] for k in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return Conversation(
+            self.texts[row] if self.texts is not None else [],
+            int(self.source_index[row]),
+            RowMeta(self.meta(row), self.changes, row),
+            None,
+            self.features_of(row),
+        )
+
+    def __iter__(self) -> Iterator[Conversation]:
+        return (self[row] for row in range(len(self)))
+
+    def meta(self, row: int) -> dict[str, Any]:
+        """The row's meta, a fresh dict (what the record's meta was, with what set steps set since)."""
+        if row in self.odd:
+            meta = dict(self.odd[row])
+        else:
+            end = self.start[row + 1] if row + 1 < len(self) else len(self.numbers)
+            values = iter(self.numbers[self.start[row] : end].tolist())
+            meta = build(self.shapes[self.shape[row]], values)
+        meta.update(self.changes.get(row, {}))
+        return meta
+
+    def features_of(self, row: int) -> dict[str, Any]:
+        found = {key: column.value(row) for key, column in self.features.items()}
+        kept = {key: value for key, value in found.items() if value is not None}
+        kept[RESPONSE_WORDS] = int(self.words[row])
+        return kept
+
+    def feature_column(self, key: str) -> np.ndarray | None:
+        """Every row's feature as one matrix, without a copy; None unless every row has it as an array."""
+        column = self.features.get(key)
+        return column.data if column is not None and column.kind == "array" and column.present is None else None
+
+    def find(self, source_index: int) -> int | None:
+        """The row of a source_index, or None."""
+        row = int(np.searchsorted(self.source_index, source_index))
+        return row if row < len(self) and self.source_index[row] == source_index else None
+
+    def between(self, low: int, high: int) -> CompactRecords:
+        """The rows with low <= source_index < high."""
+        first, last = np.searchsorted(self.source_index, [low, high])
+        return self.take(np.arange(first, last))
+
+    def take(self, rows: np.ndarray, features: frozenset[str] | None = None, text: bool = True) -> CompactRecords:
+        """These rows (in this order), with the features named (all when None) and their messages if `text`;
+        set steps' changes folded in."""
+        kept = self.features if features is None else {k: v for k, v in self.features.items() if k in features}
+        ends = np.append(self.start, len(self.numbers)).astype(np.int64)[1:]
+        counts, starts, shape = (ends - self.start)[rows], self.start[rows], self.shape[rows].copy()
+        shapes, odd = self.shapes, {}
+        rows_list = rows.tolist()
+        if self.changes.keys() & set(rows_list) or self.odd:
+            shapes, chunks = list(self.shapes), []
+            ids = {s: k for k, s in enumerate(shapes)}
+            for k, row in enumerate(rows_list):
+                if row not in self.changes and row not in self.odd:
+                    chunks.append(self.numbers[starts[k] : starts[k] + counts[k]])
+                    continue
+                meta, found_numbers = self.meta(row), []
+                found = shape_of(meta, found_numbers)
+                if found is None:
+                    odd[k], shape[k], counts[k] = meta, -1, 0
+                    continue
+                shape[k] = ids.setdefault(found, len(shapes))
+                if shape[k] == len(shapes):
+                    shapes.append(found)
+                chunks.append(np.array(found_numbers, dtype=np.float64))
+                counts[k] = len(found_numbers)
+            numbers = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
+        else:  # one gather: row k's numbers are numbers[starts[k] : starts[k] + counts[k]]
+            before = np.cumsum(counts) - counts
+            numbers = self.numbers[np.arange(counts.sum()) - np.repeat(before - starts, counts)]
+        return CompactRecords(
+            self.source_index[rows],
+            shape,
+            (np.cumsum(counts) - counts).astype(np.int64),
+            numbers,
+            shapes,
+            self.words[rows],
+            {key: column.take(rows) for key, column in kept.items()},
+            [self.texts[row] for row in rows_list] if self.texts is not None and text else None,
+            odd,
+        )
+
+    @staticmethod
+    @staticmethod
+    def concat(parts: list[CompactRecords]) -> CompactRecords:
+        """The parts' rows one after the other (their shape tables merged). Consumes the parts: each feature
+        column of a part is dropped once copied, so joining the MinHash signatures does not hold them twice."""
+        parts = [p if not p.changes else p.take(np.arange(len(p))) for p in parts]
+        if not parts:
+            return CompactRecords.empty()
+        shapes: list[Shape] = []
+        ids: dict[Shape, int] = {}
+        remapped, starts, odd = [], [], {}
+        offset, rows = 0, 0
+        for part in parts:
+            mapping = np.array([ids.setdefault(s, len(ids)) for s in part.shapes] + [-1], dtype=np.int32)
+            shapes += [s for s in part.shapes if ids[s] >= len(shapes)]
+            remapped.append(mapping[part.shape])  # -1 (odd) maps to the trailing -1
+            starts.append(part.start + offset)
+            odd.update({row + rows: meta for row, meta in part.odd.items()})
+            offset += len(part.numbers)
+            rows += len(part)
+        keys = sorted(set.intersection(*(set(p.features) for p in parts)))
+        texts = [m for p in parts for m in p.texts] if all(p.texts is not None for p in parts) else None
+        return CompactRecords(
+            np.concatenate([p.source_index for p in parts]),
+            np.concatenate(remapped),
+            np.concatenate(starts),
+            np.concatenate([p.numbers for p in parts]),
+            shapes,
+            np.concatenate([p.words for p in parts]),
+            {key: FeatureColumn.concat([p.features.pop(key) for p in parts]) for key in keys},
+            texts,
+            odd,
+        )
+
+
+@dataclass
+class Rejections(Sequence[Rejection]):
+    """Rejected records without their originals (those are in the part files already): source_index and
+    reasons as columns, each distinct list of reasons held once."""
+
+    source_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    reasons: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    """Each row's position in `reason_lists`."""
+    reason_lists: list[tuple[str, ...]] = field(default_factory=list)
+    details: dict[int, str] = field(default_factory=dict)
+    """The detail of rows that have one (records that could not be parsed), by row."""
+
+    def add(self, rejected: Sequence[Rejection]) -> None:
+        ids = {reasons: k for k, reasons in enumerate(self.reason_lists)}
+        codes = np.empty(len(rejected), dtype=np.int32)
+        for k, r in enumerate(rejected):
+            codes[k] = ids.setdefault(tuple(r.reasons), len(ids))
+            if codes[k] == len(self.reason_lists):
+                self.reason_lists.append(tuple(r.reasons))
+            if r.detail:
+                self.details[len(self.source_index) + k] = r.detail
+        self.source_index = np.concatenate(
+            [self.source_index, np.fromiter((r.source_index for r in rejected), np.int64)]
+        )
+        self.reasons = np.concatenate([self.reasons, codes])
+
+    def in_order(self) -> Rejections:
+        """The same rows sorted by source_index."""
+        order = np.argsort(self.source_index, kind="stable")
+        at = {int(row): k for k, row in enumerate(order.tolist()) if int(row) in self.details}
+        return Rejections(
+            self.source_index[order],
+            self.reasons[order],
+            self.reason_lists,
+            {at[r]: d for r, d in self.details.items()},
+        )
+
+    def __len__(self) -> int:
+        return len(self.source_index)
+
+    @overload
+    def __getitem__(self, row: int) -> Rejection: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Rejection]: ...
+    def __getitem__(self, row: int | slice) -> Rejection | Sequence[Rejection]:
+        if isinstance(row, slice):
+            return [self[k] for k in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        reasons = list(self.reason_lists[self.reasons[row]])
+        return Rejection(int(self.source_index[row]), reasons, None, self.details.get(row, ""))
+
+    def __iter__(self) -> Iterator[Rejection]:
+        return (self[row] for row in range(len(self)))
