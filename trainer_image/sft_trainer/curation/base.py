@@ -15,7 +15,9 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 from ..formats import Conversation
 
@@ -121,3 +123,17 @@ class SetStep(Step):
         self.seconds += time.perf_counter() - started
         self.drops.update(stopped.values())
         return stopped
+
+
+@runtime_checkable
+class FeatureColumns(Protocol):
+    """Records that hold a feature of every record as one matrix already (a streaming engine's compact records)."""
+
+    def feature_column(self, key: str) -> np.ndarray | None: ...
+
+
+def feature_matrix(convs: Sequence[Conversation], key: str) -> np.ndarray:
+    """Every record's `features[key]` vector as a row of one matrix: compact records hand over the column they
+    hold (no second copy of a large set's signatures), a list of records is stacked."""
+    column = convs.feature_column(key) if isinstance(convs, FeatureColumns) else None
+    return column if column is not None else np.stack([conv.features[key] for conv in convs])

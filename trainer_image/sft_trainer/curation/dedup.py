@@ -40,7 +40,7 @@ import numpy as np
 
 from ..cpus import usable_cpus
 from ..formats import Conversation
-from .base import SetStep
+from .base import SetStep, feature_matrix
 from .text import normalise
 
 
@@ -276,7 +276,7 @@ class NearDedup(SetStep):
         if len(convs) < 2:
             return {}
         self.prepare(convs)
-        signatures = np.stack([conv.features[MINHASH] for conv in convs])
+        signatures = feature_matrix(convs, MINHASH)
         self.clusters = self.find_clusters(signatures, self.threshold)
         self.cluster_sources = [[convs[i].source_index for i in members] for members in self.clusters]
         stopped: dict[int, str] = {}
