@@ -353,7 +353,7 @@ def _json_array_elements(path: Path, text: str) -> list[Any]:
             ) from None
         except (ValueError, RecursionError):
             end = _value_end(text, pos)  # parses as JSON syntax, but not as a Python value
-        records.append(_parse_record(text[pos:end], where))
+        records.append(parse_record(text[pos:end], where))
         pos = _WS.match(text, end).end()
         if pos < len(text) and text[pos] == ",":
             pos += 1
@@ -396,7 +396,7 @@ def _value_end(text: str, pos: int) -> int:
 
 
 @dataclass(slots=True)
-class _BadLine:
+class BadLine:
     """A record that could not be parsed (or is too deep to use), kept as its text."""
 
     text: str
@@ -416,32 +416,33 @@ def _nesting_exceeds(value: Any, limit: int = MAX_NESTING) -> bool:
     return False
 
 
-def _parse_record(text: str, where: str) -> Any:
-    """One record's JSON text -> the value, or a _BadLine saying why not (never raises)."""
+def parse_record(text: str, where: str) -> Any:
+    """One record's JSON text -> the value, or a BadLine saying why not (never raises); `where` ("line 7")
+    starts the BadLine's detail. `read_dataset` and the streaming reader (`curation.streaming`) both parse with it."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        return _BadLine(text, f"{where}, column {err.colno}: {err.msg}")
+        return BadLine(text, f"{where}, column {err.colno}: {err.msg}")
     except RecursionError:
-        return _BadLine(text, f"{where}: nested deeper than the JSON parser can follow", TOO_DEEP)
+        return BadLine(text, f"{where}: nested deeper than the JSON parser can follow", TOO_DEEP)
     except ValueError as err:  # e.g. an integer of more than 4,300 digits (CPython's int limit)
-        return _BadLine(text, f"{where}: {err}")
+        return BadLine(text, f"{where}: {err}")
     if isinstance(value, (dict, list)) and _nesting_exceeds(value):
-        return _BadLine(text, f"{where}: nested more than {MAX_NESTING} levels deep", TOO_DEEP)
+        return BadLine(text, f"{where}: nested more than {MAX_NESTING} levels deep", TOO_DEEP)
     return value
 
 
 def _jsonl_records(path: Path, text: str) -> list[Any]:
-    """One record per non-blank line; a line that does not parse is kept as a _BadLine."""
+    """One record per non-blank line; a line that does not parse is kept as a BadLine."""
     records: list[Any] = []
     parsed_any = False
     first_bad = None
     for line_no, line in enumerate(_LINE_END.split(text), start=1):
         if not line.strip():
             continue
-        record = _parse_record(line, f"line {line_no}")
+        record = parse_record(line, f"line {line_no}")
         records.append(record)
-        if isinstance(record, _BadLine):
+        if isinstance(record, BadLine):
             first_bad = first_bad or (len(records) - 1, record.detail)
         else:
             parsed_any = True
@@ -464,7 +465,7 @@ def _parquet_records(path: Path) -> Iterator[Any]:
     rows = (row for batch in batches for row in batch.to_pylist())
     for index, row in enumerate(rows):
         if _nesting_exceeds(row):
-            yield _BadLine(
+            yield BadLine(
                 "<not reproduced: too deep>", f"row {index}: nested more than {MAX_NESTING} levels", TOO_DEEP
             )
         else:
@@ -500,10 +501,10 @@ def _file_records(path: Path) -> Iterable[Any]:
         )
     # A single pretty-printed object is one record, not a broken JSONL file.
     if "\n" in text[start:].strip():
-        whole = _parse_record(text, "line 1")
+        whole = parse_record(text, "line 1")
         if isinstance(whole, dict):
             return [whole]
-        if isinstance(whole, _BadLine) and whole.reason == TOO_DEEP and not text[_value_end(text, start) :].strip():
+        if isinstance(whole, BadLine) and whole.reason == TOO_DEEP and not text[_value_end(text, start) :].strip():
             return [whole]  # one object, too deep to use: one rejected record
     return _jsonl_records(path, text)
 
@@ -534,7 +535,7 @@ def read_dataset(path: str | Path, format: str = "auto") -> Iterator[Conversatio
 
 def _convert_all(records: list[Any], format: str) -> Iterator[Conversation | RejectedRecord]:
     for index, record in enumerate(records):
-        if isinstance(record, _BadLine):
+        if isinstance(record, BadLine):
             yield RejectedRecord(index, [record.reason], record.text, record.detail)
         else:
             yield record_to_conversation(record, index, format)

@@ -50,11 +50,11 @@ import numpy as np
 
 from ..config.curation import CurationRunConfig
 from ..formats import (
+    BadLine,
     Conversation,
     DatasetReadError,
     RejectedRecord,
-    _BadLine,
-    _parse_record,
+    parse_record,
     read_dataset,
     record_to_conversation,
 )
@@ -134,7 +134,7 @@ class InputShards:
                     if self.max_records is not None and count >= self.max_records:
                         break
                     first = _decode_line(line, at_file_start=offset == 0)
-                    if count == 0 and isinstance(_parse_record(first, "line 1"), _BadLine):
+                    if count == 0 and isinstance(parse_record(first, "line 1"), BadLine):
                         # A pretty-printed object, or not JSON Lines at all: the whole-file reader decides.
                         self._read_whole()
                         return
@@ -183,8 +183,8 @@ class InputShards:
                 if index >= end:
                     break
                 if line.strip():
-                    record = _parse_record(_decode_line(line, at_file_start=offset == 0), f"line {line_no}")
-                    if isinstance(record, _BadLine):
+                    record = parse_record(_decode_line(line, at_file_start=offset == 0), f"line {line_no}")
+                    if isinstance(record, BadLine):
                         items.append(RejectedRecord(index, [record.reason], record.text, record.detail))
                     else:
                         items.append(record_to_conversation(record, index, self.format))
