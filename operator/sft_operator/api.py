@@ -685,3 +685,12 @@ KINDS: dict[str, KindInfo] = {
         ],
     ),
 }
+
+Spec = SFTJobSpec | DatasetCurationSpec
+
+
+def spec_of(kind: str, spec: Any) -> Spec:
+    """A kind's wire spec as its model (ValidationError, a ValueError, names each field it refuses)."""
+    parsed = KINDS[kind].spec.model_validate(spec)
+    assert isinstance(parsed, SFTJobSpec | DatasetCurationSpec)
+    return parsed

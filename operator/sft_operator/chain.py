@@ -1,7 +1,7 @@
 """Stages: an SFTJob that starts from another SFTJob's result (`spec.model.sftJobRef`).
 
 Pure functions over objects as the API returns them, shared by the operator
-(handlers/sftjob.py) and `sftctl run` (local.py):
+and `sftctl run` through `inputs.training_inputs`:
 
 * `find_cycle` follows references by name and names the loop;
 * `parent_readiness` says whether the referenced SFTJob can be started from:
@@ -31,20 +31,11 @@ from .api import (
     SFTJobModelSource,
     SFTJobSpec,
 )
-from .status import NOT_YET, READY_TO_USE, UNUSABLE, root_lineage
+from .readiness import NOT_YET, READY_TO_USE, UNUSABLE, Readiness
 
 Obj = dict[str, Any]
 
 REF_FIELD = "spec.model.sftJobRef"
-
-
-@dataclass(frozen=True)
-class Readiness:
-    """Whether a referenced SFTJob can be started from, with the condition's reason and message."""
-
-    state: str
-    reason: str = ""
-    message: str = ""
 
 
 def parent_of(body: Obj) -> str | None:
@@ -157,6 +148,12 @@ def _evaluation_gate(conds: list[dict[str, Any]], name: str) -> Readiness:
 # --------------------------------------------------------------------------
 # Lineage and what the pod loads
 # --------------------------------------------------------------------------
+
+
+def root_lineage(spec: SFTJobSpec) -> list[Obj]:
+    """The lineage of an SFTJob that starts from a base model: that model."""
+    model = ModelSource(pvc=spec.model.pvc, hugging_face=spec.model.hugging_face)
+    return [LineageEntry(model=model).to_wire()]
 
 
 def lineage_of(parent: Obj, use: Literal["merged", "adapter"]) -> list[Obj]:

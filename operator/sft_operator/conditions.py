@@ -10,6 +10,24 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .api import Phase
+
+# status.phase's words. `api.Phase`, the CRD's enum, is their type: mypy refuses any other word here.
+PHASE_PENDING: Phase = "Pending"
+PHASE_WAITING: Phase = "Waiting"
+PHASE_SUSPENDED: Phase = "Suspended"
+PHASE_RUNNING: Phase = "Running"
+PHASE_SUCCEEDED: Phase = "Succeeded"
+PHASE_FAILED: Phase = "Failed"
+PHASES: tuple[Phase, ...] = (
+    PHASE_PENDING,
+    PHASE_WAITING,
+    PHASE_SUSPENDED,
+    PHASE_RUNNING,
+    PHASE_SUCCEEDED,
+    PHASE_FAILED,
+)
+
 # Condition types
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -146,22 +164,32 @@ def is_true(conditions: list[dict[str, Any]], type_: str) -> bool:
     return bool(condition and condition.get("status") == "True")
 
 
-def phase(conditions: list[dict[str, Any]]) -> str:
-    """The one-word summary for printer columns."""
-    if is_true(conditions, FAILED):
-        return "Failed"
-    if is_true(conditions, SUCCEEDED):
-        return "Succeeded"
+def is_finished(conditions: list[dict[str, Any]]) -> bool:
+    """Whether the run has ended (Succeeded or Failed): nothing is created for it again."""
+    return is_true(conditions, SUCCEEDED) or is_true(conditions, FAILED)
+
+
+def is_running(conditions: list[dict[str, Any]]) -> bool:
+    """Whether a pod does the work now (Progressing because JobRunning): the one a progress poll can ask."""
     progressing = get_condition(conditions, PROGRESSING)
-    if progressing and progressing.get("reason") in (
-        WAITING_FOR_DATASET,
-        WAITING_FOR_REVIEW,
-        WAITING_FOR_MODEL,
-        PARENT_DELETED,
-    ):
-        return "Waiting"
-    if progressing and progressing.get("reason") == JOB_SUSPENDED:
-        return "Suspended"
-    if progressing and progressing.get("reason") == JOB_RUNNING:
-        return "Running"
-    return "Pending"
+    return bool(progressing and progressing.get("status") == "True" and progressing.get("reason") == JOB_RUNNING)
+
+
+# Progressing reasons shown as phase Waiting: the object waits for something outside its own run.
+WAITING_REASONS = frozenset({WAITING_FOR_DATASET, WAITING_FOR_REVIEW, WAITING_FOR_MODEL, PARENT_DELETED})
+
+
+def phase(conditions: list[dict[str, Any]]) -> Phase:
+    """The one-word summary for printer columns (display only: behaviour reads the conditions)."""
+    if is_true(conditions, FAILED):
+        return PHASE_FAILED
+    if is_true(conditions, SUCCEEDED):
+        return PHASE_SUCCEEDED
+    if is_running(conditions):
+        return PHASE_RUNNING
+    reason = (get_condition(conditions, PROGRESSING) or {}).get("reason")
+    if reason in WAITING_REASONS:
+        return PHASE_WAITING
+    if reason == JOB_SUSPENDED:
+        return PHASE_SUSPENDED
+    return PHASE_PENDING

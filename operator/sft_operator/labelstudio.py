@@ -43,9 +43,10 @@ from sft_trainer.config import (
 )
 
 from . import conditions as c
-from .api import DatasetCurationSpec, LabelStudioSpec
+from .figures import curation_figures
 from .kube import Kube
-from .status import curation_figures, report_from_pods, with_review_condition
+from .pod_reports import report_from_pods
+from .run_status import with_review_condition
 
 LABEL_STUDIO_SYNCED = "LabelStudioSynced"
 SYNCED, APPLYING, APPLY_FAILED, NO_SECRET = "Synced", "ApplyingDecisions", "ApplyJobFailed", "TokenSecretMissing"
@@ -56,11 +57,6 @@ MAX_PROBLEMS = 10
 def backoff_seconds(retry: int) -> float:
     """10 s, 20 s, 40 s ... at most 5 minutes between tries after a failure."""
     return float(min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(retry, 10)))
-
-
-def label_studio_spec(spec: dict[str, Any]) -> LabelStudioSpec | None:
-    parsed = DatasetCurationSpec.model_validate(spec)
-    return parsed.review.label_studio if parsed.review else None
 
 
 def wants_sync(status: dict[str, Any], spec: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from . import handlers  # noqa: F401 - registers the handlers with kopf
 from .api import GROUP
-from .handlers.runs import Context
+from .context import Context
 from .kube import Kube
 from .metrics import OperatorMetrics, serve
 from .settings import OperatorSettings

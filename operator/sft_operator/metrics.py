@@ -27,8 +27,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from .conditions import PHASES
+
 PREFIX = "trustdoc_sft"
-PHASES = ("Pending", "Waiting", "Suspended", "Running", "Succeeded", "Failed")
 # Reconciles are API round trips: milliseconds to a few seconds.
 SHUTDOWN_SECONDS = 1.0
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -13,8 +13,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .manifests import CONTAINER, PROGRESS_PORT_NAME
-from .status import is_rank_zero
+from .naming import CONTAINER
+from .pod_reports import is_rank_zero
+from .pods import PROGRESS_PORT_NAME
 
 
 class ProgressUnavailable(RuntimeError):

@@ -1,6 +1,6 @@
 """A DatasetCuration with `spec.engine.type: ray`: the KubeRay RayJob that runs it, and what its status means.
 
-Pure functions, like `manifests`: the RayJob is built from the same pod
+Pure functions, like the Job's builders (`pods`): the RayJob is built from the same pod
 template as the one-pod curation Job (image, volumes, run config, security
 context), in three roles:
 
@@ -27,18 +27,12 @@ from typing import Any
 
 from . import conditions as c
 from .api import CurationResources, DatasetCurationSpec
-from .manifests import (
-    QUEUE_LABEL,
-    MountLayout,
-    Owner,
-    _metadata,
-    _resources,
-    child_name,
-    labels,
-    pod_template,
-)
+from .layout import MountLayout
+from .naming import ResourceRef, child_name, metadata, run_labels
+from .pod_reports import last_pod_failure
+from .pods import container_resources, pod_template
+from .run_state import RunState
 from .settings import OperatorSettings
-from .status import FAILED, PENDING, RUNNING, SUCCEEDED, SUSPENDED, RunState, last_pod_failure
 
 RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL, RAYJOB_KIND = "ray.io", "v1", "rayjobs", "RayJob"
 RAY_API_VERSION = f"{RAY_GROUP}/{RAY_VERSION}"
@@ -81,7 +75,7 @@ exec python -m sft_trainer.termination "$SFT_REPORT"
 REPORT_FILE = "report.json"
 
 
-def ray_job_name(owner: Owner) -> str:
+def ray_job_name(owner: ResourceRef) -> str:
     return child_name(owner.name, owner.subcommand, limit=MAX_RAYJOB_NAME)
 
 
@@ -113,7 +107,7 @@ def _submitter(template: dict[str, Any], entrypoint: list[str], report: str) -> 
 
 
 def ray_job(
-    owner: Owner,
+    owner: ResourceRef,
     spec: DatasetCurationSpec,
     layout: MountLayout,
     settings: OperatorSettings,
@@ -121,7 +115,7 @@ def ray_job(
     claims: list[str],
     env: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The RayJob of a curation with engine ray (same inputs as `manifests.job`)."""
+    """The RayJob of a curation with engine ray (same inputs as `pods.job`)."""
     engine, lifecycle = spec.engine, spec.lifecycle
     template = pod_template(owner, spec, layout, settings, config_map, claims, env)
     entrypoint = template["spec"]["containers"][0]["command"]
@@ -130,9 +124,6 @@ def ray_job(
         memory=spec.resources.memory,
         gpus_per_node=engine.gpus_per_worker,
     )
-    job_labels = labels(owner)
-    if lifecycle.queue_name:
-        job_labels[QUEUE_LABEL] = lifecycle.queue_name
     job_spec: dict[str, Any] = {
         "entrypoint": " ".join(entrypoint),
         "shutdownAfterJobFinishes": True,
@@ -146,7 +137,7 @@ def ray_job(
             "headGroupSpec": {
                 # The head runs the driver and no stages: `workers` says how many pods do the work.
                 "rayStartParams": {"num-cpus": "0"},
-                "template": _ray_node(template, _resources(spec.resources), RAY_HEAD_PORTS),
+                "template": _ray_node(template, container_resources(spec.resources), RAY_HEAD_PORTS),
             },
             "workerGroupSpecs": [
                 {
@@ -155,7 +146,7 @@ def ray_job(
                     "minReplicas": engine.workers,
                     "maxReplicas": engine.workers,
                     "rayStartParams": {},
-                    "template": _ray_node(template, _resources(worker_resources)),
+                    "template": _ray_node(template, container_resources(worker_resources)),
                 }
             ],
         },
@@ -166,7 +157,7 @@ def ray_job(
     return {
         "apiVersion": RAY_API_VERSION,
         "kind": RAYJOB_KIND,
-        "metadata": _metadata(owner, ray_job_name(owner), job_labels),
+        "metadata": metadata(owner, ray_job_name(owner), run_labels(owner, lifecycle.queue_name)),
         "spec": job_spec,
     }
 
@@ -187,25 +178,25 @@ def rayjob_run_state(rayjob: dict[str, Any], submitter_pods: list[dict[str, Any]
     job_status = status.get("jobStatus") or "PENDING"
     start, end = status.get("startTime"), status.get("endTime")
     if deployment == "Complete" and job_status == "SUCCEEDED":
-        return RunState(SUCCEEDED, c.JOB_SUCCEEDED, f"RayJob {name} completed", start, end)
+        return RunState(c.PHASE_SUCCEEDED, c.JOB_SUCCEEDED, f"RayJob {name} completed", start, end)
     if deployment in ("Complete", "Failed"):
         reason = status.get("reason") or job_status
         message = status.get("message") or f"RayJob {name} failed ({reason})"
         detail = last_pod_failure(submitter_pods)
-        run = RunState(FAILED, _FAILURE_REASONS.get(reason, c.JOB_FAILED), message, start, end)
+        run = RunState(c.PHASE_FAILED, _FAILURE_REASONS.get(reason, c.JOB_FAILED), message, start, end)
         return replace(run, message=f"{message}; {detail}" if detail else message)
     if deployment in ("Suspending", "Suspended") or (rayjob.get("spec") or {}).get("suspend"):
-        return RunState(SUSPENDED, c.JOB_SUSPENDED, f"RayJob {name} is suspended", start)
+        return RunState(c.PHASE_SUSPENDED, c.JOB_SUSPENDED, f"RayJob {name} is suspended", start)
     if deployment == "Retrying":
         failures = status.get("failed") or 0
         limit = (rayjob.get("spec") or {}).get("backoffLimit")
         message = f"RayJob {name} failed; retrying on a new Ray cluster ({failures} of {limit} retries used)"
-        return RunState(PENDING, c.RETRYING, message, start)
+        return RunState(c.PHASE_PENDING, c.RETRYING, message, start)
     if deployment == "Running" and job_status == "RUNNING":
         cluster = status.get("rayClusterName") or "its Ray cluster"
-        return RunState(RUNNING, c.JOB_RUNNING, f"RayJob {name} is running on {cluster}", start)
+        return RunState(c.PHASE_RUNNING, c.JOB_RUNNING, f"RayJob {name} is running on {cluster}", start)
     message = f"RayJob {name} is starting (deployment {deployment}, Ray job {job_status})"
-    return RunState(PENDING, c.PODS_PENDING, message, start)
+    return RunState(c.PHASE_PENDING, c.PODS_PENDING, message, start)
 
 
 def is_rayjob(obj: dict[str, Any]) -> bool:

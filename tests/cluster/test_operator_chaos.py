@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from operator_support import GROUP, PLURALS, VERSION, Api, condition, curation_manifest, eventually, sftjob_manifest
 
-from sft_operator.manifests import MANAGED_BY, MANAGED_BY_LABEL
+from sft_operator.naming import MANAGED_BY, MANAGED_BY_LABEL
 from support.kube import ControlPlane, Kubectl, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -7,7 +7,7 @@ import time
 import pytest
 from operator_support import Api, Node, OperatorFactory, RunningOperator, condition, curation_manifest, eventually
 
-from sft_operator.manifests import MountLayout
+from sft_operator.layout import MountLayout
 from sft_trainer.progress import ProgressServer
 from sft_trainer.termination import compact
 

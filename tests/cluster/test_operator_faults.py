@@ -22,8 +22,8 @@ from operator_support import (
     sftjob_manifest,
 )
 
-from sft_operator.manifests import curation_children
 from sft_operator.settings import OperatorSettings
+from support import manifests
 from support.kube import REPO_ROOT, ControlPlane, Kubectl, free_port, install_crds
 
 pytestmark = pytest.mark.cluster
@@ -44,7 +44,7 @@ def test_a_restart_after_a_half_done_reconcile_completes_it_without_duplicates(
     # The first operator created the ConfigMap and died before the Job: recreate exactly that state.
     body = api.create(curation_manifest(namespace, "cur"))
     env = operators.environment(namespace)
-    children = curation_children(body, OperatorSettings.from_env(env))
+    children = manifests.children(body, OperatorSettings.from_env(env))
     seeded = api.core.create_namespaced_config_map(namespace, children.config_map)
 
     operators.start(namespace, **{k: v for k, v in env.items() if k != "KUBECONFIG"})

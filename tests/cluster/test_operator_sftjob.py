@@ -17,7 +17,7 @@ from operator_support import (
     sftjob_manifest,
 )
 
-from sft_operator.manifests import MountLayout
+from sft_operator.layout import MountLayout
 from sft_trainer.progress import ProgressServer
 from sft_trainer.termination import compact
 from support.kube import Kubectl

@@ -45,3 +45,23 @@ def curation(name: str = "cur", namespace: str | None = None, uid: str | None = 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     """The condition of `type_` in an object's status ({} when it has none)."""
     return next((c for c in (status or {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def children(body: dict[str, Any], settings: Any, curation: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+    """The operator's children of a manifest, built as a reconcile does (identity and spec parsed once).
+
+    `curation` is the referenced DatasetCuration's manifest (an SFTJob on a curationRef).
+    """
+    from sft_operator.api import DatasetCurationSpec, spec_of
+    from sft_operator.children import curation_children, training_children
+    from sft_operator.inputs import Curation
+    from sft_operator.naming import ResourceRef
+
+    ref, spec = ResourceRef.of(body), spec_of(body["kind"], body["spec"])
+    if body["kind"] == "DatasetCuration":
+        return curation_children(ref, spec, settings, **kwargs)
+    if curation is not None:
+        kwargs["curation"] = Curation(
+            curation["metadata"]["name"], DatasetCurationSpec.model_validate(curation["spec"])
+        )
+    return training_children(ref, spec, settings, **kwargs)

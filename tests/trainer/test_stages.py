@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sft_operator.local import LocalExecutor
+from sft_operator.local_executor import LocalExecutor
 
 TRAINING = {
     "maxSeqLength": 256,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sft_operator import conditions as c
-from sft_operator import status as st
+from sft_operator import run_state as st
 from support.kube import REPO_ROOT
 
 SCRIPT = (REPO_ROOT / "docs" / "argocd" / "health.lua").read_text()
@@ -50,7 +50,7 @@ def test_no_status_yet_is_progressing() -> None:
 
 
 def test_running_job_is_progressing_with_percent() -> None:
-    status = run_state(st.RUNNING, c.JOB_RUNNING, "Job demo-train is running")
+    status = run_state(c.PHASE_RUNNING, c.JOB_RUNNING, "Job demo-train is running")
     status["progress"] = {"percent": 42.5, "step": 17}
     assert health({"status": status}) == ("Progressing", "JobRunning: Job demo-train is running (42.5%)")
 
@@ -61,11 +61,11 @@ def test_waiting_for_dataset_is_progressing() -> None:
 
 
 def test_suspended_job_is_suspended() -> None:
-    assert health({"status": run_state(st.SUSPENDED, c.JOB_SUSPENDED, "Job is suspended")})[0] == "Suspended"
+    assert health({"status": run_state(c.PHASE_SUSPENDED, c.JOB_SUSPENDED, "Job is suspended")})[0] == "Suspended"
 
 
 def test_succeeded_is_healthy() -> None:
-    assert health({"status": run_state(st.SUCCEEDED, c.JOB_SUCCEEDED, "done")}) == ("Healthy", "done")
+    assert health({"status": run_state(c.PHASE_SUCCEEDED, c.JOB_SUCCEEDED, "done")}) == ("Healthy", "done")
 
 
 @pytest.mark.parametrize("reason", [c.CONFIG_ERROR, c.QUALITY_GATE_FAILED, c.DEADLINE_EXCEEDED])

@@ -10,8 +10,8 @@ import yaml
 
 from sft_operator.api import SFTJobModelSource
 from sft_operator.chain import find_cycle, lineage_of, parent_readiness, start_of
-from sft_operator.local import LocalExecutor, ManifestError
-from sft_operator.manifests import MountLayout, training_children
+from sft_operator.layout import MountLayout
+from sft_operator.local_executor import LocalExecutor, ManifestError
 from sft_operator.settings import OperatorSettings
 from support import manifests
 
@@ -113,7 +113,7 @@ def test_training_children_mount_the_parents_claims_read_only() -> None:
         },
     }
     lineage = [entry("general", "adapter", claim="stage-outputs"), BASE]
-    children = training_children(body, OperatorSettings(), lineage=lineage)
+    children = manifests.children(body, OperatorSettings(), lineage=lineage)
     run = yaml.safe_load(children.config_map["data"]["run.yaml"])
     root = MountLayout().volumes_root
     assert run["model"] == f"{root}/models/smollm2"
@@ -124,7 +124,7 @@ def test_training_children_mount_the_parents_claims_read_only() -> None:
     )
     assert read_only == ["models", "stage-outputs"]
     with pytest.raises(ValueError, match="model.sftJobRef needs the lineage"):
-        training_children(body, OperatorSettings())
+        manifests.children(body, OperatorSettings())
 
 
 def sftjob(name: str, parent_name: str | None = None, curation: str | None = None) -> dict[str, Any]:

@@ -7,8 +7,10 @@ import math
 import pytest
 
 from sft_operator import conditions as c
+from sft_operator.events import evaluation_transitions
+from sft_operator.figures import training_figures
 from sft_operator.metrics import StatusCollector
-from sft_operator.status import evaluation_transitions, training_figures, with_evaluation_condition
+from sft_operator.run_status import with_evaluation_condition
 from sft_trainer.config import EvaluationConfig, EvaluationGates, EvaluationSummary
 from sft_trainer.evaluation.gates import check_gates, regressions
 

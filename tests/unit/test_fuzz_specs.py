@@ -19,8 +19,7 @@ from hypothesis import strategies as s
 from pydantic import ValidationError
 
 from sft_operator.api import KINDS, DatasetCurationSpec, SFTJobSpec, object_problems
-from sft_operator.local import LocalExecutor, ManifestError
-from sft_operator.manifests import curation_children, training_children
+from sft_operator.local_executor import LocalExecutor, ManifestError
 from sft_operator.settings import OperatorSettings
 from support import manifests
 
@@ -101,14 +100,14 @@ def test_mutated_specs_validate_or_fail_cleanly_and_build(kind: str, data: s.Dat
         return
     body = {"kind": kind, "metadata": {"name": "fuzz", "namespace": "ns", "uid": "u"}, "spec": parsed.to_wire()}
     if isinstance(parsed, DatasetCurationSpec):
-        children = curation_children(body, OperatorSettings())
+        children = manifests.children(body, OperatorSettings())
     else:
         assert isinstance(parsed, SFTJobSpec)
         if parsed.dataset.curation_ref is not None:
-            curation = {"spec": VALID["DatasetCuration"]}
-            children = training_children(body, OperatorSettings(), curation=curation)
+            curation = {"metadata": {"name": "cur"}, "spec": VALID["DatasetCuration"]}
+            children = manifests.children(body, OperatorSettings(), curation=curation)
         else:
-            children = training_children(body, OperatorSettings())
+            children = manifests.children(body, OperatorSettings())
     assert children.job["kind"] == "Job" and yaml.safe_load(children.config_map["data"]["run.yaml"])
 
 

@@ -41,15 +41,15 @@ def test_runs_as_a_numeric_non_root_user(extra: str) -> None:
 
 
 def test_trainer_uid_matches_the_pod_security_context() -> None:
-    from sft_operator.manifests import curation_children
     from sft_operator.settings import OperatorSettings
+    from support import manifests
 
     body = {
         "kind": "DatasetCuration",
         "metadata": {"name": "x", "namespace": "ns", "uid": "u"},
         "spec": {"source": {"pvc": {"claimName": "d", "path": "a.json"}}, "output": {"pvc": {"claimName": "o"}}},
     }
-    pod = curation_children(body, OperatorSettings()).job["spec"]["template"]["spec"]
+    pod = manifests.children(body, OperatorSettings()).job["spec"]["template"]["spec"]
     assert instructions(IMAGES["trainer"], "USER")[-1] == str(pod["securityContext"]["runAsUser"])
 
 
@@ -135,7 +135,7 @@ def test_the_operator_image_installs_no_ml_stack_and_runs_without_it() -> None:
         "    def find_spec(self, name, path, target=None):\n"
         f"        if name.split('.')[0] in {sorted(ML_STACK)!r}: raise ImportError(name + ' is not in the operator image')\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import sft_operator.main, sft_operator.handlers, sft_operator.manifests, sft_operator.crdgen\n"
+        "import sft_operator.main, sft_operator.handlers, sft_operator.children, sft_operator.crdgen\n"
     )
     result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

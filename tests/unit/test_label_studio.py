@@ -38,6 +38,7 @@ from sft_trainer.curation.review import (
     record_hash,
     run_review_apply,
 )
+from support import manifests
 from support.browser import screenshot_after_login
 from support.kube import REPO_ROOT, free_port
 from support.label_studio import PASSWORD, TOKEN, USER, annotate, api, label_studio_server
@@ -211,7 +212,9 @@ def test_annotations_a_person_edited_by_hand_are_reported_not_applied() -> None:
 
 
 def test_the_review_apply_job_is_the_curation_pod_with_another_command_and_a_deterministic_name() -> None:
-    from sft_operator.manifests import curation_children, review_apply_children
+    from sft_operator.api import DatasetCurationSpec
+    from sft_operator.children import review_apply_children
+    from sft_operator.naming import ResourceRef
     from sft_operator.settings import OperatorSettings
 
     body = {
@@ -226,18 +229,19 @@ def test_the_review_apply_job_is_the_curation_pod_with_another_command_and_a_det
             },
         },
     }
+    ref, spec = ResourceRef.of(body), DatasetCurationSpec.model_validate(body["spec"])
     settings = OperatorSettings()
     decisions = [{"source_index": 3, "record_hash": "ab", "decision": "keep", "reviewer": "ana", "time": "t"}]
-    children = review_apply_children(body, settings, decisions)
-    again = review_apply_children(body, settings, [dict(d) for d in decisions])
+    children = review_apply_children(ref, spec, settings, decisions)
+    again = review_apply_children(ref, spec, settings, [dict(d) for d in decisions])
     assert children.job == again.job and children.config_map == again.config_map
     assert (
-        review_apply_children(body, settings, decisions, attempt=1).job["metadata"]["name"]
+        review_apply_children(ref, spec, settings, decisions, attempt=1).job["metadata"]["name"]
         != children.job["metadata"]["name"]
     )
-    assert review_apply_children(body, settings, []).job["metadata"]["name"] != children.job["metadata"]["name"]
+    assert review_apply_children(ref, spec, settings, []).job["metadata"]["name"] != children.job["metadata"]["name"]
 
-    job, curation_job = children.job, curation_children(body, settings).job
+    job, curation_job = children.job, manifests.children(body, settings).job
     assert job["metadata"]["ownerReferences"] == curation_job["metadata"]["ownerReferences"]
     pod, curation_pod = job["spec"]["template"]["spec"], curation_job["spec"]["template"]["spec"]
     assert pod["securityContext"] == curation_pod["securityContext"]

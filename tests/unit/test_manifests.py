@@ -9,18 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from sft_operator.manifests import (
-    EXIT_CONFIG_ERROR,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    TORCHRUN,
-    MountLayout,
-    Owner,
-    child_name,
-    curation_children,
-    job_name,
-    training_children,
-)
+from sft_operator.layout import MountLayout
+from sft_operator.naming import MANAGED_BY, MANAGED_BY_LABEL, ResourceRef, child_name, job_name
+from sft_operator.pods import TORCHRUN
+from sft_operator.run_state import EXIT_CONFIG_ERROR
 from sft_operator.settings import OperatorSettings
 from support import manifests
 
@@ -43,14 +35,14 @@ def container(job: dict[str, Any]) -> dict[str, Any]:
 def test_builders_are_deterministic_and_leave_their_input_alone() -> None:
     body = sftjob(resources={"nodes": 2, "gpusPerNode": 4})
     original = copy.deepcopy(body)
-    first = training_children(body, SETTINGS).all()
-    second = training_children(body, SETTINGS).all()
+    first = manifests.children(body, SETTINGS).all()
+    second = manifests.children(body, SETTINGS).all()
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert body == original
 
 
 def test_every_child_is_named_from_its_owner_and_owned_by_it() -> None:
-    children = training_children(sftjob(resources={"nodes": 2, "gpusPerNode": 1}), SETTINGS)
+    children = manifests.children(sftjob(resources={"nodes": 2, "gpusPerNode": 1}), SETTINGS)
     names = [obj["metadata"]["name"] for obj in children.all()]
     assert names == ["demo-run-config", "demo-train", "demo-train"]  # ConfigMap, Service, Job
     for obj in children.all():
@@ -71,11 +63,11 @@ def test_long_names_are_shortened_stably_within_the_label_limit() -> None:
     long = "a" * 80
     name = child_name(long, "train")
     assert len(name) <= 63 and name == child_name(long, "train") and name != child_name(long + "b", "train")
-    assert job_name(Owner("SFTJob", long, "ns", "u")) == name
+    assert job_name(ResourceRef("SFTJob", "ns", long, "u")) == name
 
 
 def test_pod_failure_policy_fails_config_errors_at_once_and_ignores_disruptions() -> None:
-    job = curation_children(curation(lifecycle={"backoffLimit": 7}), SETTINGS).job
+    job = manifests.children(curation(lifecycle={"backoffLimit": 7}), SETTINGS).job
     assert job["spec"]["backoffLimit"] == 7
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {
@@ -87,7 +79,7 @@ def test_pod_failure_policy_fails_config_errors_at_once_and_ignores_disruptions(
 
 
 def test_pods_are_locked_down() -> None:
-    job = training_children(sftjob(), SETTINGS).job
+    job = manifests.children(sftjob(), SETTINGS).job
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -97,7 +89,7 @@ def test_pods_are_locked_down() -> None:
 
 
 def test_the_report_summary_comes_back_through_the_termination_message() -> None:
-    trainer = container(curation_children(curation(), SETTINGS).job)
+    trainer = container(manifests.children(curation(), SETTINGS).job)
     assert trainer["terminationMessagePath"] == "/dev/termination-log"
     assert trainer["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert trainer["ports"] == [{"name": "progress", "containerPort": 9191}]
@@ -105,7 +97,7 @@ def test_the_report_summary_comes_back_through_the_termination_message() -> None
 
 def test_a_hugging_face_token_is_passed_by_secret_reference_only() -> None:
     body = sftjob(model={"huggingFace": {"repo": "org/model", "tokenSecretRef": {"name": "hf", "key": "token"}}})
-    children = training_children(body, SETTINGS)
+    children = manifests.children(body, SETTINGS)
     env = {e["name"]: e for e in container(children.job)["env"]}
     assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
     run_config = yaml.safe_load(children.config_map["data"]["run.yaml"])
@@ -114,7 +106,7 @@ def test_a_hugging_face_token_is_passed_by_secret_reference_only() -> None:
 
 
 def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous_on_index_zero() -> None:
-    children = training_children(sftjob(resources={"nodes": 3, "gpusPerNode": 8}), SETTINGS)
+    children = manifests.children(sftjob(resources={"nodes": 3, "gpusPerNode": 8}), SETTINGS)
     job = children.job
     assert job["spec"]["completionMode"] == "Indexed"
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (3, 3)
@@ -139,12 +131,12 @@ def test_multi_node_is_an_indexed_job_with_torchrun_rendezvous_on_index_zero() -
 
 def test_pods_are_told_where_the_claims_are_mounted() -> None:
     moved = OperatorSettings(volumes_root="/data/claims")
-    env = {e["name"]: e.get("value") for e in container(training_children(sftjob(), moved).job)["env"]}
+    env = {e["name"]: e.get("value") for e in container(manifests.children(sftjob(), moved).job)["env"]}
     assert env["SFT_VOLUMES_ROOT"] == "/data/claims"
 
 
 def test_one_node_with_several_gpus_runs_one_process_per_gpu() -> None:
-    children = training_children(sftjob(resources={"gpusPerNode": 4}), SETTINGS)
+    children = manifests.children(sftjob(resources={"gpusPerNode": 4}), SETTINGS)
     assert container(children.job)["command"] == [
         *TORCHRUN,
         "--standalone",
@@ -155,12 +147,12 @@ def test_one_node_with_several_gpus_runs_one_process_per_gpu() -> None:
         MountLayout().run_config_path,
     ]
     assert children.service is None and "completionMode" not in children.job["spec"]
-    curation_job = curation_children(curation(resources={"gpusPerNode": 2}), SETTINGS).job
+    curation_job = manifests.children(curation(resources={"gpusPerNode": 2}), SETTINGS).job
     assert container(curation_job)["command"][:3] == ["python", "-m", "sft_trainer"]
 
 
 def test_single_node_has_no_service_and_runs_the_module_directly() -> None:
-    children = training_children(sftjob(), SETTINGS)
+    children = manifests.children(sftjob(), SETTINGS)
     assert children.service is None
     assert container(children.job)["command"][:4] == ["python", "-m", "sft_trainer", "train"]
     assert "completionMode" not in children.job["spec"]
@@ -176,14 +168,14 @@ def test_single_node_has_no_service_and_runs_the_module_directly() -> None:
     ],
 )
 def test_lifecycle_maps_onto_the_job(lifecycle: dict[str, Any], expected: dict[str, Any]) -> None:
-    spec = training_children(sftjob(lifecycle=lifecycle), SETTINGS).job["spec"]
+    spec = manifests.children(sftjob(lifecycle=lifecycle), SETTINGS).job["spec"]
     assert {key: spec.get(key) for key in expected} == expected
     if "activeDeadlineSeconds" not in lifecycle:
         assert "activeDeadlineSeconds" not in spec
 
 
 def test_the_kueue_queue_name_becomes_the_job_label() -> None:
-    job = curation_children(curation(lifecycle={"queueName": "team-a", "suspend": True}), SETTINGS).job
+    job = manifests.children(curation(lifecycle={"queueName": "team-a", "suspend": True}), SETTINGS).job
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
     assert job["spec"]["suspend"] is True
 
@@ -191,7 +183,7 @@ def test_the_kueue_queue_name_becomes_the_job_label() -> None:
 def test_a_curation_ref_reads_the_curated_file_from_the_curations_claim() -> None:
     body = sftjob(dataset={"curationRef": {"name": "cur"}})
     ref_curation = curation(output={"pvc": {"claimName": "curated-data", "path": "runs/cur"}})
-    children = training_children(body, SETTINGS, ref_curation)
+    children = manifests.children(body, SETTINGS, ref_curation)
     run_config = yaml.safe_load(children.config_map["data"]["run.yaml"])
     assert run_config["dataset"].endswith("/curated-data/runs/cur/curated.jsonl")
     assert run_config["format"] == "messages"
@@ -202,4 +194,4 @@ def test_a_curation_ref_reads_the_curated_file_from_the_curations_claim() -> Non
     ]
     assert sorted(claims) == ["curated-data", "models", "outputs"]
     with pytest.raises(ValueError, match="curationRef"):
-        training_children(body, SETTINGS)
+        manifests.children(body, SETTINGS)

@@ -13,7 +13,12 @@ import yaml
 
 from sft_operator import conditions as c
 from sft_operator.api import DatasetCurationSpec
-from sft_operator.manifests import curation_children
+from sft_operator.conditions import PHASE_FAILED as FAILED
+from sft_operator.conditions import PHASE_PENDING as PENDING
+from sft_operator.conditions import PHASE_RUNNING as RUNNING
+from sft_operator.conditions import PHASE_SUCCEEDED as SUCCEEDED
+from sft_operator.conditions import PHASE_SUSPENDED as SUSPENDED
+from sft_operator.pod_reports import report_from_pods
 from sft_operator.rayjob import (
     MAX_RAYJOB_NAME,
     SUBMIT_SCRIPT,
@@ -21,8 +26,8 @@ from sft_operator.rayjob import (
     ray_job,
     rayjob_run_state,
 )
+from sft_operator.run_status import run_status
 from sft_operator.settings import OperatorSettings
-from sft_operator.status import FAILED, PENDING, RUNNING, SUCCEEDED, SUSPENDED, observe_run
 from sft_trainer.termination import compact
 from support import manifests
 
@@ -40,12 +45,12 @@ def curation(name: str = "cur", **spec: Any) -> dict[str, Any]:
 
 
 def rayjob_of(body: dict[str, Any]) -> dict[str, Any]:
-    return curation_children(body, SETTINGS, runner=ray_job).job
+    return manifests.children(body, SETTINGS, runner=ray_job).job
 
 
 def test_the_rayjob_is_the_curation_pod_template_in_three_roles() -> None:
     body = curation()
-    job_template = curation_children(body, SETTINGS).job["spec"]["template"]
+    job_template = manifests.children(body, SETTINGS).job["spec"]["template"]
     rayjob = rayjob_of(body)
     spec = rayjob["spec"]
     assert rayjob["apiVersion"] == "ray.io/v1" and rayjob["kind"] == "RayJob"
@@ -103,7 +108,7 @@ def test_the_submitter_gets_the_entrypoint_as_arguments_never_as_shell_text() ->
 
 
 def test_the_run_config_carries_spec_engine_and_spec_curation_cannot_set_it() -> None:
-    children = curation_children(curation(), SETTINGS, runner=ray_job)
+    children = manifests.children(curation(), SETTINGS, runner=ray_job)
     run_config = yaml.safe_load(children.config_map["data"]["run.yaml"])
     assert run_config["curation"]["engine"] == {"type": "ray", "workers": 3, "cpusPerWorker": 2.0, "gpusPerWorker": 1}
     with pytest.raises(ValueError, match="set spec.engine instead"):
@@ -163,10 +168,12 @@ def test_a_completed_rayjob_takes_its_figures_from_the_submitters_termination_me
         {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": "2026-01-01T00:01:00Z"}
     )
     pods = [pod("Succeeded", 0, message)]
-    status = observe_run("DatasetCuration", {}, rayjob_run_state(rayjob, pods), "cur-curate", pods, 1)
+    status = run_status(
+        "DatasetCuration", {"jobName": "cur-curate"}, rayjob_run_state(rayjob, pods), report_from_pods(pods), 1
+    )
     assert status["counts"] == counts and status["jobName"] == "cur-curate"
     assert status["phase"] == "Succeeded" and status["completionTime"] == "2026-01-01T00:01:00Z"
-    missing = observe_run("DatasetCuration", {}, rayjob_run_state(rayjob, []), "cur-curate", [], 1)
+    missing = run_status("DatasetCuration", {}, rayjob_run_state(rayjob, []), report_from_pods([]), 1)
     assert next(x for x in missing["conditions"] if x["type"] == "Succeeded")["reason"] == c.REPORT_MISSING
 
 

@@ -12,7 +12,7 @@ from sft_trainer.sources import HubSource, resolve
 
 def test_hub_uri_round_trip_with_the_operator_rendering() -> None:
     from sft_operator.api import ModelSource
-    from sft_operator.manifests import MountLayout, source_path
+    from sft_operator.layout import MountLayout, source_path
 
     source = ModelSource.model_validate({"huggingFace": {"repo": "org/model", "revision": "v2", "file": "m.gguf"}})
     uri = source_path(source, MountLayout())

@@ -8,24 +8,15 @@ from typing import Any
 import pytest
 
 from sft_operator import conditions as c
-from sft_operator.api import PvcLocation
-from sft_operator.status import (
-    NOT_YET,
-    READY_TO_USE,
-    UNUSABLE,
-    cluster_run_state,
-    curation_figures,
-    curation_readiness,
-    fields_from_spec,
-    gate_failures,
-    last_pod_failure,
-    observe_job,
-    output_location,
-    report_from_pods,
-    transition,
-    with_run_state,
-)
-from sft_operator.status import RunState as State
+from sft_operator.api import DatasetCurationSpec, PvcLocation, SFTJobSpec
+from sft_operator.events import transition
+from sft_operator.figures import curation_figures
+from sft_operator.inputs import curation_readiness, gate_failures
+from sft_operator.pod_reports import last_pod_failure, report_from_pods
+from sft_operator.readiness import NOT_YET, READY_TO_USE, UNUSABLE, Readiness
+from sft_operator.run_state import RunState as State
+from sft_operator.run_state import cluster_run_state, with_run_state
+from sft_operator.run_status import output_location, run_status, spec_fields
 
 
 def job(
@@ -54,6 +45,14 @@ def pod(
         terminated = {"exitCode": exit_code, "message": message, "finishedAt": finished}
         status["containerStatuses"] = [{"name": "trainer", "state": {"terminated": terminated}}]
     return {"metadata": meta, "status": status}
+
+
+def observe_job(
+    kind: str, status: dict[str, Any], job: dict[str, Any], pods: list[dict[str, Any]], generation: int
+) -> dict[str, Any]:
+    """What the operator writes after a Job event: the shared `run_status` fed from the Job and its pods."""
+    named = {**status, "jobName": job["metadata"]["name"]}
+    return run_status(kind, named, cluster_run_state(kind, job, pods), report_from_pods(pods), generation)
 
 
 COMPLETE = {
@@ -214,16 +213,23 @@ def test_gate_failures_name_the_gate_and_the_margin(
 
 
 def test_curation_readiness() -> None:
-    assert curation_readiness(None, "cur") == (NOT_YET, "Waiting for DatasetCuration cur: it does not exist yet")
-    running = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}
-    assert curation_readiness(running, "cur") == (
-        NOT_YET,
-        "Waiting for DatasetCuration cur to be Ready (it is Running)",
+    assert curation_readiness(None, "cur", None) == Readiness(
+        NOT_YET, c.WAITING_FOR_DATASET, "Waiting for DatasetCuration cur: it does not exist yet"
     )
-    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
-    assert curation_readiness(ready, "cur")[0] == READY_TO_USE
+    running = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}
+    assert curation_readiness(running, "cur", None) == Readiness(
+        NOT_YET, c.WAITING_FOR_DATASET, "Waiting for DatasetCuration cur to be Ready (it is Running)"
+    )
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}], "counts": {"curated": 5, "review": 3}}}
+    assert curation_readiness(ready, "cur", None).state == READY_TO_USE
+    gated = curation_readiness(ready, "cur", {"minCuratedRecords": 10})
+    assert (gated.state, gated.reason) == (UNUSABLE, c.QUALITY_GATE_FAILED) and "minCuratedRecords" in gated.message
+    held = curation_readiness(ready, "cur", {"maxPendingReview": 0})
+    assert (held.state, held.reason) == (NOT_YET, c.WAITING_FOR_REVIEW)
     failed = {"status": {"conditions": [{"type": "Failed", "status": "True", "message": "exit code 42"}]}}
-    assert curation_readiness(failed, "cur") == (UNUSABLE, "DatasetCuration cur failed: exit code 42")
+    assert curation_readiness(failed, "cur", None) == Readiness(
+        UNUSABLE, c.DATASET_FAILED, "DatasetCuration cur failed: exit code 42"
+    )
 
 
 def test_output_location() -> None:
@@ -231,24 +237,29 @@ def test_output_location() -> None:
     assert output_location(PvcLocation(claim_name="outputs")) == "pvc://outputs"
 
 
-def test_fields_from_spec_name_the_output_and_the_curation() -> None:
+def test_spec_fields_name_the_output_and_the_curation() -> None:
     sftjob = {
         "model": {"pvc": {"claimName": "models", "path": "smollm2"}},
         "dataset": {"curationRef": {"name": "cur"}},
         "output": {"pvc": {"claimName": "outputs", "path": "sft/a"}},
     }
     lineage = [{"model": {"pvc": {"claimName": "models", "path": "smollm2"}}}]  # a root stage: its base model
-    assert fields_from_spec("SFTJob", sftjob) == {
+    assert spec_fields(SFTJobSpec.model_validate(sftjob)) == {
         "outputLocation": "pvc://outputs/sft/a",
         "curationName": "cur",
         "lineage": lineage,
     }
     sftjob["dataset"] = {"pvc": {"claimName": "datasets", "path": "train.jsonl"}}
-    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a", "lineage": lineage}
+    assert spec_fields(SFTJobSpec.model_validate(sftjob)) == {
+        "outputLocation": "pvc://outputs/sft/a",
+        "lineage": lineage,
+    }
     sftjob["model"] = {"sftJobRef": {"name": "general", "use": "adapter"}}
-    assert fields_from_spec("SFTJob", sftjob) == {"outputLocation": "pvc://outputs/sft/a"}  # from its parent
+    assert spec_fields(SFTJobSpec.model_validate(sftjob)) == {
+        "outputLocation": "pvc://outputs/sft/a"
+    }  # from its parent
     curation = {
         "source": {"pvc": {"claimName": "datasets", "path": "raw.json"}},
         "output": {"pvc": {"claimName": "outputs"}},
     }
-    assert fields_from_spec("DatasetCuration", curation) == {"outputLocation": "pvc://outputs"}
+    assert spec_fields(DatasetCurationSpec.model_validate(curation)) == {"outputLocation": "pvc://outputs"}

@@ -1,8 +1,9 @@
-"""kopf handlers, one module per kind (plus the child-Job watcher).
+"""kopf handlers: one module per kind, one for what both kinds share, and the child-Job watcher.
 
-Importing this package registers them all with kopf's default registry.
+Importing this package registers them all with kopf's default registry; the
+steps they take are in `reconciler`.
 """
 
-from . import datasetcuration, jobs, sftjob
+from . import both_kinds, datasetcuration, jobs, sftjob
 
-__all__ = ["datasetcuration", "jobs", "sftjob"]
+__all__ = ["both_kinds", "datasetcuration", "jobs", "sftjob"]

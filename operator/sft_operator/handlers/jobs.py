@@ -13,10 +13,11 @@ from typing import Any
 
 import kopf
 
+from ..context import context
 from ..kube import controller_of
-from ..manifests import MANAGED_BY, MANAGED_BY_LABEL
+from ..naming import MANAGED_BY, MANAGED_BY_LABEL, ResourceRef
 from ..rayjob import RAY_GROUP, RAY_VERSION, RAYJOB_PLURAL
-from . import runs
+from . import reconciler as r
 
 # Only Jobs this operator made (the label every child carries).
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY}
@@ -30,10 +31,10 @@ def job_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if owner is None:
         return
     kind, name, uid = owner
-    ctx = runs.context(memo)
-    ref = runs.Ref(kind, body["metadata"]["namespace"], name, uid)
-    with runs.instrumented(ctx, str(body.get("kind") or "Job"), "job-status", body):
+    ctx = context(memo)
+    ref = ResourceRef(kind, body["metadata"]["namespace"], name, uid)
+    with r.instrumented(ctx, str(body.get("kind") or "Job"), "job-status", body):
         if type == "DELETED":
-            runs.job_gone(ctx, ref, body["metadata"]["name"])
+            r.job_gone(ctx, ref, body["metadata"]["name"])
         else:
-            runs.sync(ctx, ref, dict(body))
+            r.sync(ctx, ref, dict(body))

@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from sft_operator.local import LocalExecutor, ManifestError
+    from sft_operator.local_executor import LocalExecutor, ManifestError
 
     console = Console()
     progress = Progress(
@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
             for resource in executor.ordered(resources):
                 console.log(f"Started {resource.key}")
                 run = executor.run(resource)
-                if resource.key in tasks and run.phase == "Succeeded":
+                if resource.key in tasks and run.succeeded:
                     progress.update(tasks[resource.key], completed=100.0)
                 console.log(f"{run.phase} {resource.key} (log: {run.log})")
                 runs.append(run)
@@ -105,7 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     for run in runs:
         for artifact in _artifacts(run.status.get("outputLocation")):
             console.print(f"{run.resource.key}: {artifact}")
-    return 0 if all(run.phase == "Succeeded" for run in runs) else 1
+    return 0 if all(run.succeeded for run in runs) else 1
 
 
 # What a person opens after a run, in this order, where present.

@@ -12,10 +12,12 @@ from test_review import curate_into, decide, plant
 
 from sft_operator import conditions as c
 from sft_operator.api import SFTJobSpec
+from sft_operator.figures import curation_figures
+from sft_operator.inputs import review_wait
 from sft_operator.metrics import StatusCollector
-from sft_operator.status import curation_figures, observe_job, review_wait, waiting
+from sft_operator.run_state import waiting
 from sft_trainer.curation.review import Outputs, apply_decisions
-from unit.test_status import COMPLETE, job, pod
+from unit.test_status import COMPLETE, job, observe_job, pod
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,17 @@
 """The local executor behind `sftctl run`: the operator's work, without a cluster.
 
-Each resource goes through the same builders the operator uses
-(`manifests.curation_children` / `training_children`); the Job's container
-command is then run as a local process, with each claim mapped to a folder
-and the ConfigMap written to disk. The result is the same status object the
-operator would write to the CR, saved as `<workdir>/<Kind>/<name>/status.json`.
+Each resource goes through the operator's own code: the same input check
+(`inputs.training_inputs`), the same builders (`children.curation_children`
+/ `training_children`), and the same status function (`run_status`). The
+Job's container command then runs as a local process, with each claim
+mapped to a folder and the ConfigMap written to disk; where the operator
+reads the Job and the pod's termination message, this reads the exit code
+and the report file. The result is the status object the operator would
+write to the CR, saved as `<workdir>/<Kind>/<name>/status.json`.
+
+What differs, by design: nothing waits (resources run in dependency order,
+so what would wait on a cluster fails here), multi-node runs are refused,
+and status.outputLocation is the folder on this machine.
 """
 
 from __future__ import annotations
@@ -25,16 +32,31 @@ import yaml
 from pydantic import ValidationError
 
 from . import conditions as c
-from . import status as st
-from .api import KINDS, DatasetCurationSpec, SFTJobSpec, object_problems
-from .chain import base_model_mismatch, cycle_message, find_cycle, lineage_of, parent_of, parent_readiness
-from .manifests import CONTAINER, EXIT_CONFIG_ERROR, RUN_CONFIG_FILE, MountLayout, curation_children, training_children
+from .api import KINDS, SFTJobSpec, Spec, object_problems, spec_of
+from .chain import cycle_message, find_cycle, parent_of
+from .children import curation_children, training_children
+from .figures import progress_figures
+from .inputs import training_inputs
+from .layout import RUN_CONFIG_FILE, MountLayout
+from .naming import CONTAINER, ResourceRef
+from .pod_reports import Report
+from .readiness import NOT_YET, READY_TO_USE, Readiness
+from .run_state import RunState, exit_run_state, failed, with_run_state
+from .run_status import run_status, spec_fields
 from .settings import OperatorSettings
-from .status import NOT_YET, UNUSABLE
 
 REPORT_FILE = {"DatasetCuration": "report.json", "SFTJob": "train_report.json"}
 STATUS_FILE = "status.json"
+RESOURCE_FILE = "resource.json"
+LOCAL_NAMESPACE = LOCAL_UID = "local"
 ProgressCallback = Callable[[str, dict[str, Any]], None]
+# sftctl run waits for nothing (a resource runs after what it needs): what would wait on a cluster fails here.
+FAILS_LOCALLY = {
+    c.WAITING_FOR_MODEL: c.PARENT_FAILED,
+    c.PARENT_DELETED: c.PARENT_FAILED,
+    c.WAITING_FOR_DATASET: c.DATASET_FAILED,
+    c.WAITING_FOR_REVIEW: c.QUALITY_GATE_FAILED,
+}
 
 
 class ManifestError(ValueError):
@@ -43,9 +65,12 @@ class ManifestError(ValueError):
 
 @dataclass
 class Resource:
+    """One document of the manifest, its spec parsed once (at load)."""
+
     kind: str
     name: str
     body: dict[str, Any]
+    spec: Spec
 
     @property
     def key(self) -> str:
@@ -63,7 +88,12 @@ class LocalRun:
 
     @property
     def phase(self) -> str:
-        return str(self.status.get("phase", "Pending"))
+        """For display; `succeeded` is what to decide on."""
+        return str(self.status.get("phase") or c.PHASE_PENDING)
+
+    @property
+    def succeeded(self) -> bool:
+        return c.is_true(self.status.get("conditions", []) or [], c.SUCCEEDED)
 
 
 @dataclass
@@ -95,7 +125,7 @@ class LocalExecutor:
             if not isinstance(name, str) or not name:
                 raise ManifestError(f"{where}: metadata.name is required")
             try:
-                KINDS[doc["kind"]].spec.model_validate(doc.get("spec"))
+                spec = spec_of(doc["kind"], doc.get("spec"))
             except ValidationError as err:
                 problems = "; ".join(
                     "spec." + ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in err.errors()
@@ -104,7 +134,7 @@ class LocalExecutor:
             refused = object_problems(doc["kind"], doc)
             if refused:
                 raise ManifestError(f"{doc['kind']}/{name}: {'; '.join(refused)}")
-            resource = Resource(doc["kind"], name, doc)
+            resource = Resource(doc["kind"], name, doc, spec)
             if resource.key in seen:
                 raise ManifestError(f"{where}: {resource.key} appears twice")
             seen.add(resource.key)
@@ -144,31 +174,28 @@ class LocalExecutor:
         return [self.run(resource) for resource in self.ordered(resources)]
 
     def run(self, resource: Resource) -> LocalRun:
+        """Run one resource to its end; its status is in the returned LocalRun and in status.json."""
         folder = self.workdir / resource.kind / resource.name
         folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "run.log"
         # Written first: a later stage reads its parent's spec from it, even of a run that never started.
-        _write_json(folder / "resource.json", resource.body)
+        _write_json(folder / RESOURCE_FILE, resource.body)
+        ref = ResourceRef(resource.kind, LOCAL_NAMESPACE, resource.name, LOCAL_UID)
         generation = 1
-        status: dict[str, Any] = {}
-        curation = None
-        lineage: list[dict[str, Any]] | None = None
-        if resource.kind == "SFTJob":
-            blocked, lineage = self._model_ready(resource, status, generation)
-            if blocked is None:
-                blocked, curation = self._dataset_ready(resource, status, generation)
-            if blocked is None and lineage and curation:
-                mismatch = base_model_mismatch(lineage, curation["metadata"]["name"], _curation_spec(curation))
-                blocked = st.failed(status, c.BASE_MODEL_MISMATCH, mismatch, generation) if mismatch else None
-            if blocked is not None:
-                return self._finish(resource, folder, blocked, folder / "run.log")
-            status["lineage"] = lineage or st.root_lineage(SFTJobSpec.model_validate(resource.body["spec"]))
+        status = spec_fields(resource.spec)
         settings = OperatorSettings(progress_port=_free_port())
         layout = self._layout(folder)
-        body = {**resource.body, "metadata": {**resource.body["metadata"], "namespace": "local", "uid": "local"}}
-        if resource.kind == "DatasetCuration":
-            children = curation_children(body, settings, layout)
+        if isinstance(resource.spec, SFTJobSpec):
+            inputs = training_inputs(resource.name, resource.spec, _RunFolders(self))
+            if inputs.readiness.state != READY_TO_USE:
+                return self._finish(resource, folder, _refused(status, inputs.readiness, generation), log)
+            if inputs.lineage is not None:
+                status["lineage"] = inputs.lineage
+            children = training_children(
+                ref, resource.spec, settings, curation=inputs.curation, layout=layout, lineage=inputs.lineage
+            )
         else:
-            children = training_children(body, settings, curation=curation, layout=layout, lineage=lineage)
+            children = curation_children(ref, resource.spec, settings, layout)
         if children.service is not None:
             raise ManifestError(f"{resource.key}: multi-node runs (resources.nodes > 1) need a cluster")
         Path(layout.config_dir).mkdir(parents=True, exist_ok=True)
@@ -179,74 +206,21 @@ class LocalExecutor:
         output_dir.mkdir(parents=True, exist_ok=True)
 
         container = next(x for x in children.job["spec"]["template"]["spec"]["containers"] if x["name"] == CONTAINER)
-        log = folder / "run.log"
         started = c.now_rfc3339()
-        status = st.with_run_state(status, st.RunState(st.RUNNING, c.JOB_RUNNING, "Running locally", started), 1)
+        status = with_run_state(
+            status, RunState(c.PHASE_RUNNING, c.JOB_RUNNING, "Running locally", started), generation
+        )
         status["jobName"] = children.job["metadata"]["name"]
         status["outputLocation"] = str(output_dir)
         _write_json(folder / STATUS_FILE, status)
         exit_code = self._execute(resource, container, settings.progress_port, log, status)
-        run = _run_state(exit_code, log, started)
-        status = st.with_run_state(status, run, generation)
-        report = output_dir / REPORT_FILE[resource.kind]
-        if report.exists():
-            figures = json.loads(report.read_text())
-            status.update(
-                st.curation_figures(figures) if resource.kind == "DatasetCuration" else st.training_figures(figures)
-            )
-            if resource.kind == "SFTJob":
-                status = st.with_evaluation_condition(status, generation)
-        elif run.state == st.SUCCEEDED:
-            status = st.with_run_state(
-                status, st.RunState(st.SUCCEEDED, c.REPORT_MISSING, f"{report.name} was not written"), generation
-            )
-        return self._finish(resource, folder, status, log)
+        run = exit_run_state(exit_code, _tail(log), started, c.now_rfc3339())
+        report = report_from_file(output_dir / REPORT_FILE[resource.kind])
+        return self._finish(resource, folder, run_status(resource.kind, status, run, report, generation), log)
 
     def _finish(self, resource: Resource, folder: Path, status: dict[str, Any], log: Path) -> LocalRun:
         _write_json(folder / STATUS_FILE, status)
         return LocalRun(resource, status, folder, log)
-
-    def _dataset_ready(
-        self, resource: Resource, status: dict[str, Any], generation: int
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """(failed status, None) when the referenced curation blocks training, else (None, curation body)."""
-        ref = _curation_ref(resource)
-        if ref is None:
-            return None, None
-        curation_status = self._previous_status("DatasetCuration", ref)
-        if curation_status is None or not c.is_true(curation_status.get("conditions", []), c.READY):
-            reason = "did not succeed" if curation_status else "has not run"
-            return st.failed(status, c.DATASET_FAILED, f"DatasetCuration {ref} {reason}", generation), None
-        gates = resource.body["spec"]["dataset"].get("gates")
-        failures = st.gate_failures(gates, curation_status)
-        if failures:
-            return st.failed(status, c.QUALITY_GATE_FAILED, "; ".join(failures), generation), None
-        body = json.loads((self.workdir / "DatasetCuration" / ref / "resource.json").read_text())
-        return None, body
-
-    def _model_ready(
-        self, resource: Resource, status: dict[str, Any], generation: int
-    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]] | None]:
-        """(failed status, None) when the stage it starts from is unusable, else (None, its lineage or None)."""
-        model = SFTJobSpec.model_validate(resource.body["spec"]).model
-        if model.sft_job_ref is None:
-            return None, None
-        name = model.sft_job_ref.name
-        parent_status = self._previous_status("SFTJob", name)
-        parent = None
-        if parent_status is not None:
-            parent = {
-                **json.loads((self.workdir / "SFTJob" / name / "resource.json").read_text()),
-                "status": parent_status,
-            }
-        readiness = parent_readiness(parent, model)
-        if readiness.state == NOT_YET:  # nothing waits here: stages run in dependency order
-            message = f"SFTJob {name} has not run" if parent is None else readiness.message
-            return st.failed(status, c.PARENT_FAILED, message, generation), None
-        if readiness.state == UNUSABLE:
-            return st.failed(status, readiness.reason, readiness.message, generation), None
-        assert parent is not None
-        return None, lineage_of(parent, model.sft_job_ref.use)
 
     def _previous_status(self, kind: str, name: str) -> dict[str, Any] | None:
         path = self.workdir / kind / name / STATUS_FILE
@@ -274,17 +248,16 @@ class LocalExecutor:
                 if payload:
                     if self.on_progress:
                         self.on_progress(resource.key, payload)
-                    status["progress"] = st.progress_figures(payload, resource.kind)
+                    status["progress"] = progress_figures(payload, resource.kind)
                     _write_json(log.parent / STATUS_FILE, status)
                 time.sleep(self.poll_seconds)
         return int(process.returncode)
 
 
 def _curation_ref(resource: Resource) -> str | None:
-    if resource.kind != "SFTJob":
+    if not isinstance(resource.spec, SFTJobSpec) or resource.spec.dataset.curation_ref is None:
         return None
-    ref = (resource.body["spec"].get("dataset") or {}).get("curationRef")
-    return ref["name"] if ref else None
+    return resource.spec.dataset.curation_ref.name
 
 
 def _dependencies(resource: Resource) -> list[tuple[str, str, str]]:
@@ -311,18 +284,43 @@ def _stage_cycle(resource: Resource, by_key: dict[str, Resource]) -> list[str] |
     return find_cycle(resource.name, first, read_parent)
 
 
-def _curation_spec(curation: dict[str, Any]) -> DatasetCurationSpec:
-    return DatasetCurationSpec.model_validate(curation["spec"])
+class _RunFolders:
+    """`inputs.Lookup` on the run folders: a resource exists once it ran (status.json beside its resource.json)."""
+
+    def __init__(self, executor: LocalExecutor) -> None:
+        self.executor = executor
+
+    def custom(self, kind: str, name: str) -> dict[str, Any] | None:
+        status = self.executor._previous_status(kind, name)
+        if status is None:
+            return None
+        body = json.loads((self.executor.workdir / kind / name / RESOURCE_FILE).read_text())
+        return {**body, "status": status}
+
+    def claim_exists(self, name: str) -> bool:
+        return True  # a claim is a folder here, made when a run writes to it
 
 
-def _run_state(exit_code: int, log: Path, started: str) -> st.RunState:
-    finished = c.now_rfc3339()
-    if exit_code == 0:
-        return st.RunState(st.SUCCEEDED, c.JOB_SUCCEEDED, "Completed locally", started, finished)
-    tail = _tail(log)
-    if exit_code == EXIT_CONFIG_ERROR:
-        return st.RunState(st.FAILED, c.CONFIG_ERROR, tail, started, finished)
-    return st.RunState(st.FAILED, c.JOB_FAILED, f"exit code {exit_code}: {tail}", started, finished)
+def _refused(status: dict[str, Any], readiness: Readiness, generation: int) -> dict[str, Any]:
+    """The failed status of a job whose inputs are not usable; what would wait on a cluster fails, saying why."""
+    if readiness.state == NOT_YET:
+        reason = FAILS_LOCALLY.get(readiness.reason, readiness.reason)
+        message = f"{readiness.message}; sftctl run waits for nothing: run it first, or in the same file"
+        return failed(status, reason, message, generation)
+    return failed(status, readiness.reason, readiness.message, generation)
+
+
+def report_from_file(path: Path) -> Report:
+    """What a local run reported: its report file (`{"status": ...}` like a pod's message), or why there is none."""
+    if not path.exists():
+        return Report(None, f"{path.name} was not written")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return Report(None, f"{path.name} is not readable JSON ({err})")
+    if not isinstance(report, dict):
+        return Report(None, f"{path.name} is not a JSON object")
+    return Report(report)
 
 
 def _tail(log: Path, lines: int = 3) -> str:

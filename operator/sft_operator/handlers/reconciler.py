@@ -1,4 +1,4 @@
-"""What both kinds do with their Job: the steps the handler modules call.
+"""The reconciler: what both kinds do with their run, the steps the handler modules call.
 
 Every function here is safe to repeat and safe to run from two places at
 once (the CR's own handlers and the Job watcher): children are created or
@@ -6,75 +6,37 @@ read back, and status is rewritten from what the cluster shows through
 `Kube.update_status` (resourceVersion-guarded). An Event is posted for each
 status write that changes the headline condition, so each transition gets
 exactly one Event from whoever wrote it.
+
+The spec is parsed once per handler call (`parse_spec`) and handed down;
+the Job watcher, which starts from a Job, parses it once per event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import kopf
 from pydantic import ValidationError
 
 from .. import conditions as c
-from ..api import Lifecycle
-from ..kube import ForeignChildError, Kube, Obj, StatusUpdate
-from ..manifests import Children, Owner, job_name
-from ..metrics import OperatorMetrics
+from ..api import DatasetCurationSpec, Lifecycle, SFTJobSpec, Spec, spec_of
+from ..children import Children
+from ..context import Context
+from ..events import evaluation_transitions, transition
+from ..figures import progress_figures
+from ..kube import ForeignChildError, Obj, StatusUpdate
+from ..naming import ResourceRef, job_name
+from ..pod_reports import report_from_pods
 from ..progress_poll import ProgressUnavailable, progress_url, read_progress, reporting_pod
 from ..rayjob import RAYJOB_KIND, is_rayjob, ray_job_name, rayjob_run_state, wants_ray
-from ..settings import OperatorSettings
-from ..status import (
-    evaluation_transitions,
-    failed,
-    fields_from_spec,
-    is_finished,
-    job_missing,
-    observe_job,
-    observe_run,
-    progress_figures,
-    transition,
-    waiting,
-)
-
-# kopf fixes a timer's interval when it registers the handler, so this one
-# setting is read at import (the startup handler reads the same variables).
-PROGRESS_POLL_SECONDS = OperatorSettings.from_env().progress_poll_seconds
+from ..run_state import cluster_run_state, failed, is_finished, job_missing, waiting
+from ..run_status import report_missing, run_status, spec_fields
 
 NAME_CONFLICT_RETRY_SECONDS = 5.0
 
-
-@dataclass(frozen=True)
-class Context:
-    """Everything a handler needs, built once by the startup handler (kept in kopf's memo)."""
-
-    settings: OperatorSettings
-    kube: Kube
-    metrics: OperatorMetrics
-
-
-def context(memo: kopf.Memo) -> Context:
-    ctx = memo.get("ctx")
-    if not isinstance(ctx, Context):
-        raise kopf.TemporaryError("the operator is still starting", delay=1)
-    return ctx
-
-
-@dataclass(frozen=True)
-class Ref:
-    """Which custom resource (this very one: the uid tells a recreated namesake apart)."""
-
-    kind: str
-    namespace: str
-    name: str
-    uid: str
-
-    @classmethod
-    def of(cls, body: kopf.Body | Obj) -> Ref:
-        meta = body["metadata"]
-        return cls(body["kind"], meta["namespace"], meta["name"], meta["uid"])
+SpecModel = TypeVar("SpecModel", SFTJobSpec, DatasetCurationSpec)
 
 
 @contextmanager
@@ -95,7 +57,7 @@ def post(body: kopf.Body | Obj, type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
 
 
-def write_status(ctx: Context, ref: Ref, change: Callable[[Obj], Obj | None]) -> StatusUpdate | None:
+def write_status(ctx: Context, ref: ResourceRef, change: Callable[[Obj], Obj | None]) -> StatusUpdate | None:
     """Rewrite the object's status with `change` (skipped for a recreated namesake) and post its Event."""
 
     def guarded(current: Obj) -> Obj | None:
@@ -123,26 +85,37 @@ def _generation(obj: Obj) -> int | None:
 
 
 # --------------------------------------------------------------------------
-# Before the Job: waiting, impossible specs, failed gates
+# Before the Job: the spec, waiting, impossible specs, failed gates
 # --------------------------------------------------------------------------
 
 
-def wait(ctx: Context, ref: Ref, reason: str, message: str, delay: float) -> kopf.TemporaryError:
-    """Record why the object waits; the caller raises the returned error so kopf retries after `delay`."""
-    write_status(ctx, ref, lambda obj: waiting(_status(obj), reason, message, _generation(obj)))
+def parse_spec(ctx: Context, ref: ResourceRef, model: type[SpecModel], spec: Any) -> SpecModel:
+    """The spec as its model, once per handler call; one the operator cannot run fails the object (InvalidSpec)."""
+    try:
+        return model.model_validate(dict(spec or {}))
+    except ValueError as err:  # pydantic's ValidationError is a ValueError
+        raise invalid_spec(ctx, ref, err) from err
+
+
+def wait(
+    ctx: Context, ref: ResourceRef, reason: str, message: str, delay: float, record: Obj | None = None
+) -> kopf.TemporaryError:
+    """Record why the object waits (with `record`'s fields); the caller raises the result so kopf retries after `delay`."""
+    write_status(ctx, ref, lambda obj: waiting({**_status(obj), **(record or {})}, reason, message, _generation(obj)))
     return kopf.TemporaryError(message, delay=delay)
 
 
-def fail(ctx: Context, ref: Ref, reason: str, message: str) -> None:
-    """End the object's run before it has a Job (bad spec, failed dataset or gate)."""
-    write_status(
-        ctx,
-        ref,
-        lambda obj: None if is_finished(_status(obj)) else failed(_status(obj), reason, message, _generation(obj)),
-    )
+def fail(ctx: Context, ref: ResourceRef, reason: str, message: str, record: Obj | None = None) -> None:
+    """End the object's run before it has a Job (bad spec, failed dataset or gate), with `record`'s fields."""
+
+    def change(obj: Obj) -> Obj | None:
+        status = _status(obj)
+        return None if is_finished(status) else failed({**status, **(record or {})}, reason, message, _generation(obj))
+
+    write_status(ctx, ref, change)
 
 
-def invalid_spec(ctx: Context, ref: Ref, err: ValidationError | ValueError) -> kopf.PermanentError:
+def invalid_spec(ctx: Context, ref: ResourceRef, err: ValidationError | ValueError) -> kopf.PermanentError:
     """Record a spec the API server accepted but the operator cannot run; the caller raises the result."""
     if isinstance(err, ValidationError):
         problems = "; ".join(
@@ -154,21 +127,23 @@ def invalid_spec(ctx: Context, ref: Ref, err: ValidationError | ValueError) -> k
     return kopf.PermanentError(problems)
 
 
+def build(ctx: Context, ref: ResourceRef, children: Callable[[], Children]) -> Children:
+    """The children from the builders; what they refuse (a spec they cannot render) fails the object."""
+    try:
+        return children()
+    except (ValidationError, ValueError) as err:
+        raise invalid_spec(ctx, ref, err) from err
+
+
 # --------------------------------------------------------------------------
 # The Job: create it, follow it
 # --------------------------------------------------------------------------
 
 
-def start(ctx: Context, body: kopf.Body, build: Callable[[], Children]) -> None:
+def start(ctx: Context, body: kopf.Body, spec: Spec, children: Children) -> None:
     """Make sure the children exist (creating only what is missing), then sync status from the Job."""
-    ref = Ref.of(body)
+    ref = ResourceRef.of(body)
     status = dict(body.get("status") or {})
-    if is_finished(status):
-        return  # a finished run is never started again (its Job may be gone by TTL)
-    try:
-        children = build()
-    except (ValidationError, ValueError) as err:
-        raise invalid_spec(ctx, ref, err) from err
     # The run is a Job or, for a curation on Ray, a RayJob (children.job either way).
     if status.get("jobName") and ctx.kube.read_run(children.job["kind"], ref.namespace, status["jobName"]) is None:
         job_gone(ctx, ref, status["jobName"])
@@ -183,33 +158,39 @@ def start(ctx: Context, body: kopf.Body, build: Callable[[], Children]) -> None:
             post(body, "Normal", "Created", f"Created {child['kind']} {child['metadata']['name']}")
         if child is children.job:
             job = ensured.obj
-    sync(ctx, ref, job)
+    sync(ctx, ref, job, spec)
 
 
-def sync(ctx: Context, ref: Ref, job: Obj) -> None:
-    """Rewrite the object's status from its Job (or RayJob) and the pods that report for it."""
+def sync(ctx: Context, ref: ResourceRef, job: Obj, spec: Spec | None = None) -> None:
+    """Rewrite the object's status from its Job (or RayJob) and the pods that report for it.
+
+    `spec` is the parsed spec when the caller has it; the Job watcher has
+    not, and the spec read with the object is then parsed once (per
+    generation) however often a conflicting write is retried.
+    """
     ray = is_rayjob(job)
     pods = ctx.kube.submitter_pods(job) if ray else ctx.kube.pods_of(job)
+    run = rayjob_run_state(job, pods) if ray else cluster_run_state(ref.kind, job, pods)
+    report = report_from_pods(pods)
+    fields_by_generation: dict[int | None, Obj] = {}
+
+    def fields(obj: Obj) -> Obj:
+        generation = _generation(obj)
+        if generation not in fields_by_generation:
+            fields_by_generation[generation] = spec_fields(spec or spec_of(ref.kind, obj.get("spec") or {}))
+        return fields_by_generation[generation]
 
     def change(obj: Obj) -> Obj | None:
         status = _status(obj)
-        if is_finished(status) and not _report_missing(status):
+        if is_finished(status) and not report_missing(status):
             return None
-        status.update(fields_from_spec(ref.kind, dict(obj.get("spec") or {})))
-        if ray:
-            run = rayjob_run_state(job, pods)
-            return observe_run(ref.kind, status, run, job["metadata"]["name"], pods, _generation(obj))
-        return observe_job(ref.kind, status, job, pods, _generation(obj))
+        status.update(fields(obj), jobName=job["metadata"]["name"])
+        return run_status(ref.kind, status, run, report, _generation(obj))
 
     write_status(ctx, ref, change)
 
 
-def _report_missing(status: Obj) -> bool:
-    succeeded = c.get_condition(status.get("conditions", []) or [], c.SUCCEEDED) or {}
-    return succeeded.get("status") == "True" and succeeded.get("reason") == c.REPORT_MISSING
-
-
-def job_gone(ctx: Context, ref: Ref, job_name: str) -> None:
+def job_gone(ctx: Context, ref: ResourceRef, job_name: str) -> None:
     """The Job disappeared: a failure unless the run had already finished (TTL) or the owner is going."""
 
     def change(obj: Obj) -> Obj | None:
@@ -223,15 +204,16 @@ def job_gone(ctx: Context, ref: Ref, job_name: str) -> None:
 
 def apply_lifecycle(ctx: Context, body: kopf.Body, lifecycle: Lifecycle) -> None:
     """Carry a changed spec.lifecycle into the existing Job or RayJob (these fields are mutable in both)."""
-    ref = Ref.of(body)
+    ref = ResourceRef.of(body)
     ray = wants_ray(dict(body.get("spec") or {}))
     # The deterministic name, not status.jobName: a change that lands between
     # the Job's creation and the status write must still reach the Job.
-    owner = Owner.of(dict(body))
-    name = ray_job_name(owner) if ray else job_name(owner)
+    name = ray_job_name(ref) if ray else job_name(ref)
+    if is_finished(dict(body.get("status") or {})):
+        return  # nothing left to change
     job = ctx.kube.read_run(RAYJOB_KIND if ray else "Job", ref.namespace, name)
-    if job is None or is_finished(dict(body.get("status") or {})):
-        return  # no Job yet (it is built from the new spec) or nothing left to change
+    if job is None:
+        return  # no Job yet: it is built from the new spec
     desired = {
         "suspend": lifecycle.suspend,
         "activeDeadlineSeconds": lifecycle.active_deadline_seconds,
@@ -258,18 +240,13 @@ def _lifecycle_event(run: str, changes: Obj) -> tuple[str, str]:
 
 
 # --------------------------------------------------------------------------
-# Progress of a running SFTJob
+# Progress of a running Job
 # --------------------------------------------------------------------------
-
-
-def is_running(status: kopf.Status, **_: Any) -> bool:
-    """The progress timers' filter: only a running Job has a pod to ask."""
-    return bool(status.get("phase") == "Running")
 
 
 def poll_progress(ctx: Context, body: kopf.Body, logger: Any) -> None:
     """Copy the rank-0 pod's /progress into status.progress."""
-    ref = Ref.of(body)
+    ref = ResourceRef.of(body)
     job_name = (body.get("status") or {}).get("jobName")
     kind = RAYJOB_KIND if wants_ray(dict(body.get("spec") or {})) else "Job"
     job = ctx.kube.read_run(kind, ref.namespace, job_name) if job_name else None
@@ -286,7 +263,7 @@ def poll_progress(ctx: Context, body: kopf.Body, logger: Any) -> None:
         logger.info(f"No progress from pod {pod['metadata']['name'] if pod else '?'}: {err}")
         return
     ctx.metrics.progress_polls.labels("ok").inc()
-    figures = progress_figures(payload, body.get("kind", "SFTJob"))
+    figures = progress_figures(payload, ref.kind)
 
     def change(obj: Obj) -> Obj | None:
         status = _status(obj)
