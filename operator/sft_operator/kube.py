@@ -13,6 +13,7 @@ client model. Three rules make every call safe to repeat:
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable
@@ -76,14 +77,22 @@ class Kube:
         self.custom: Any = client.CustomObjectsApi(api_client)
 
     @classmethod
-    def connect(cls) -> Kube:
-        """In a pod: its service account. Elsewhere: $KUBECONFIG (read now, not at import)."""
+    def connect(cls, connections: int | None = None) -> Kube:
+        """In a pod: its service account. Elsewhere: $KUBECONFIG (read now, not at import).
+
+        `connections`: how many HTTP connections to keep open (one per handler
+        thread, so none is opened and dropped per request); None: the client's default.
+        """
+        configuration = client.Configuration()
+        if connections is not None:
+            configuration.connection_pool_maxsize = connections
         if os.path.exists(SERVICE_ACCOUNT_TOKEN) and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             return cls(client.ApiClient(configuration))
         kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-        api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
         if not api_client.configuration.verify_ssl:
             # The kubeconfig asks for insecure-skip-tls-verify: urllib3 would warn on every request.
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -170,7 +179,15 @@ class Kube:
         return self.patch_job(namespace, name, patch)
 
     def pods_of(self, job: Obj) -> list[Obj]:
-        """The pods this very Job made (by controller uid: never a namesake's)."""
+        """The pods this very Job made (by controller uid: never a namesake's).
+
+        A Job whose status counts no pod yet is answered without a request:
+        the Job controller counts each pod it makes (active, ready, finished)
+        and that count changes the Job, so its next event lists them. This
+        saves a LIST per fresh Job, twice (the reconcile and the Job watcher).
+        """
+        if not counts_pods(job):
+            return []
         selector = f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
         response = self.core.list_namespaced_pod(
             job["metadata"]["namespace"], label_selector=selector, _preload_content=False
@@ -232,22 +249,41 @@ class Kube:
         return _load(response)
 
     def update_status(
-        self, kind: str, namespace: str, name: str, change: Callable[[Obj], Obj | None]
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        change: Callable[[Obj], Obj | None],
+        current: Obj | None = None,
     ) -> StatusUpdate | None:
         """Read the object, let `change` compute its new status, write it if it differs.
 
         `change` returns the whole new status, or None to leave the object
         alone. A write that loses a race (409) is recomputed from a fresh
         read. Returns None when the object is gone or nothing changed.
+        `current` is the object as the caller already holds it (a handler's
+        body): the first attempt computes from it instead of reading. Its
+        resourceVersion guards the write, so a stale copy costs a 409 and a
+        read, never a lost update; and "nothing to change" is only trusted
+        from a fresh read.
         """
         plural = KINDS[kind].plural
-        for _attempt in range(CONFLICT_RETRIES):
-            current = self.read_custom(kind, namespace, name)
-            if current is None:
-                return None
+        for _attempt in range(CONFLICT_RETRIES + 1):
+            held = current is not None
+            if current is not None:
+                current = copy.deepcopy(
+                    current
+                )  # `change` may edit what it is given; the caller's copy stays as it was
+            else:
+                current = self.read_custom(kind, namespace, name)
+                if current is None:
+                    return None
             before = current.get("status") or {}
             after = change(current)
             if after is None or after == before:
+                if held:
+                    current = None
+                    continue
                 return None
             updated = {**current, "status": after}
             try:
@@ -256,6 +292,7 @@ class Kube:
                 )
             except ApiException as err:
                 if err.status == 409:
+                    current = None
                     continue
                 if _missing(err):
                     return None
@@ -291,6 +328,14 @@ class Kube:
                 continue
             created.append(f"{kind} {namespace + '/' if namespace else ''}{name}")
         return created
+
+
+def counts_pods(job: Obj) -> bool:
+    """Whether a Job's status counts any pod (made, running, finished or going); False for a fresh Job."""
+    status = job.get("status") or {}
+    counted = ("active", "ready", "succeeded", "failed", "terminating")
+    uncounted = status.get("uncountedTerminatedPods") or {}
+    return any(int(status.get(field) or 0) > 0 for field in counted) or any(uncounted.values())
 
 
 def controller_uid(obj: Obj) -> str | None:

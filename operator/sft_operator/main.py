@@ -55,7 +55,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.posting.level = logging.CRITICAL
     # Events name this operator as their source.
     settings.posting.reporting_component = REPORTING_COMPONENT
-    kube = Kube.connect()
+    # Sync handlers run in kopf's thread pool and mostly wait on the API server: a burst needs more than its default.
+    settings.execution.max_workers = operator.workers
+    kube = Kube.connect(connections=operator.workers)
     _configure_peering(settings, operator, kube, logger)
     memo.ctx = Context(settings=operator, kube=kube, metrics=OperatorMetrics())
 

@@ -39,6 +39,8 @@ class OperatorSettings:
     """Timeout of one /progress request to a pod."""
     volumes_root: str = "/mnt/volumes"
     """Where PersistentVolumeClaims are mounted in pods (one folder per claim)."""
+    workers: int = 16
+    """Handlers run at once (kopf's thread pool), and the API connections kept for them. Handlers mostly wait on the API server, so a burst of new objects is reconciled this many at a time."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -65,6 +67,8 @@ class OperatorSettings:
         for name in ("progress_poll_seconds", "dataset_wait_seconds", "progress_timeout_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive")
+        if self.workers < 1:
+            raise ValueError(f"{PREFIX}WORKERS must be at least 1")
         if self.peering_priority < 0:
             raise ValueError(f"{PREFIX}PEERING_PRIORITY must not be negative")
         if not self.trainer_image:

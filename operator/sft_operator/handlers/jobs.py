@@ -36,5 +36,9 @@ def job_changed(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     with r.instrumented(ctx, str(body.get("kind") or "Job"), "job-status", body):
         if type == "DELETED":
             r.job_gone(ctx, ref, body["metadata"]["name"])
+        elif type == "ADDED":
+            # Just created, by the reconcile, which wrote the owner's status from this very Job (or, cut
+            # short, runs again and does); the Job controller's first status update follows. Saves a read.
+            return
         else:
             r.sync(ctx, ref, dict(body))

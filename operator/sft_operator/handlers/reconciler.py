@@ -57,15 +57,20 @@ def post(body: kopf.Body | Obj, type_: str, reason: str, message: str) -> None:
     kopf.event(cast(kopf.Body, body), type=type_, reason=reason, message=message)
 
 
-def write_status(ctx: Context, ref: ResourceRef, change: Callable[[Obj], Obj | None]) -> StatusUpdate | None:
-    """Rewrite the object's status with `change` (skipped for a recreated namesake) and post its Event."""
+def write_status(
+    ctx: Context, ref: ResourceRef, change: Callable[[Obj], Obj | None], held: Obj | None = None
+) -> StatusUpdate | None:
+    """Rewrite the object's status with `change` (skipped for a recreated namesake) and post its Event.
+
+    `held`: the object as the handler holds it, tried before a fresh read (see `Kube.update_status`).
+    """
 
     def guarded(current: Obj) -> Obj | None:
         if current["metadata"].get("uid") != ref.uid or current["metadata"].get("deletionTimestamp"):
             return None
         return change(current)
 
-    update = ctx.kube.update_status(ref.kind, ref.namespace, ref.name, guarded)
+    update = ctx.kube.update_status(ref.kind, ref.namespace, ref.name, guarded, held)
     if update is not None:
         event = transition(update.before.get("status") or {}, update.after.get("status") or {})
         if event is not None:
@@ -158,10 +163,11 @@ def start(ctx: Context, body: kopf.Body, spec: Spec, children: Children) -> None
             post(body, "Normal", "Created", f"Created {child['kind']} {child['metadata']['name']}")
         if child is children.job:
             job = ensured.obj
-    sync(ctx, ref, job, spec)
+    # The body kopf handed over is current unless something wrote since: no read before the status write.
+    sync(ctx, ref, job, spec, held=dict(body))
 
 
-def sync(ctx: Context, ref: ResourceRef, job: Obj, spec: Spec | None = None) -> None:
+def sync(ctx: Context, ref: ResourceRef, job: Obj, spec: Spec | None = None, held: Obj | None = None) -> None:
     """Rewrite the object's status from its Job (or RayJob) and the pods that report for it.
 
     `spec` is the parsed spec when the caller has it; the Job watcher has
@@ -187,7 +193,7 @@ def sync(ctx: Context, ref: ResourceRef, job: Obj, spec: Spec | None = None) -> 
         status.update(fields(obj), jobName=job["metadata"]["name"])
         return run_status(ref.kind, status, run, report, _generation(obj))
 
-    write_status(ctx, ref, change)
+    write_status(ctx, ref, change, held)
 
 
 def job_gone(ctx: Context, ref: ResourceRef, job_name: str) -> None:
