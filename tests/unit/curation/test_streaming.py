@@ -48,6 +48,13 @@ def expected_outputs(memory: CurationResult) -> dict[str, list[Any]]:
     }
 
 
+def score_values(result: CurationResult) -> dict[str, dict[str, list[float]]]:
+    """The report's score distributions (judged and curated), as lists."""
+    return {
+        key: {group: v.tolist() for group, v in groups.items()} for key, groups in result.stats["score_values"].items()
+    }
+
+
 class Crash(RuntimeError):
     """The pod dies (here: right after its second phase was saved)."""
 
@@ -96,7 +103,11 @@ def test_shards_give_the_in_memory_outputs_and_a_restart_skips_finished_phases(
     assert result.funnel == memory.funnel
     assert result.drops_by_reason() == memory.drops_by_reason()
     assert result.stats["dup_clusters"] == memory.stats["dup_clusters"]
-    assert result.stats["response_words_before"] == memory.stats["response_words_before"]
+    for figure in ("response_words_before", "response_words_after", "gptism_before", "gptism_after"):
+        assert result.stats[figure].tolist() == memory.stats[figure].tolist(), figure
+    for figure in ("task_counts_before", "task_counts_after", "task_entropy_before", "task_entropy_after"):
+        assert result.stats[figure] == memory.stats[figure], figure
+    assert score_values(result) == score_values(memory)
     engine.clean_up()
     assert not (out / PARTS).exists()
 

@@ -25,10 +25,13 @@
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from ..config.curation import CurationConfig
 from ..formats import Conversation, RejectedRecord
@@ -331,50 +334,72 @@ def selection_control(steps: list[Step]) -> list[Conversation]:
 
 def run_stats(run: RunResult, steps: list[Step]) -> dict[str, Any]:
     """The before/after figures of the report: task mix, response lengths, GPT-ism density, clusters."""
-    before, after = run.judged, run.curated
-    tasks_before = Counter(c.meta.get("task", "other") for c in before)
-    tasks_after = Counter(c.meta.get("task", "other") for c in after)
-    categories = len(tasks_before) or None
+    shown = {
+        i for step in steps if isinstance(step, NearDedup) for members in step.cluster_sources[:10] for i in members[:4]
+    }
+    before, after = Population.of(run.judged, shown), Population.of(run.curated)
+    categories = len(before.tasks) or None
     stats: dict[str, Any] = {
-        "task_counts_before": tasks_before,
-        "task_counts_after": tasks_after,
-        "task_entropy_before": normalised_entropy(tasks_before, categories),
-        "task_entropy_after": normalised_entropy(tasks_after, categories),
-        "response_words_before": [response_words(c) for c in before],
-        "response_words_after": [response_words(c) for c in after],
-        "gptism_before": [_score(c, "gptism_density") for c in before],
-        "gptism_after": [_score(c, "gptism_density") for c in after],
+        "task_counts_before": before.tasks,
+        "task_counts_after": after.tasks,
+        "task_entropy_before": normalised_entropy(before.tasks, categories),
+        "task_entropy_after": normalised_entropy(after.tasks, categories),
+        "response_words_before": before.words,
+        "response_words_after": after.words,
+        "gptism_before": before.gptism,
+        "gptism_after": after.gptism,
         "dup_clusters": [],
         "examples": run.examples,
         "timings": run.timings,
         "step_reports": {step.name: step.report() for step in steps if step.report()},
         "score_values": {
-            key: {"judged": values, "curated": _measured(after, key)}
+            key: {"judged": before.scores[key], "curated": after.scores[key]}
             for key in REPORTED_SCORES
-            if (values := _measured(before, key))
+            if len(before.scores[key])
         },
     }
-    shown = {
-        i for step in steps if isinstance(step, NearDedup) for members in step.cluster_sources[:10] for i in members[:4]
-    }
-    by_index = {
-        c.source_index: c for c in before if c.source_index in shown
-    }  # a streaming run's `before` is built as read
     for step in steps:
         if isinstance(step, NearDedup):
             stats["near_clusters"] = len(step.clusters)
             stats["dup_clusters"] = [
-                [example(by_index[i]) for i in members[:4] if i in by_index] for members in step.cluster_sources[:10]
+                [before.shown[i] for i in members[:4] if i in before.shown] for members in step.cluster_sources[:10]
             ]
         if isinstance(step, TemplateCheck):
             stats["skeletons"] = step.report()["skeletons"]
     return stats
 
 
-def _measured(convs: Sequence[Conversation], key: str) -> list[float]:
-    """The records' values of one score where a step measured it (None: the step could not, e.g. empty text)."""
-    return [float(v) for c in convs if isinstance(v := c.meta.get("scores", {}).get(key), int | float)]
+@dataclass
+class Population:
+    """What the report draws of a set of records (judged, or curated), gathered in one walk over them (a
+    streaming run builds each record from its columns as it is read); numbers as arrays, 8 bytes a value."""
 
+    tasks: Counter[str]
+    words: np.ndarray
+    """The response's word count, per record."""
+    gptism: np.ndarray
+    """GPT-ism density per record (0 where unmeasured)."""
+    scores: dict[str, np.ndarray]
+    """Each reported score's values where a step measured it (None: the step could not, e.g. empty text)."""
+    shown: dict[int, dict[str, Any]]
+    """`runner.example` of the records asked for, by source_index."""
 
-def _score(conv: Conversation, key: str) -> float:
-    return float(conv.meta.get("scores", {}).get(key, 0.0))
+    @staticmethod
+    def of(convs: Sequence[Conversation], shown: frozenset[int] | set[int] = frozenset()) -> Population:
+        tasks: Counter[str] = Counter()
+        words = np.empty(len(convs), dtype=np.int64)
+        gptism = np.empty(len(convs), dtype=np.float64)
+        measured: dict[str, array[float]] = {key: array("d") for key in REPORTED_SCORES}
+        examples: dict[int, dict[str, Any]] = {}
+        for row, conv in enumerate(convs):
+            tasks[conv.meta.get("task", "other")] += 1
+            words[row] = response_words(conv)
+            scores = conv.meta.get("scores", {})
+            gptism[row] = float(scores.get("gptism_density", 0.0))
+            for key, values in measured.items():
+                if isinstance(value := scores.get(key), int | float):
+                    values.append(float(value))
+            if conv.source_index in shown:
+                examples[conv.source_index] = example(conv)
+        values = {key: np.frombuffer(found, dtype=np.float64) for key, found in measured.items()}
+        return Population(tasks, words, gptism, values, examples)

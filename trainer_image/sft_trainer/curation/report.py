@@ -5,7 +5,10 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any, get_args
+
+import numpy as np
 
 from ..config import TaskType
 from .pipeline import CurationResult
@@ -42,7 +45,7 @@ def status_block(result: CurationResult) -> dict[str, Any]:
     }
 
 
-def _histogram(values: list[float], edges: list[float]) -> list[int]:
+def _histogram(values: Iterable[float], edges: list[float]) -> list[int]:
     counts = [0] * (len(edges) - 1)
     for v in values:
         for i in range(len(edges) - 1):
@@ -114,7 +117,7 @@ def _thresholds(result: CurationResult) -> dict[str, list[dict[str, Any]]]:
 
 
 def _score_histograms(
-    values: dict[str, dict[str, list[float]]], thresholds: dict[str, list[dict[str, Any]]], bins: int = 12
+    values: dict[str, dict[str, np.ndarray]], thresholds: dict[str, list[dict[str, Any]]], bins: int = 12
 ) -> dict[str, Any]:
     """Per score: equal-width bins between the 1st and 99th percentile of the judged records, before and after."""
     out: dict[str, Any] = {}
@@ -136,8 +139,8 @@ def _score_histograms(
     return out
 
 
-def _mean(values: list[float]) -> float:
-    return round(sum(values) / len(values), 4) if values else 0.0
+def _mean(values: Sequence[float] | np.ndarray) -> float:
+    return round(float(sum(values)) / len(values), 4) if len(values) else 0.0
 
 
 # --------------------------------------------------------------------------
