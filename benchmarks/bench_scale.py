@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_scale.py                       # 1x, 4x, 10x Alpaca and 2M records
     .venv/bin/python benchmarks/bench_scale.py --sizes 1,4 --ray-records 10000 --json out.json
     options: --sizes 1,4,10,2000000 (a multiple of Alpaca, or a record count when >= 1000; "" for none)
-             --old-commit REV (the in-memory code to compare with; default: the last commit before streaming)
+             --old-commit REV (the code to compare with; default: the last commit before streaming, in memory)
              --no-old   --ray-records N (0: no Ray figures)   --work DIR
 
 Inputs are built in a temporary folder from `$SFT_SHARED_DATA/alpaca_data.json`:
@@ -136,7 +136,8 @@ def main() -> int:
         record({"records": size, "engine": "local", **run_curation(new_code, pool, work / f"new-{size}", None)})
         if not args.no_old:
             old = old_code(args.old_commit, work)
-            record({"records": size, "engine": "in-memory", **run_curation(old, pool, work / f"old-{size}", None)})
+            label = "in-memory" if args.old_commit == OLD_COMMIT else f"one pod @ {args.old_commit}"
+            record({"records": size, "engine": label, **run_curation(old, pool, work / f"old-{size}", None)})
         pool.unlink()
     if args.ray_records:
         pool = perturbed_copies(alpaca, args.ray_records, work / "pool-ray.jsonl")
