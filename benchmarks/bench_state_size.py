@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_scale import DATA, perturbed_copies  # noqa: E402
 
 from sft_trainer.config.curation import CurationRunConfig  # noqa: E402
-from sft_trainer.curation.streaming import InputShards, State, StreamingEngine, curate_in_shards  # noqa: E402
+from sft_trainer.curation.resume import State  # noqa: E402
+from sft_trainer.curation.shards import InputShards  # noqa: E402
+from sft_trainer.curation.streaming import StreamingEngine, curate_in_shards  # noqa: E402
 
 
 def deep_size(root: Any, seen: set[int]) -> int:

@@ -18,7 +18,8 @@ from sft_trainer.config.curation import CurationConfig, CurationRunConfig  # noq
 from sft_trainer.curation.entrypoint import verify_accounting  # noqa: E402
 from sft_trainer.curation.pipeline import curate  # noqa: E402
 from sft_trainer.curation.ray_engine import RayEngine  # noqa: E402
-from sft_trainer.curation.streaming import InputShards, curate_in_shards  # noqa: E402
+from sft_trainer.curation.shards import InputShards  # noqa: E402
+from sft_trainer.curation.streaming import curate_in_shards  # noqa: E402
 from sft_trainer.formats import read_dataset  # noqa: E402
 
 SETTINGS = {

@@ -14,8 +14,8 @@ import pytest
 from sft_trainer.curation.base import feature_matrix
 from sft_trainer.curation.compact import CompactRecords, Rejections, RowMeta
 from sft_trainer.curation.dedup import EXACT_KEY, MINHASH
+from sft_trainer.curation.resume import StateUnpickler
 from sft_trainer.curation.runner import RESPONSE_WORDS, Rejection
-from sft_trainer.curation.streaming import StateUnpickler
 from sft_trainer.formats import Conversation, Message
 
 METAS: list[dict[str, Any]] = [

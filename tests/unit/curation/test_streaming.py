@@ -10,18 +10,11 @@ import pytest
 
 from sft_trainer.config.curation import CurationConfig, CurationRunConfig
 from sft_trainer.curation.entrypoint import verify_accounting
+from sft_trainer.curation.parts import PARTS, record_line, rejection_record, review_record
 from sft_trainer.curation.pipeline import CurationResult, curate
-from sft_trainer.curation.streaming import (
-    PARTS,
-    STAGES,
-    InputShards,
-    State,
-    StreamingEngine,
-    curate_in_shards,
-    record_line,
-    rejection_record,
-    review_record,
-)
+from sft_trainer.curation.resume import STAGES, State
+from sft_trainer.curation.shards import InputShards
+from sft_trainer.curation.streaming import StreamingEngine, curate_in_shards
 from sft_trainer.formats import RejectedRecord, read_dataset
 from support.planted import planted_records, write_jsonl
 

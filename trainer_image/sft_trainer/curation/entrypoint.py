@@ -25,7 +25,8 @@ from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
 from ..termination import write_termination_summary
 from .report import build_report, render_html
 from .runner import AccountingError
-from .streaming import InputShards, StreamingEngine, curate_in_shards
+from .shards import InputShards
+from .streaming import StreamingEngine, curate_in_shards
 
 # The accounting check failed: a bug, not a configuration problem.
 EXIT_ACCOUNTING_ERROR = 3

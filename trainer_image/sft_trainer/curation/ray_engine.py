@@ -34,17 +34,10 @@ import numpy as np
 from ..config.curation import CurationRunConfig, EngineSettings
 from .compact import CompactRecords
 from .dedup import ExactDedup, NearDedup, clusters_of_pairs, lsh_bands
+from .phases import Keep, Phase, ShardOutcome, keep_after, plan_phases, run_pass_on_shard
 from .runner import Progress, Runner
-from .streaming import (
-    InputShards,
-    Keep,
-    Phase,
-    ShardOutcome,
-    StreamingEngine,
-    keep_after,
-    plan_phases,
-    run_pass_on_shard,
-)
+from .shards import InputShards
+from .streaming import StreamingEngine
 
 # Rows of a bucket beyond this many are paired with the leader in slices (bounds one group's batch).
 _MAX_GROUP_ROWS = 1 << 16

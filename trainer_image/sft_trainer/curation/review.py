@@ -45,7 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .entrypoint import verify_accounting
-from .streaming import record_line
+from .parts import record_line
 from .tokens import INVISIBLE, mixed_script_word
 
 DECISIONS_FILE = "review_decisions.jsonl"
