@@ -18,5 +18,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin sft
 USER 10001
 EXPOSE 8080
-ENTRYPOINT ["kopf", "run", "-m", "sft_operator.main"]
-CMD ["--all-namespaces"]
+# `sftctl operator` (kopf run -m sft_operator.main with the operator's settings), as every test starts it.
+ENTRYPOINT ["sftctl", "operator"]

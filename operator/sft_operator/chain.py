@@ -88,7 +88,7 @@ def parent_readiness(parent: Obj | None, model: SFTJobModelSource, seen_uid: str
         detail = failure.get("message") or failure.get("reason")
         return Readiness(UNUSABLE, c.PARENT_FAILED, f"{REF_FIELD}: SFTJob {name} failed: {detail}")
     if not c.is_true(conds, c.SUCCEEDED):
-        phase = (parent.get("status") or {}).get("phase") or "Pending"
+        phase = (parent.get("status") or {}).get("phase") or c.PHASE_PENDING  # named for the reader only
         return Readiness(NOT_YET, c.WAITING_FOR_MODEL, f"Waiting for SFTJob {name} to succeed (it is {phase})")
     problem = _export_problem(parent, name, use) or _lineage_problem(parent, name)
     if problem:

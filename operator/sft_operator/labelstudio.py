@@ -46,6 +46,7 @@ from . import conditions as c
 from .figures import curation_figures
 from .kube import Kube
 from .pod_reports import report_from_pods
+from .run_state import job_run_state
 from .run_status import with_review_condition
 
 LABEL_STUDIO_SYNCED = "LabelStudioSynced"
@@ -220,7 +221,5 @@ def job_outcome(job: dict[str, Any] | None) -> str:
     """'missing', 'running', 'succeeded' or 'failed' for a batch/v1 Job."""
     if job is None:
         return "missing"
-    for condition in (job.get("status") or {}).get("conditions") or []:
-        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
-            return "succeeded" if condition["type"] == "Complete" else "failed"
-    return "running"
+    state = job_run_state(job).state  # the Job read as every run's Job is
+    return {c.PHASE_SUCCEEDED: "succeeded", c.PHASE_FAILED: "failed"}.get(state, "running")

@@ -143,8 +143,9 @@ def test_the_operator_image_installs_no_ml_stack_and_runs_without_it() -> None:
 
 def test_entrypoints_import() -> None:
     operator_entry = instructions(IMAGES["operator"], "ENTRYPOINT")[0]
-    assert '"-m", "sft_operator.main"' in operator_entry
-    subprocess.run([sys.executable, "-c", "import sft_operator.main"], check=True)
+    assert '"sftctl", "operator"' in operator_entry  # what the e2e tests run, and the cluster tests in-process
+    result = subprocess.run([sys.executable, "-m", "sftctl.cli", "operator", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--peering" in result.stdout
     trainer_entry = instructions(IMAGES["trainer"], "ENTRYPOINT")[0]
     assert '"-m", "sft_trainer"' in trainer_entry
     result = subprocess.run([sys.executable, "-m", "sft_trainer", "--help"], capture_output=True, text=True)

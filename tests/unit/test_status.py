@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from sft_operator import conditions as c
-from sft_operator.api import DatasetCurationSpec, PvcLocation, SFTJobSpec
+from sft_operator.api import DatasetCurationSpec, Phase, PvcLocation, SFTJobSpec
 from sft_operator.events import transition
 from sft_operator.figures import curation_figures
 from sft_operator.inputs import curation_readiness, gate_failures
 from sft_operator.pod_reports import last_pod_failure, report_from_pods
 from sft_operator.readiness import NOT_YET, READY_TO_USE, UNUSABLE, Readiness
 from sft_operator.run_state import RunState as State
-from sft_operator.run_state import cluster_run_state, with_run_state
+from sft_operator.run_state import cluster_run_state, is_running, with_run_state
 from sft_operator.run_status import output_location, run_status, spec_fields
 
 
@@ -263,3 +263,13 @@ def test_spec_fields_name_the_output_and_the_curation() -> None:
         "output": {"pvc": {"claimName": "outputs"}},
     }
     assert spec_fields(DatasetCurationSpec.model_validate(curation)) == {"outputLocation": "pvc://outputs"}
+
+
+def test_running_is_read_from_the_conditions_and_the_phase_is_only_their_summary() -> None:
+    running = with_run_state({}, State(c.PHASE_RUNNING, c.JOB_RUNNING, "Job x-train is running"), 1)
+    assert is_running(running) and running["phase"] == c.PHASE_RUNNING
+    retrying = with_run_state(running, State(c.PHASE_PENDING, c.RETRYING, "pod failed; 1 of 3 retries used"), 1)
+    assert not is_running(retrying) and retrying["phase"] == c.PHASE_PENDING
+    # The progress timer's filter decides on the conditions: a stale phase word changes nothing.
+    assert not is_running({**retrying, "phase": c.PHASE_RUNNING})
+    assert set(c.PHASES) == set(get_args(Phase))  # the CRD's enum and the words the code writes agree
