@@ -86,7 +86,7 @@ def test_a_chain_of_stages_carries_the_weights_over_in_both_use_modes(
 
     runs = {run.resource.name: run for run in executor.run_all(resources)}
     for name, run in runs.items():
-        assert run.phase == "Succeeded", f"{name}: {run.status} {run.log.read_text()[-3000:]}"
+        assert run.succeeded, f"{name}: {run.status} {run.log.read_text()[-3000:]}"
 
     def metrics(name: str) -> dict[str, float]:
         return json.loads((outputs / "sft" / name / "train_report.json").read_text())["status"]["metrics"]

@@ -145,8 +145,11 @@ def build(ctx: Context, ref: ResourceRef, children: Callable[[], Children]) -> C
 # --------------------------------------------------------------------------
 
 
-def start(ctx: Context, body: kopf.Body, spec: Spec, children: Children) -> None:
-    """Make sure the children exist (creating only what is missing), then sync status from the Job."""
+def start(ctx: Context, body: kopf.Body, spec: Spec, children: Children, held: Obj | None = None) -> None:
+    """Make sure the children exist (creating only what is missing), then sync status from the Job.
+
+    `held`: the object as the caller last wrote it, when it wrote since kopf handed over `body`.
+    """
     ref = ResourceRef.of(body)
     status = dict(body.get("status") or {})
     # The run is a Job or, for a curation on Ray, a RayJob (children.job either way).
@@ -164,7 +167,7 @@ def start(ctx: Context, body: kopf.Body, spec: Spec, children: Children) -> None
         if child is children.job:
             job = ensured.obj
     # The body kopf handed over is current unless something wrote since: no read before the status write.
-    sync(ctx, ref, job, spec, held=dict(body))
+    sync(ctx, ref, job, spec, held=held or dict(body))
 
 
 def sync(ctx: Context, ref: ResourceRef, job: Obj, spec: Spec | None = None, held: Obj | None = None) -> None:

@@ -54,12 +54,13 @@ def reconcile(body: kopf.Body, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> No
         if not started and (unshared := unshared_output(ctx, ref, parsed)):
             r.fail(ctx, ref, c.OUTPUT_NOT_SHARED, unshared, record)
             return
+        written = None
         if record:  # the lineage is in status before the Job exists: a resumed reconcile builds from it
-            r.write_status(ctx, ref, lambda obj: {**(obj.get("status") or {}), **record})
+            written = r.write_status(ctx, ref, lambda obj: {**(obj.get("status") or {}), **record}, dict(body))
         children = r.build(
             ctx, ref, lambda: training_children(ref, parsed, ctx.settings, inputs.curation, lineage=inputs.lineage)
         )
-        r.start(ctx, body, parsed, children)
+        r.start(ctx, body, parsed, children, held=written.after if written else None)
 
 
 def _changed(status: Obj, fields: Obj) -> Obj:
