@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from sft_trainer.config import (
@@ -694,3 +694,10 @@ def spec_of(kind: str, spec: Any) -> Spec:
     parsed = KINDS[kind].spec.model_validate(spec)
     assert isinstance(parsed, SFTJobSpec | DatasetCurationSpec)
     return parsed
+
+
+def spec_problems(err: ValueError) -> str:
+    """What a spec's validation refused, each problem with its field (`spec.a.b: message`), for status and CLI."""
+    if not isinstance(err, ValidationError):
+        return str(err)
+    return "; ".join(f"spec.{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}" for problem in err.errors())

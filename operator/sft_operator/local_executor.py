@@ -32,7 +32,7 @@ import yaml
 from pydantic import ValidationError
 
 from . import conditions as c
-from .api import KINDS, SFTJobSpec, Spec, object_problems, spec_of
+from .api import KINDS, SFTJobSpec, Spec, object_problems, spec_of, spec_problems
 from .chain import cycle_message, find_cycle, parent_of
 from .children import curation_children, training_children
 from .figures import progress_figures
@@ -127,10 +127,7 @@ class LocalExecutor:
             try:
                 spec = spec_of(doc["kind"], doc.get("spec"))
             except ValidationError as err:
-                problems = "; ".join(
-                    "spec." + ".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in err.errors()
-                )
-                raise ManifestError(f"{doc['kind']}/{name}: {problems}") from err
+                raise ManifestError(f"{doc['kind']}/{name}: {spec_problems(err)}") from err
             refused = object_problems(doc["kind"], doc)
             if refused:
                 raise ManifestError(f"{doc['kind']}/{name}: {'; '.join(refused)}")
@@ -146,7 +143,7 @@ class LocalExecutor:
         by_key = {r.key: r for r in resources}
         for resource in resources:
             for field_path, kind, name in _dependencies(resource):
-                if f"{kind}/{name}" not in by_key and self._previous_status(kind, name) is None:
+                if f"{kind}/{name}" not in by_key and self.finished_status(kind, name) is None:
                     raise ManifestError(
                         f"{resource.key}: {field_path} {name!r} is neither in this file "
                         f"nor a finished run under {self.workdir}"
@@ -222,7 +219,8 @@ class LocalExecutor:
         _write_json(folder / STATUS_FILE, status)
         return LocalRun(resource, status, folder, log)
 
-    def _previous_status(self, kind: str, name: str) -> dict[str, Any] | None:
+    def finished_status(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The status.json of a resource that ran under this workdir (None: it never ran here)."""
         path = self.workdir / kind / name / STATUS_FILE
         return json.loads(path.read_text()) if path.exists() else None
 
@@ -291,7 +289,7 @@ class _RunFolders:
         self.executor = executor
 
     def custom(self, kind: str, name: str) -> dict[str, Any] | None:
-        status = self.executor._previous_status(kind, name)
+        status = self.executor.finished_status(kind, name)
         if status is None:
             return None
         body = json.loads((self.executor.workdir / kind / name / RESOURCE_FILE).read_text())

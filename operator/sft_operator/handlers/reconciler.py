@@ -21,7 +21,7 @@ import kopf
 from pydantic import ValidationError
 
 from .. import conditions as c
-from ..api import DatasetCurationSpec, Lifecycle, SFTJobSpec, Spec, spec_of
+from ..api import DatasetCurationSpec, Lifecycle, SFTJobSpec, Spec, spec_of, spec_problems
 from ..children import Children
 from ..context import Context
 from ..events import evaluation_transitions, transition
@@ -122,12 +122,7 @@ def fail(ctx: Context, ref: ResourceRef, reason: str, message: str, record: Obj 
 
 def invalid_spec(ctx: Context, ref: ResourceRef, err: ValidationError | ValueError) -> kopf.PermanentError:
     """Record a spec the API server accepted but the operator cannot run; the caller raises the result."""
-    if isinstance(err, ValidationError):
-        problems = "; ".join(
-            f"spec.{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}" for problem in err.errors()
-        )
-    else:
-        problems = str(err)
+    problems = spec_problems(err)
     fail(ctx, ref, c.INVALID_SPEC, problems)
     return kopf.PermanentError(problems)
 
