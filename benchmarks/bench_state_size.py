@@ -1,9 +1,10 @@
 """Bytes per record of the streaming engine's state after each phase: what one pod holds between phases.
 
-    .venv/bin/python benchmarks/bench_state_size.py --records 6000 [--shard 2000] [--json out.json]
+    .venv/bin/python benchmarks/bench_state_size.py --records 6000 [--shard 2000] [--distinct N] [--json out.json]
 
 Curates the first `--records` records of the perturbed-copies pool `bench_scale.py` builds (Alpaca, then
-copies with one word in ten of each response replaced) with the default judges, and after every phase
+copies with one word in ten of each response replaced; `--distinct N` copies only the first N records, so
+most of the pool is near duplicates) with the default judges, and after every phase
 measures the saved `State` object by object: `sys.getsizeof` of every object reachable from it, counted
 once (numpy arrays by their buffer: `getsizeof` of an array that owns its data includes it; a view's base
 is reached and counted once). The figure per record divides by the input's records; the step states (the
@@ -78,16 +79,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=6000)
     parser.add_argument("--shard", type=int, default=2000)
+    parser.add_argument(
+        "--distinct", type=int, help="build the pool from the first N Alpaca records only (more copies)"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     os.environ.setdefault("SFT_MODEL_CACHE", str(ROOT / ".cache" / "models"))
     alpaca = json.loads((DATA / "alpaca_data.json").read_text(encoding="utf-8"))
     work = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    pool = perturbed_copies(alpaca, args.records, work / "pool.jsonl")
+    pool = perturbed_copies(alpaca[: args.distinct], args.records, work / "pool.jsonl")
     cfg = CurationRunConfig(input=str(pool), output_dir=str(work / "out"))
     curate_in_shards(cfg, InputShards(str(pool), "auto", shard_records=args.shard), engine_class=Measured)
     if args.json:
-        args.json.write_text(json.dumps({"records": args.records, "phases": Measured.sizes}, indent=2))
+        figures = {"records": args.records, "distinct": args.distinct, "phases": Measured.sizes}
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
 

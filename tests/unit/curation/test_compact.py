@@ -85,6 +85,16 @@ def test_a_set_steps_meta_keys_are_written_through_and_kept_by_take() -> None:
     assert type(saved.meta) is dict and saved.meta["dup_cluster"] == "near-3"
 
 
+def test_cluster_names_do_not_grow_the_shape_table() -> None:
+    """A set step names every cluster ("near-<keeper>"): a string slot each, one shape for all of them."""
+    compact = CompactRecords.of(records([{"task": "qa", "scores": {"quality": 0.5}} for _ in range(50)]))
+    for row in range(0, 50, 2):
+        compact[row].meta["dup_cluster"] = f"near-{row}"
+    taken = compact.take(np.arange(50))
+    assert len(taken.shapes) == 2 and len(taken.strings) == 26
+    assert [taken.meta(r).get("dup_cluster") for r in range(4)] == ["near-0", None, "near-2", None]
+
+
 def test_concat_merges_shape_tables_and_between_finds_rows() -> None:
     first = CompactRecords.of(records(METAS[:3]), frozenset({MINHASH}))
     second = CompactRecords.of(records(METAS[::-1], start=10), frozenset({MINHASH}))

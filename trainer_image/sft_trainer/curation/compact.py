@@ -1,9 +1,10 @@
 """Compact records: what a streaming engine keeps of each record between phases, as columns.
 
 A record's `meta` (task label, a dict of ~10 scores, what set steps add) is
-held as its *shape* (keys, nesting and the leaves that are not numbers, one
-table entry shared by every record with the same shape) and its numbers in
-one float64 column: ~100 bytes a record instead of ~1 KB of dicts. The
+held as its *shape* (keys, nesting, bools and None: one table entry shared
+by every record with the same shape) and its numbers in one float64 column,
+a string by its position in a table of the strings (each held once):
+~100 bytes a record instead of ~1 KB of dicts. The
 features a later set step reads are one column each (a MinHash signature is
 a row of a uint32 matrix, an exact key a row of a uint8 one). Every value
 comes back as it went in (ints as ints, floats bit for bit, keys in order),
@@ -27,27 +28,33 @@ from ..formats import Conversation, Message
 from .runner import RESPONSE_WORDS, Rejection, response_words
 
 Shape = Hashable
-"""A meta value's shape: "f" and "i" for a number (a slot of the value column), ("c", value) for a string,
-bool, None or int too large for a float, ("d", ((key, shape), ...)) for a dict, ("l", (shape, ...)) for a list."""
+"""A meta value's shape: "f" and "i" for a number (a slot of the number column), "s" for a string (its slot
+holds the string's position in the table's strings: a cluster name is held once, not a shape per cluster),
+("c", value) for a bool, None or an int too large for a float, ("d", ((key, shape), ...)) for a dict,
+("l", (shape, ...)) for a list."""
 
 _EXACT_INT = 1 << 53
 
 
-def shape_of(value: Any, numbers: list[float]) -> Shape | None:
-    """The shape of a JSON-like value, its numbers appended to `numbers`; None for a value it cannot hold."""
+def shape_of(value: Any, numbers: list[float], strings: dict[str, int]) -> Shape | None:
+    """The shape of a JSON-like value, its numbers appended to `numbers` (a string: its position in `strings`,
+    added there if new); None for a value it cannot hold."""
     kind = type(value)
     if kind is dict:
         items = []
         for key, child in value.items():
-            shape = shape_of(child, numbers) if type(key) is str else None
+            shape = shape_of(child, numbers, strings) if type(key) is str else None
             if shape is None:
                 return None
             items.append((key, shape))
         return ("d", tuple(items))
     if kind is list:
-        shapes = [shape_of(child, numbers) for child in value]
+        shapes = [shape_of(child, numbers, strings) for child in value]
         return None if any(s is None for s in shapes) else ("l", tuple(shapes))
-    if kind is bool or kind is str or value is None:
+    if kind is str:
+        numbers.append(float(strings.setdefault(value, len(strings))))
+        return "s"
+    if kind is bool or value is None:
         return ("c", value)
     if kind is int:
         if abs(value) >= _EXACT_INT:
@@ -60,19 +67,46 @@ def shape_of(value: Any, numbers: list[float]) -> Shape | None:
     return None
 
 
-def build(shape: Shape, numbers: Iterator[float]) -> Any:
+def build(shape: Shape, numbers: Iterator[float], strings: list[str]) -> Any:
     """The value a shape and its numbers stand for (a fresh object each time)."""
     if shape == "f":
         return next(numbers)
     if shape == "i":
         return int(next(numbers))
+    if shape == "s":
+        return strings[int(next(numbers))]
     assert isinstance(shape, tuple)
     tag, body = shape
     if tag == "d":
-        return {key: build(child, numbers) for key, child in body}
+        return {key: build(child, numbers, strings) for key, child in body}
     if tag == "l":
-        return [build(child, numbers) for child in body]
+        return [build(child, numbers, strings) for child in body]
     return body
+
+
+def string_slots(shape: Shape) -> list[int]:
+    """Which of a shape's slots (in order) hold strings."""
+    found: list[int] = []
+    slots = 0
+
+    def walk(node: Shape) -> None:
+        nonlocal slots
+        if node in ("f", "i", "s"):
+            if node == "s":
+                found.append(slots)
+            slots += 1
+            return
+        assert isinstance(node, tuple)
+        tag, body = node
+        if tag == "d":
+            for _, child in body:
+                walk(child)
+        elif tag == "l":
+            for child in body:
+                walk(child)
+
+    walk(shape)
+    return found
 
 
 @dataclass
@@ -173,6 +207,8 @@ class CompactRecords(Sequence[Conversation]):
     """Where each row's numbers start in `numbers` (int64)."""
     numbers: np.ndarray
     shapes: list[Shape]
+    strings: list[str]
+    """The strings of the rows' meta, each once (a slot "s" holds a position here)."""
     words: np.ndarray
     """The response's word count (int32): the report's length histograms."""
     features: dict[str, FeatureColumn] = field(default_factory=dict)
@@ -187,12 +223,13 @@ class CompactRecords(Sequence[Conversation]):
         shapes: list[Shape] = []
         ids: dict[Shape, int] = {}
         numbers: list[float] = []
+        strings: dict[str, int] = {}
         shape = np.empty(len(convs), dtype=np.int32)
         start = np.empty(len(convs), dtype=np.int64)
         odd: dict[int, dict[str, Any]] = {}
         for row, conv in enumerate(convs):
             start[row] = len(numbers)
-            found = shape_of(conv.meta, numbers)
+            found = shape_of(conv.meta, numbers, strings)
             if found is None:
                 del numbers[start[row] :]
                 odd[row] = conv.meta
@@ -207,6 +244,7 @@ class CompactRecords(Sequence[Conversation]):
             start,
             np.array(numbers, dtype=np.float64),
             shapes,
+            list(strings),
             np.fromiter((response_words(c) for c in convs), dtype=np.int32, count=len(convs)),
             {key: FeatureColumn.of([c.features.get(key) for c in convs]) for key in sorted(features)},
             [c.messages for c in convs] if text else None,
@@ -249,7 +287,7 @@ class CompactRecords(Sequence[Conversation]):
         else:
             end = self.start[row + 1] if row + 1 < len(self) else len(self.numbers)
             values = iter(self.numbers[self.start[row] : end].tolist())
-            meta = build(self.shapes[self.shape[row]], values)
+            meta = build(self.shapes[self.shape[row]], values, self.strings)
         meta.update(self.changes.get(row, {}))
         return meta
 
@@ -280,17 +318,18 @@ class CompactRecords(Sequence[Conversation]):
         kept = self.features if features is None else {k: v for k, v in self.features.items() if k in features}
         ends = np.append(self.start, len(self.numbers)).astype(np.int64)[1:]
         counts, starts, shape = (ends - self.start)[rows], self.start[rows], self.shape[rows].copy()
-        shapes, odd = self.shapes, {}
+        shapes, strings, odd = self.shapes, self.strings, {}
         rows_list = rows.tolist()
         if self.changes.keys() & set(rows_list) or self.odd:
             shapes, chunks = list(self.shapes), []
             ids = {s: k for k, s in enumerate(shapes)}
+            string_ids = {text: k for k, text in enumerate(self.strings)}
             for k, row in enumerate(rows_list):
                 if row not in self.changes and row not in self.odd:
                     chunks.append(self.numbers[starts[k] : starts[k] + counts[k]])
                     continue
                 meta, found_numbers = self.meta(row), []
-                found = shape_of(meta, found_numbers)
+                found = shape_of(meta, found_numbers, string_ids)
                 if found is None:
                     odd[k], shape[k], counts[k] = meta, -1, 0
                     continue
@@ -300,6 +339,7 @@ class CompactRecords(Sequence[Conversation]):
                 chunks.append(np.array(found_numbers, dtype=np.float64))
                 counts[k] = len(found_numbers)
             numbers = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
+            strings = list(string_ids)
         else:  # one gather: row k's numbers are numbers[starts[k] : starts[k] + counts[k]]
             before = np.cumsum(counts) - counts
             numbers = self.numbers[np.arange(counts.sum()) - np.repeat(before - starts, counts)]
@@ -309,13 +349,27 @@ class CompactRecords(Sequence[Conversation]):
             (np.cumsum(counts) - counts).astype(np.int64),
             numbers,
             shapes,
+            strings,
             self.words[rows],
             {key: column.take(rows) for key, column in kept.items()},
             [self.texts[row] for row in rows_list] if self.texts is not None and text else None,
             odd,
         )
 
-    @staticmethod
+    def renumbered_strings(self, positions: list[int]) -> np.ndarray:
+        """The number column with each string slot pointing at `positions[old position]` (another table's)."""
+        if positions == list(range(len(positions))):
+            return self.numbers
+        numbers = self.numbers.copy()
+        new = np.array(positions, dtype=np.float64)
+        for shape_id, shape in enumerate(self.shapes):
+            slots = string_slots(shape)
+            rows = np.nonzero(self.shape == shape_id)[0]
+            if slots and len(rows):
+                at = (self.start[rows][:, None] + np.array(slots)[None, :]).ravel()
+                numbers[at] = new[numbers[at].astype(np.int64)]
+        return numbers
+
     @staticmethod
     def concat(parts: list[CompactRecords]) -> CompactRecords:
         """The parts' rows one after the other (their shape tables merged). Consumes the parts: each feature
@@ -325,13 +379,15 @@ class CompactRecords(Sequence[Conversation]):
             return CompactRecords.empty()
         shapes: list[Shape] = []
         ids: dict[Shape, int] = {}
-        remapped, starts, odd = [], [], {}
+        string_ids: dict[str, int] = {}
+        remapped, starts, numbers, odd = [], [], [], {}
         offset, rows = 0, 0
         for part in parts:
             mapping = np.array([ids.setdefault(s, len(ids)) for s in part.shapes] + [-1], dtype=np.int32)
             shapes += [s for s in part.shapes if ids[s] >= len(shapes)]
             remapped.append(mapping[part.shape])  # -1 (odd) maps to the trailing -1
             starts.append(part.start + offset)
+            numbers.append(part.renumbered_strings([string_ids.setdefault(t, len(string_ids)) for t in part.strings]))
             odd.update({row + rows: meta for row, meta in part.odd.items()})
             offset += len(part.numbers)
             rows += len(part)
@@ -341,8 +397,9 @@ class CompactRecords(Sequence[Conversation]):
             np.concatenate([p.source_index for p in parts]),
             np.concatenate(remapped),
             np.concatenate(starts),
-            np.concatenate([p.numbers for p in parts]),
+            np.concatenate(numbers),
             shapes,
+            list(string_ids),
             np.concatenate([p.words for p in parts]),
             {key: FeatureColumn.concat([p.features.pop(key) for p in parts]) for key in keys},
             texts,
