@@ -39,7 +39,7 @@ class OperatorSettings:
     """Timeout of one /progress request to a pod."""
     volumes_root: str = "/mnt/volumes"
     """Where PersistentVolumeClaims are mounted in pods (one folder per claim)."""
-    workers: int = 16
+    workers: int = 32
     """Handlers run at once (kopf's thread pool), and the API connections kept for them. Handlers mostly wait on the API server, so a burst of new objects is reconciled this many at a time."""
 
     @classmethod

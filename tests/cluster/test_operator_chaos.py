@@ -44,6 +44,9 @@ def start_operator(control_plane: ControlPlane, namespace: str, log: Path) -> su
         "SFT_OPERATOR_PROGRESS_PORT": str(free_port()),
         "SFT_OPERATOR_PROGRESS_POLL_SECONDS": "2",
         "SFT_OPERATOR_DATASET_WAIT_SECONDS": "1",
+        # A few reconciles at a time (not the default pool): the kill must land while a life's share is in
+        # flight, and a full pool touches all 50 objects between two snapshots of the polling below.
+        "SFT_OPERATOR_WORKERS": "4",
     }
     command = [str(Path(sys.executable).parent / "sftctl"), "operator", "-n", namespace, "--standalone"]
     with open(log, "ab") as out:
