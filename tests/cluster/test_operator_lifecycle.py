@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from operator_support import Api, Node, RunningOperator, condition, eventually, sftjob_manifest
+from operator_support import Api, Node, RunningOperator, condition, curation_manifest, eventually, sftjob_manifest
 
 from sft_trainer.termination import compact
 
@@ -170,3 +170,28 @@ def test_changing_the_training_of_a_started_job_is_reported_not_applied(
     assert "spec.training.epochs" in warning[0] and "Job sft-train already exists" in warning[0]
     unchanged = api.job(namespace, "sft-train")
     assert unchanged is not None and unchanged["metadata"]["uid"] == job["metadata"]["uid"]
+
+
+def test_a_curation_takes_lifecycle_changes_and_names_ignored_ones_as_an_sftjob_does(
+    operator: RunningOperator, namespace: str, api: Api
+) -> None:
+    """Lifecycle and spec drift are one registration over both kinds (handlers/both_kinds.py)."""
+    api.create(curation_manifest(namespace, "cur", lifecycle={"suspend": True}))
+    eventually(
+        lambda: api.status("DatasetCuration", namespace, "cur").get("phase") == "Suspended",
+        what="DatasetCuration phase Suspended",
+    )
+    api.patch_spec(
+        "DatasetCuration", namespace, "cur", {"spec": {"lifecycle": {"suspend": False}, "curation": {"maxRecords": 10}}}
+    )
+    eventually(
+        lambda: (j := api.job(namespace, "cur-curate")) and j["spec"]["suspend"] is False,
+        what="Job cur-curate resumed",
+    )
+    events = eventually(
+        lambda: (e := api.event_messages(namespace, "cur")) and any(r == "SpecChangeIgnored" for _, r, _ in e) and e,
+        what="a SpecChangeIgnored Warning on the curation",
+    )
+    assert ("Normal", "Resumed", "Resumed Job cur-curate") in events
+    (ignored,) = [m for _, r, m in events if r == "SpecChangeIgnored"]
+    assert "spec.curation.maxRecords" in ignored and "spec.lifecycle" not in ignored
