@@ -43,6 +43,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
+    # kopf holds an object's next change-handling until the watch shows its own state patch, then gives up
+    # after this long and takes the object for unhandled: under a burst the watch lagged past the default 5 s
+    # and the create handlers ran again for 7 objects in 10 (idempotent, but 4 more API requests each).
+    settings.persistence.consistency_timeout = 30
     # Our finalizer's name; kopf adds it only while a progress timer runs on an SFTJob.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Ask the API server to end each watch after 4.5 min (kopf re-lists then) so a silently dead stream never lingers.
