@@ -131,6 +131,12 @@ def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-de
     return False
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -238,6 +244,7 @@ def main() -> int:
         watcher = JobWatcher(batch, "load")
         audit_offset = plane.audit_log.stat().st_size
         load_before = os.getloadavg()
+        cpu_before = [cpu_seconds(p.pid) for p in operators]
         start = time.monotonic()
         created = create_all(
             lambda m: custom.create_namespaced_custom_object(GROUP, VERSION, "load", "sftjobs", m),
@@ -262,6 +269,7 @@ def main() -> int:
             owners[owner] = owners.get(owner, 0) + 1
         duplicates = sum(count - 1 for count in owners.values())
         rss = [peak_rss_mib(p.pid) for p in operators]
+        cpu = [cpu_seconds(p.pid) - before for p, before in zip(operators, cpu_before, strict=True)]
         failures = [
             sum(
                 "Handler" in line and "failed" in line
@@ -291,6 +299,8 @@ def main() -> int:
         print(f"{'ratio operator / baseline':44} {rate / baseline_rate:>14.2f}")
         for index, value in enumerate(rss):
             print(f"{f'peak RSS replica {index} (MiB)':44} {value:>14.0f}")
+        for index, seconds in enumerate(cpu):
+            print(f"{f'CPU per object, replica {index} (ms)':44} {1000 * seconds / args.count:>14.1f}")
         print("\nOperator API requests per SFTJob (audit log, create to settled; watches left out)\n")
         for kind, number in sorted(by_kind.items(), key=lambda item: -item[1]):
             print(f"{kind:44} {number / args.count:>14.2f}")
