@@ -328,7 +328,7 @@ class CompactRecords(Sequence[Conversation]):
                 if row not in self.changes and row not in self.odd:
                     chunks.append(self.numbers[starts[k] : starts[k] + counts[k]])
                     continue
-                meta, found_numbers = self.meta(row), []
+                meta, found_numbers = self.meta(row), list[float]()
                 found = shape_of(meta, found_numbers, string_ids)
                 if found is None:
                     odd[k], shape[k], counts[k] = meta, -1, 0
@@ -392,7 +392,8 @@ class CompactRecords(Sequence[Conversation]):
             offset += len(part.numbers)
             rows += len(part)
         keys = sorted(set.intersection(*(set(p.features) for p in parts)))
-        texts = [m for p in parts for m in p.texts] if all(p.texts is not None for p in parts) else None
+        held = [p.texts for p in parts if p.texts is not None]
+        texts = [m for part_texts in held for m in part_texts] if len(held) == len(parts) else None
         return CompactRecords(
             np.concatenate([p.source_index for p in parts]),
             np.concatenate(remapped),

@@ -121,7 +121,7 @@ class StreamingEngine:
             state_file = self._stage_dir() / saved["state"]
             if saved.get("fingerprint") == self.fingerprint and state_file.exists():
                 with state_file.open("rb") as handle:
-                    state = StateUnpickler(handle).load()
+                    state: State = StateUnpickler(handle).load()
                 for step, saved_state in zip(self.steps, state.step_states, strict=True):
                     vars(step).update(saved_state)
                 self.resumed_phases = [p["name"] for p in saved["finished"]]
