@@ -95,6 +95,21 @@ def test_cluster_names_do_not_grow_the_shape_table() -> None:
     assert [taken.meta(r).get("dup_cluster") for r in range(4)] == ["near-0", None, "near-2", None]
 
 
+def test_take_in_place_compacts_the_matrices_where_they_are() -> None:
+    convs = records(METAS * 3)
+    compact = CompactRecords.of(convs, frozenset({MINHASH, EXACT_KEY, "token_ids"}))
+    signatures = compact.features[MINHASH].data
+    rows = np.array([1, 2, 5, 9, 17])
+    expected = compact.take(rows)
+    taken = compact.take(rows, in_place=True)
+    assert np.shares_memory(taken.features[MINHASH].data, signatures), "no second copy of the signatures"
+    for row, source in enumerate(rows.tolist()):
+        assert np.array_equal(taken[row].features[MINHASH], convs[source].features[MINHASH])
+        assert taken[row].features[EXACT_KEY] == convs[source].features[EXACT_KEY]
+        assert taken[row].features["token_ids"] == convs[source].features["token_ids"]
+        assert written(taken.meta(row)) == written(expected.meta(row))
+
+
 def test_concat_merges_shape_tables_and_between_finds_rows() -> None:
     first = CompactRecords.of(records(METAS[:3]), frozenset({MINHASH}))
     second = CompactRecords.of(records(METAS[::-1], start=10), frozenset({MINHASH}))

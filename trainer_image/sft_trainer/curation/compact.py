@@ -34,6 +34,8 @@ holds the string's position in the table's strings: a cluster name is held once,
 ("l", (shape, ...)) for a list."""
 
 _EXACT_INT = 1 << 53
+_COMPACT_ROWS = 1 << 16
+"""Rows moved at a time by `FeatureColumn.take_in_place` (a 32 MB slice of MinHash signatures)."""
 
 
 def shape_of(value: Any, numbers: list[float], strings: dict[str, int]) -> Shape | None:
@@ -146,6 +148,16 @@ class FeatureColumn:
 
     def take(self, rows: np.ndarray) -> FeatureColumn:
         return FeatureColumn(self.kind, self.data[rows], None if self.present is None else self.present[rows])
+
+    def take_in_place(self, rows: np.ndarray) -> FeatureColumn:
+        """`take` of ascending rows that moves them forward inside this matrix, a slice at a time: row k's
+        source rows[k] >= k, so a slice never overwrites a row a later slice reads. This column is spent."""
+        if self.kind == "object" or self.present is not None or not self.data.flags.writeable:
+            return self.take(rows)
+        for at in range(0, len(rows), _COMPACT_ROWS):
+            part = rows[at : at + _COMPACT_ROWS]
+            self.data[at : at + len(part)] = self.data[part]
+        return FeatureColumn(self.kind, self.data[: len(rows)])
 
     @staticmethod
     def concat(parts: list[FeatureColumn]) -> FeatureColumn:
@@ -312,9 +324,13 @@ class CompactRecords(Sequence[Conversation]):
         first, last = np.searchsorted(self.source_index, [low, high])
         return self.take(np.arange(first, last))
 
-    def take(self, rows: np.ndarray, features: frozenset[str] | None = None, text: bool = True) -> CompactRecords:
+    def take(
+        self, rows: np.ndarray, features: frozenset[str] | None = None, text: bool = True, *, in_place: bool = False
+    ) -> CompactRecords:
         """These rows (in this order), with the features named (all when None) and their messages if `text`;
-        set steps' changes folded in."""
+        set steps' changes folded in. `in_place` (rows ascending): the feature matrices are compacted where they
+        are instead of copied (the survivors of a set phase keep the signatures without a second copy of them),
+        so this table must not be read afterwards."""
         kept = self.features if features is None else {k: v for k, v in self.features.items() if k in features}
         ends = np.append(self.start, len(self.numbers)).astype(np.int64)[1:]
         counts, starts, shape = (ends - self.start)[rows], self.start[rows], self.shape[rows].copy()
@@ -351,7 +367,7 @@ class CompactRecords(Sequence[Conversation]):
             shapes,
             strings,
             self.words[rows],
-            {key: column.take(rows) for key, column in kept.items()},
+            {key: column.take_in_place(rows) if in_place else column.take(rows) for key, column in kept.items()},
             [self.texts[row] for row in rows_list] if self.texts is not None and text else None,
             odd,
         )

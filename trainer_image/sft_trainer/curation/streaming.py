@@ -246,7 +246,7 @@ class StreamingEngine:
         kept = np.setdiff1d(np.arange(len(records)), stopped)
         state.funnel.append((label, len(kept)))
         keep = keep_after(self.phases, phase.index, self.steps)
-        state.alive = records.take(kept, keep.features, keep.text)
+        state.alive = records.take(kept, keep.features, keep.text, in_place=True)
 
     def _result(self, state: State) -> RunResult:
         timings = [StepTiming(s.name, _kind(s), s.seen, round(s.seconds, 4)) for s in self.steps]
