@@ -465,9 +465,7 @@ def _parquet_records(path: Path) -> Iterator[Any]:
     rows = (row for batch in batches for row in batch.to_pylist())
     for index, row in enumerate(rows):
         if _nesting_exceeds(row):
-            yield BadLine(
-                "<not reproduced: too deep>", f"row {index}: nested more than {MAX_NESTING} levels", TOO_DEEP
-            )
+            yield BadLine("<not reproduced: too deep>", f"row {index}: nested more than {MAX_NESTING} levels", TOO_DEEP)
         else:
             yield row
 
