@@ -206,6 +206,10 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
+_CONFIRM_ROWS = 1 << 14
+"""Candidate pairs compared at once (16,384 pairs of 128 × uint32 signatures: 16 MB)."""
+
+
 def confirmed_pairs(signatures: np.ndarray, threshold: float) -> Iterable[tuple[int, int]]:
     """(row, leader) pairs: rows sharing an LSH band bucket with the bucket's first row, at estimated Jaccard >= threshold."""
     n, permutations = signatures.shape
@@ -216,11 +220,13 @@ def confirmed_pairs(signatures: np.ndarray, threshold: float) -> Iterable[tuple[
         _, first_of_key, inverse = np.unique(keys, return_index=True, return_inverse=True)
         leader = first_of_key[inverse.ravel()]
         others = np.nonzero(leader != np.arange(n))[0]
-        if not len(others):
-            continue
-        similarity = (signatures[others] == signatures[leader[others]]).mean(axis=1)
-        for i in others[similarity >= threshold]:
-            yield int(i), int(leader[i])
+        # A slice of candidates at a time: on a set of copies most rows are candidates, and comparing them all
+        # at once held two more copies of their signatures (~1 KB per record).
+        for at in range(0, len(others), _CONFIRM_ROWS):
+            chunk = others[at : at + _CONFIRM_ROWS]
+            similarity = (signatures[chunk] == signatures[leader[chunk]]).mean(axis=1)
+            for i in chunk[similarity >= threshold]:
+                yield int(i), int(leader[i])
 
 
 def near_duplicate_clusters(signatures: np.ndarray, threshold: float) -> list[list[int]]:
