@@ -34,8 +34,8 @@ holds the string's position in the table's strings: a cluster name is held once,
 ("l", (shape, ...)) for a list."""
 
 _EXACT_INT = 1 << 53
-_COMPACT_ROWS = 1 << 16
-"""Rows moved at a time by `FeatureColumn.take_in_place` (a 32 MB slice of MinHash signatures)."""
+_COMPACT_ROWS = 1 << 12
+"""Rows moved or gathered at a time (`FeatureColumn.take_in_place`: a 2 MB slice of MinHash signatures)."""
 
 
 def shape_of(value: Any, numbers: list[float], strings: dict[str, int]) -> Shape | None:
@@ -84,6 +84,17 @@ def build(shape: Shape, numbers: Iterator[float], strings: list[str]) -> Any:
     if tag == "l":
         return [build(child, numbers, strings) for child in body]
     return body
+
+
+def gathered(source: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """source[starts[k] : starts[k] + counts[k]] for every k, one after the other; a block of rows at a time
+    (the index arrays of a whole set would cost more than the numbers)."""
+    blocks = []
+    for at in range(0, len(starts), _COMPACT_ROWS):
+        block_starts, block_counts = starts[at : at + _COMPACT_ROWS], counts[at : at + _COMPACT_ROWS]
+        before = np.cumsum(block_counts) - block_counts
+        blocks.append(source[np.arange(block_counts.sum()) - np.repeat(before - block_starts, block_counts)])
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float64)
 
 
 def string_slots(shape: Shape) -> list[int]:
@@ -333,18 +344,17 @@ class CompactRecords(Sequence[Conversation]):
         so this table must not be read afterwards."""
         kept = self.features if features is None else {k: v for k, v in self.features.items() if k in features}
         ends = np.append(self.start, len(self.numbers)).astype(np.int64)[1:]
-        counts, starts, shape = (ends - self.start)[rows], self.start[rows], self.shape[rows].copy()
+        counts, starts, shape = (ends - self.start)[rows], self.start[rows].copy(), self.shape[rows].copy()
         shapes, strings, odd = self.shapes, self.strings, {}
         rows_list = rows.tolist()
-        if self.changes.keys() & set(rows_list) or self.odd:
-            shapes, chunks = list(self.shapes), []
+        source = self.numbers
+        redo = [k for k, row in enumerate(rows_list) if row in self.changes or row in self.odd]
+        if redo:  # rows a set step changed: encoded again, their numbers after this table's
+            shapes, extra = list(self.shapes), list[float]()
             ids = {s: k for k, s in enumerate(shapes)}
             string_ids = {text: k for k, text in enumerate(self.strings)}
-            for k, row in enumerate(rows_list):
-                if row not in self.changes and row not in self.odd:
-                    chunks.append(self.numbers[starts[k] : starts[k] + counts[k]])
-                    continue
-                meta, found_numbers = self.meta(row), list[float]()
+            for k in redo:
+                meta, found_numbers = self.meta(rows_list[k]), list[float]()
                 found = shape_of(meta, found_numbers, string_ids)
                 if found is None:
                     odd[k], shape[k], counts[k] = meta, -1, 0
@@ -352,18 +362,15 @@ class CompactRecords(Sequence[Conversation]):
                 shape[k] = ids.setdefault(found, len(shapes))
                 if shape[k] == len(shapes):
                     shapes.append(found)
-                chunks.append(np.array(found_numbers, dtype=np.float64))
-                counts[k] = len(found_numbers)
-            numbers = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float64)
+                starts[k], counts[k] = len(self.numbers) + len(extra), len(found_numbers)
+                extra += found_numbers
+            source = np.concatenate([self.numbers, np.array(extra, dtype=np.float64)])
             strings = list(string_ids)
-        else:  # one gather: row k's numbers are numbers[starts[k] : starts[k] + counts[k]]
-            before = np.cumsum(counts) - counts
-            numbers = self.numbers[np.arange(counts.sum()) - np.repeat(before - starts, counts)]
         return CompactRecords(
             self.source_index[rows],
             shape,
             (np.cumsum(counts) - counts).astype(np.int64),
-            numbers,
+            gathered(source, starts, counts),
             shapes,
             strings,
             self.words[rows],
