@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import urllib.error
 import urllib.request
 
@@ -61,3 +63,16 @@ def test_bind_host_comes_from_the_environment(monkeypatch) -> None:
     assert server.host == "127.0.0.1"
     monkeypatch.delenv("SFT_PROGRESS_HOST")
     assert ProgressServer().host == "0.0.0.0"
+
+
+def test_a_poller_that_hangs_up_leaves_no_traceback(capfd) -> None:
+    """A poller that gives up (its timeout on a busy pod) breaks the pipe; the run's log stays clean."""
+    with ProgressServer(prefix="sft_train", host="127.0.0.1", port=0) as server:
+        server.update(phase="training", note="x" * 8_000_000)  # more than the socket buffers take at once
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /progress HTTP/1.1\r\nHost: pod\r\n\r\n")
+            sock.recv(1)  # the answer has started
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+        status, _, _ = get(f"http://127.0.0.1:{server.port}/healthz")  # still serving
+        assert status == 200
+    assert "Traceback" not in capfd.readouterr().err

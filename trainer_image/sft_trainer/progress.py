@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +44,16 @@ def utc_now() -> str:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+class _PollServer(ThreadingHTTPServer):
+    """The HTTP server, quiet about pollers that hang up: a poller that gives up on a busy pod (its
+    timeout) breaks the pipe we answer on, which is routine, not a traceback for the run's log."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class ProgressServer:
@@ -131,7 +142,7 @@ class ProgressServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per poll would drown the training log
 
-        self._httpd = ThreadingHTTPServer((self.host, self.requested_port), Handler)
+        self._httpd = _PollServer((self.host, self.requested_port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="progress-server", daemon=True)
         self._thread.start()
