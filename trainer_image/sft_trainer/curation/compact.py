@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
@@ -217,8 +217,37 @@ class RowMeta(dict[str, Any]):
         return (dict, (dict(self),))  # saved (a step's control records) as the plain dict it is
 
 
+Row = TypeVar("Row")
+
+
+class _Rows(Sequence[Row]):
+    """A sequence whose items are built from columns when read; indexes and slices behave as a list's."""
+
+    source_index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.source_index)
+
+    @overload
+    def __getitem__(self, row: int) -> Row: ...
+    @overload
+    def __getitem__(self, row: slice) -> Sequence[Row]: ...
+    def __getitem__(self, row: int | slice) -> Row | Sequence[Row]:
+        if isinstance(row, slice):
+            return [self.build(k) for k in range(*row.indices(len(self)))]
+        if row < 0:
+            row += len(self)
+        if not 0 <= row < len(self):
+            raise IndexError(row)
+        return self.build(row)
+
+    def build(self, row: int) -> Row:
+        """The item at `row` (0 <= row < len)."""
+        raise NotImplementedError
+
+
 @dataclass
-class CompactRecords(Sequence[Conversation]):
+class CompactRecords(_Rows[Conversation]):
     """Records by row, in source_index order: meta as shapes and numbers, the response's word count, the kept
     features as columns, and the messages only when a later step reads text."""
 
@@ -278,20 +307,7 @@ class CompactRecords(Sequence[Conversation]):
     def empty() -> CompactRecords:
         return CompactRecords.of([])
 
-    def __len__(self) -> int:
-        return len(self.source_index)
-
-    @overload
-    def __getitem__(self, row: int) -> Conversation: ...
-    @overload
-    def __getitem__(self, row: slice) -> Sequence[Conversation]: ...
-    def __getitem__(self, row: int | slice) -> Conversation | Sequence[Conversation]:
-        if isinstance(row, slice):
-            return [self[k] for k in range(*row.indices(len(self)))]
-        if row < 0:
-            row += len(self)
-        if not 0 <= row < len(self):
-            raise IndexError(row)
+    def build(self, row: int) -> Conversation:
         return Conversation(
             self.texts[row] if self.texts is not None else [],
             int(self.source_index[row]),
@@ -301,7 +317,7 @@ class CompactRecords(Sequence[Conversation]):
         )
 
     def __iter__(self) -> Iterator[Conversation]:
-        return (self[row] for row in range(len(self)))
+        return (self.build(row) for row in range(len(self)))
 
     def meta(self, row: int) -> dict[str, Any]:
         """The row's meta, a fresh dict (what the record's meta was, with what set steps set since)."""
@@ -432,7 +448,7 @@ class CompactRecords(Sequence[Conversation]):
 
 
 @dataclass
-class Rejections(Sequence[Rejection]):
+class Rejections(_Rows[Rejection]):
     """Rejected records without their originals (those are in the part files already): source_index and
     reasons as columns, each distinct list of reasons held once."""
 
@@ -468,22 +484,9 @@ class Rejections(Sequence[Rejection]):
             {at[r]: d for r, d in self.details.items()},
         )
 
-    def __len__(self) -> int:
-        return len(self.source_index)
-
-    @overload
-    def __getitem__(self, row: int) -> Rejection: ...
-    @overload
-    def __getitem__(self, row: slice) -> Sequence[Rejection]: ...
-    def __getitem__(self, row: int | slice) -> Rejection | Sequence[Rejection]:
-        if isinstance(row, slice):
-            return [self[k] for k in range(*row.indices(len(self)))]
-        if row < 0:
-            row += len(self)
-        if not 0 <= row < len(self):
-            raise IndexError(row)
+    def build(self, row: int) -> Rejection:
         reasons = list(self.reason_lists[self.reasons[row]])
         return Rejection(int(self.source_index[row]), reasons, None, self.details.get(row, ""))
 
     def __iter__(self) -> Iterator[Rejection]:
-        return (self[row] for row in range(len(self)))
+        return (self.build(row) for row in range(len(self)))
