@@ -72,7 +72,7 @@ def training_inputs(
         if cycle:
             return TrainingInputs(Readiness(UNUSABLE, c.CHAIN_CYCLE, cycle_message(cycle)))
         parent = lookup.custom("SFTJob", ref.name)
-        parent_uid = parent["metadata"]["uid"] if parent is not None else None
+        parent_uid = (parent.get("metadata") or {}).get("uid") if parent is not None else None
         readiness = parent_readiness(parent, spec.model, seen_parent_uid)
         if readiness.state != READY_TO_USE:
             return TrainingInputs(readiness, parent_uid=parent_uid)
