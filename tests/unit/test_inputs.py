@@ -71,6 +71,14 @@ def test_a_chained_job_on_a_curation_gets_both_and_reads_each_once() -> None:
     assert set(namespace.reads.values()) == {1}  # the cycle walk and the readiness check share one read
 
 
+def test_a_parent_from_a_run_folder_has_no_uid_and_is_still_used() -> None:
+    """`sftctl run` reads a finished stage from its run folder: no API server gave it a uid."""
+    folder_parent = {**GENERAL, "metadata": {"name": "general"}}
+    inputs = training_inputs("domain", spec(**CHAINED), Namespace(folder_parent, CURATION))
+    assert inputs.readiness.state == READY_TO_USE
+    assert inputs.parent_uid is None
+
+
 def test_what_is_not_there_yet_waits_and_what_failed_refuses() -> None:
     waiting = training_inputs("domain", spec(**CHAINED), Namespace(CURATION)).readiness
     assert (waiting.state, waiting.reason) == (NOT_YET, c.WAITING_FOR_MODEL)
