@@ -137,8 +137,7 @@ def review_apply_children(
         "podFailurePolicy": pod_failure_policy(),
         "template": template,
     }
-    if spec.lifecycle.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.lifecycle.ttl_seconds_after_finished
+    # No TTL yet, as for the run's Job: `reconciler.hand_to_ttl` sets it once status holds the report.
     return Children(
         cm, {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata(ref, name, object_labels), "spec": job_spec}
     )

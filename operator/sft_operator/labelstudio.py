@@ -217,6 +217,13 @@ def with_apply_result(
     return with_review_condition(merged, generation)
 
 
+def applied(status: dict[str, Any], apply_job: str) -> bool:
+    """Whether status already holds the result of the review-apply Job `apply_job` (Synced by it)."""
+    synced = c.get_condition(status.get("conditions", []) or [], LABEL_STUDIO_SYNCED) or {}
+    by_it = (status.get("labelStudio") or {}).get("applyJob") == apply_job
+    return by_it and synced.get("status") == "True" and synced.get("reason") == SYNCED
+
+
 def job_outcome(job: dict[str, Any] | None) -> str:
     """'missing', 'running', 'succeeded' or 'failed' for a batch/v1 Job."""
     if job is None:

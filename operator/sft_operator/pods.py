@@ -19,12 +19,11 @@ from typing import Any
 
 import yaml
 
-from sft_trainer.config import CurationRunConfig, ReviewApplyRunConfig, TrainRunConfig
+from sft_trainer.config import EXIT_CONFIG_ERROR, CurationRunConfig, ReviewApplyRunConfig, TrainRunConfig
 
 from .api import DatasetCurationSpec, DatasetSource, ModelSource, PvcLocation, Resources, SFTJobSpec
 from .layout import RUN_CONFIG_FILE, MountLayout, claims_of
 from .naming import COMPLETION_INDEX, CONTAINER, ResourceRef, child_name, job_name, labels, metadata, run_labels
-from .run_state import EXIT_CONFIG_ERROR
 from .settings import OperatorSettings
 
 RENDEZVOUS_PORT = 29500
@@ -255,8 +254,8 @@ def job(
         job_spec["completionMode"] = "Indexed"  # each pod's index is its node rank
     if lifecycle.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = lifecycle.active_deadline_seconds
-    if lifecycle.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = lifecycle.ttl_seconds_after_finished
+    # No ttlSecondsAfterFinished here: the reconciler hands the finished Job to
+    # the TTL controller once status holds its pods' report (`reconciler.hand_to_ttl`).
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

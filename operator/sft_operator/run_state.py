@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from sft_trainer.config import EXIT_CONFIG_ERROR
+
 from . import conditions as c
 from .api import Phase
 from .naming import QUEUE_LABEL
 from .pod_reports import clip, last_pod_failure
-
-# Exit code of `python -m sft_trainer` for a configuration error: the Job's
-# podFailurePolicy fails the Job at once instead of retrying it.
-EXIT_CONFIG_ERROR = 42
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import yaml
 from sft_operator.layout import MountLayout
 from sft_operator.naming import MANAGED_BY, MANAGED_BY_LABEL, ResourceRef, child_name, job_name
 from sft_operator.pods import TORCHRUN
-from sft_operator.run_state import EXIT_CONFIG_ERROR
 from sft_operator.settings import OperatorSettings
+from sft_trainer.config import EXIT_CONFIG_ERROR
 from support import manifests
 
 SETTINGS = OperatorSettings(trainer_image="registry.example/trainer:1", progress_port=9191)
@@ -163,7 +163,8 @@ def test_single_node_has_no_service_and_runs_the_module_directly() -> None:
     [
         ({"suspend": True}, {"suspend": True}),
         ({"activeDeadlineSeconds": 3600}, {"activeDeadlineSeconds": 3600}),
-        ({"ttlSecondsAfterFinished": 0}, {"ttlSecondsAfterFinished": 0}),
+        # The TTL reaches the Job only once status holds its report (reconciler.hand_to_ttl).
+        ({"ttlSecondsAfterFinished": 0}, {"ttlSecondsAfterFinished": None}),
         ({}, {"suspend": False, "backoffLimit": 3}),
     ],
 )

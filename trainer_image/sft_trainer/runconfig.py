@@ -9,9 +9,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-# Exit code for "this can never work as configured": the Job's podFailurePolicy
-# fails the Job on it at once instead of retrying.
-EXIT_CONFIG_ERROR = 42
+# Defined with the run configs, where the operator (which builds the podFailurePolicy on it) may import it.
+from .config import EXIT_CONFIG_ERROR as EXIT_CONFIG_ERROR
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

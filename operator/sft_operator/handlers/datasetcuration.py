@@ -96,6 +96,8 @@ def sync_review(ctx: Context, body: Obj) -> None:
     children = review_apply_children(ref, spec, ctx.settings, decisions, attempt)
     name = children.job["metadata"]["name"]
     job = ctx.kube.read_job(ref.namespace, name)
+    if job is None and ls.applied(dict(body.get("status") or {}), name):
+        return  # these decisions are in status, and their Job was since deleted by its TTL: nothing to run again
     if job is None:
         for child in children.all():
             if ctx.kube.ensure_child(child).created:
@@ -128,3 +130,5 @@ def sync_review(ctx: Context, body: Obj) -> None:
         )
 
     r.write_status(ctx, ref, change)
+    if job is not None and outcome in ("succeeded", "failed"):
+        r.hand_to_ttl(ctx, job, spec.lifecycle)

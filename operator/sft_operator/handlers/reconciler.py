@@ -176,22 +176,46 @@ def sync(ctx: Context, ref: ResourceRef, job: Obj, spec: Spec | None = None, hel
     pods = ctx.kube.submitter_pods(job) if ray else ctx.kube.pods_of(job)
     run = rayjob_run_state(job, pods) if ray else cluster_run_state(ref.kind, job, pods)
     report = report_from_pods(pods)
-    fields_by_generation: dict[int | None, Obj] = {}
+    by_generation: dict[int | None, tuple[Spec, Obj]] = {}
+    seen: list[Spec] = []  # the spec of the object the status was computed for (its lifecycle: the TTL)
 
-    def fields(obj: Obj) -> Obj:
+    def parsed(obj: Obj) -> tuple[Spec, Obj]:
         generation = _generation(obj)
-        if generation not in fields_by_generation:
-            fields_by_generation[generation] = spec_fields(spec or spec_of(ref.kind, obj.get("spec") or {}))
-        return fields_by_generation[generation]
+        if generation not in by_generation:
+            current = spec or spec_of(ref.kind, obj.get("spec") or {})
+            by_generation[generation] = (current, spec_fields(current))
+        return by_generation[generation]
 
     def change(obj: Obj) -> Obj | None:
+        current, fields = parsed(obj)
+        seen.append(current)
         status = _status(obj)
         if is_finished(status) and not report_missing(status):
             return None
-        status.update(fields(obj), jobName=job["metadata"]["name"])
+        status.update(fields, jobName=job["metadata"]["name"])
         return run_status(ref.kind, status, run, report, _generation(obj))
 
     write_status(ctx, ref, change, held)
+    if run.finished and seen:
+        hand_to_ttl(ctx, job, seen[-1].lifecycle)
+
+
+def hand_to_ttl(ctx: Context, job: Obj, lifecycle: Lifecycle) -> None:
+    """Give a finished Job the user's ttlSecondsAfterFinished; call it once status holds what its pods reported.
+
+    Jobs are created without a TTL: with one (0 above all) the TTL controller
+    deleted a finished Job, pods first, before the Job watcher had read the
+    pod's termination message, and the run ended ReportMissing. The field is
+    mutable, so the Job gets it here, after the status write. A RayJob keeps
+    the TTL it was created with: it removes only the Ray cluster, while the
+    RayJob and its submitter pod (which carries the figures) stay.
+    """
+    ttl = lifecycle.ttl_seconds_after_finished
+    if ttl is None or is_rayjob(job) or job["spec"].get("ttlSecondsAfterFinished") == ttl:
+        return
+    ctx.kube.patch_job(
+        job["metadata"]["namespace"], job["metadata"]["name"], {"spec": {"ttlSecondsAfterFinished": ttl}}
+    )
 
 
 def job_gone(ctx: Context, ref: ResourceRef, job_name: str) -> None:
@@ -213,20 +237,20 @@ def apply_lifecycle(ctx: Context, body: kopf.Body, lifecycle: Lifecycle) -> None
     # The deterministic name, not status.jobName: a change that lands between
     # the Job's creation and the status write must still reach the Job.
     name = ray_job_name(ref) if ray else job_name(ref)
-    if is_finished(dict(body.get("status") or {})):
-        return  # nothing left to change
     job = ctx.kube.read_run(RAYJOB_KIND if ray else "Job", ref.namespace, name)
     if job is None:
-        return  # no Job yet: it is built from the new spec
-    desired = {
+        return  # no Job yet (it is built from the new spec), or no more
+    if is_finished(dict(body.get("status") or {})):
+        hand_to_ttl(ctx, job, lifecycle)  # the TTL is all that still means something to a finished Job
+        return
+    desired: Obj = {
         "suspend": lifecycle.suspend,
         "activeDeadlineSeconds": lifecycle.active_deadline_seconds,
-        # A RayJob's TTL (of its Ray cluster) has no unset: 0 is the default.
-        "ttlSecondsAfterFinished": (lifecycle.ttl_seconds_after_finished or 0)
-        if ray
-        else lifecycle.ttl_seconds_after_finished,
         "backoffLimit": lifecycle.backoff_limit,
     }
+    if ray:
+        # A RayJob's TTL (of its Ray cluster) has no unset: 0 is the default. A Job's waits for `hand_to_ttl`.
+        desired["ttlSecondsAfterFinished"] = lifecycle.ttl_seconds_after_finished or 0
     changes = {key: value for key, value in desired.items() if job["spec"].get(key) != value}
     if not changes:
         return

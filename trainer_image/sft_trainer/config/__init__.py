@@ -9,6 +9,7 @@ classes. This package must never import torch, transformers or anything from
 from .base import Rule, RuleSet, WireModel, exactly_one_of, field_rules, immutable, model_rules
 from .curation import CurationConfig, CurationRunConfig, DatasetFormat, EngineSettings, TaskType
 from .evaluation import EvaluationConfig, EvaluationGates, EvaluationSummary, FigureSummary
+from .exit_codes import EXIT_CONFIG_ERROR
 from .review import (
     CHOICES,
     DECISION_CONTROL,
@@ -32,6 +33,7 @@ from .training import (
 
 __all__ = [
     "CHOICES",
+    "EXIT_CONFIG_ERROR",
     "DECISION_CONTROL",
     "EDIT_CONTROL",
     "LABEL_CONFIG",
