@@ -79,6 +79,33 @@ def test_rendered_manifests_are_accepted_by_the_api_server(crds_installed: Kubec
     assert result.returncode == 0, result.stderr
 
 
+def operator_env(*set_values: str) -> dict[str, str]:
+    """The operator container's plain env of the default render, with `--set` values."""
+    args = ["template", "sft", str(CHART), "--kube-version", KUBE_VERSION]
+    for value in set_values:
+        args += ["--set", value]
+    result = helm(*args)
+    assert result.returncode == 0, result.stderr
+    deployment = next(d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {item["name"]: item["value"] for item in container["env"] if "value" in item}
+
+
+def test_operator_values_reach_the_settings_the_operator_reads() -> None:
+    """Each SFT_OPERATOR_* the chart sets parses as OperatorSettings; the defaults agree, workers is passed on."""
+    import dataclasses
+
+    from sft_operator.settings import PREFIX, OperatorSettings
+
+    defaults = operator_env()
+    known = {PREFIX + item.name.upper() for item in dataclasses.fields(OperatorSettings)}
+    assert set(defaults) <= known, f"the chart sets variables the operator does not read: {set(defaults) - known}"
+    assert OperatorSettings.from_env(defaults).workers == OperatorSettings().workers == 32
+    assert OperatorSettings.from_env(operator_env("operator.workers=7")).workers == 7
+    refused = helm("template", "sft", str(CHART), "--set", "operator.workers=0", "--kube-version", KUBE_VERSION)
+    assert refused.returncode != 0 and "workers" in refused.stderr
+
+
 def test_crds_are_templates_with_keep_policy() -> None:
     crds = [d for d in render(None) if d["kind"] == "CustomResourceDefinition"]
     assert {c["spec"]["names"]["kind"] for c in crds} >= {"SFTJob", "DatasetCuration"}
