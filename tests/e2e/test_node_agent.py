@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,64 @@ def test_scheduler_refuses_pods_that_do_not_fit(
     message = eventually(unschedulable_message, 30, "the scheduler to refuse the pod")
     assert why in message
     assert not pods_of(e2e_kubectl, namespace, "unfit")[0]["spec"].get("nodeName")
+
+
+def test_init_containers_run_first_and_a_readiness_probe_gates_ready(
+    e2e_kubectl: Kubectl, gpu_node: NodeAgent, namespace: str, tmp_path: Path
+) -> None:
+    """What KubeRay relies on: its workers wait for the head in an init container, and the probes gate Ready."""
+    outputs = tmp_path / "outputs"
+    mount = {"name": "out", "mountPath": "/mnt/volumes/outputs"}
+    main = (
+        "import pathlib, time\n"
+        "out = pathlib.Path('/mnt/volumes/outputs')\n"
+        "(out / 'main.txt').write_text((out / 'init.txt').read_text() + ' then main')\n"
+        "while not (out / 'done').exists(): time.sleep(0.2)\n"
+    )
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probed", "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "initContainers": [
+                {
+                    "name": "first",
+                    "image": "local",
+                    "command": ["python", "-c", "open('/mnt/volumes/outputs/init.txt', 'w').write('init')"],
+                    "volumeMounts": [mount],
+                }
+            ],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "local",
+                    "command": ["python", "-c", main],
+                    "volumeMounts": [mount],
+                    "readinessProbe": {
+                        "exec": {"command": ["test", "-f", "/mnt/volumes/outputs/ready"]},
+                        "periodSeconds": 1,
+                    },
+                }
+            ],
+            "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "outputs"}}],
+        },
+    }
+    e2e_kubectl.apply_objects(pod).check_returncode()
+
+    def status() -> dict:  # type: ignore[type-arg]
+        return e2e_kubectl.get_json("pod", "probed", "-n", namespace).get("status") or {}
+
+    def ready(s: dict) -> str:  # type: ignore[type-arg]
+        return next((c["status"] for c in s.get("conditions") or [] if c["type"] == "Ready"), "")
+
+    eventually(lambda: (outputs / "main.txt").exists(), 60, "the container to start after its init container")
+    assert (outputs / "main.txt").read_text() == "init then main"
+    running = eventually(lambda: (s := status()).get("phase") == "Running" and s, 30, "the pod to be Running")
+    time.sleep(3)  # three probe periods, each failing: the probe's file is not there
+    assert ready(running) == ready(status()) == "False"
+    (outputs / "ready").write_text("")
+    eventually(lambda: ready(status()) == "True", 30, "the probe to pass and the pod to be Ready")
+    (outputs / "done").write_text("")
+    eventually(lambda: status().get("phase") == "Succeeded", 30, "the pod to succeed")

@@ -25,8 +25,13 @@ e2e pass than it proves:
   an OOM kill never happens), no network or PID namespace; only the mounts
   are private (volumes bind-mounted at their mountPath, read-only where
   asked);
-* no probes, no init containers, no service account token, no image pulls
-  or pull secrets; Secrets reach pods only as env (secretKeyRef);
+* init containers run in order before the container (KubeRay's workers
+  wait in one for the head's GCS), and exec readiness probes gate the Ready
+  condition (KubeRay's RayCluster is ready, and its submitter starts, only
+  when Ray answers its health checks); liveness, startup and httpGet/tcp
+  probes are not run;
+* no service account token, no image pulls or pull secrets; Secrets reach
+  pods only as env (secretKeyRef);
 * the termination message is read from the file named by
   SFT_TERMINATION_LOG rather than /dev/termination-log.
 """
@@ -43,6 +48,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +66,16 @@ API_DOWN = (ApiException, OSError, ValueError, HTTPError)
 LAUNCHER = Path(__file__).with_name("pod_launcher.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_SECONDS = 5.0
+# A kubelet's back-off before it runs a failed init container again (restartPolicy other than Never).
+INIT_RETRY_SECONDS = 10.0
+# Kubernetes' defaults for a probe's timing fields.
+PROBE_DEFAULTS = {
+    "initialDelaySeconds": 0,
+    "periodSeconds": 10,
+    "timeoutSeconds": 1,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
 
 
 def now() -> str:
@@ -72,10 +88,16 @@ class RunningPod:
     name: str
     uid: str
     ip: str
-    process: subprocess.Popen[bytes]
+    # The container process running now: an init container's, then the container's; None before the first.
+    process: subprocess.Popen[bytes] | None
     started_at: str
     folder: Path
     container: str
+    # Before a network namespace exists the agent's own; else `ip netns exec NETNS`.
+    netns_prefix: list[str] = field(default_factory=list)
+    # Readiness reports and the final status never interleave: a late "ready" never follows "terminated".
+    status_lock: threading.Lock = field(default_factory=threading.Lock)
+    finished: bool = False
 
 
 @dataclass
@@ -224,10 +246,11 @@ class NodeAgent:
         try:
             self._on_pod(pod)
         except Exception as err:  # noqa: BLE001 - logged with its traceback, then the next event
-            import traceback
+            self._log(f"{pod.metadata.namespace}/{pod.metadata.name}", err)
 
-            with (self.workdir / "agent.log").open("a") as log:
-                log.write(f"{now()} {pod.metadata.namespace}/{pod.metadata.name}: {err!r}\n{traceback.format_exc()}\n")
+    def _log(self, key: str, err: Exception) -> None:
+        with (self.workdir / "agent.log").open("a") as log:
+            log.write(f"{now()} {key}: {err!r}\n{traceback.format_exc()}\n")
 
     def _on_pod(self, pod: client.V1Pod) -> None:
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
@@ -242,7 +265,6 @@ class NodeAgent:
 
     def _start(self, key: str, pod: client.V1Pod) -> None:
         raw = self.core.api_client.sanitize_for_serialization(pod)
-        container = raw["spec"]["containers"][0]
         folder = self.workdir / "pods" / raw["metadata"]["namespace"] / raw["metadata"]["name"]
         folder.mkdir(parents=True, exist_ok=True)
         netns_prefix: list[str] = []
@@ -252,18 +274,66 @@ class NodeAgent:
             netns_prefix = ["ip", "netns", "exec", netns]
         else:
             ip = f"127.0.0.{next(self._ips)}"
-        termination_log = folder / "termination-log"
+        running = RunningPod(
+            raw["metadata"]["namespace"],
+            raw["metadata"]["name"],
+            raw["metadata"]["uid"],
+            ip,
+            None,
+            now(),
+            folder,
+            raw["spec"]["containers"][0]["name"],
+            netns_prefix,
+        )
+        with self._lock:
+            self.pods[key] = running
+        if raw["spec"].get("initContainers"):
+            # Init containers may wait for minutes (KubeRay's wait for the GCS): not on the watch's thread.
+            self._report_initializing(running, raw["spec"]["initContainers"])
+            threading.Thread(target=self._run_pod_logged, args=(key, running, raw), daemon=True).start()
+        else:
+            self._run_pod(key, running, raw)
+
+    def _run_pod_logged(self, key: str, running: RunningPod, raw: dict[str, Any]) -> None:
+        try:
+            self._run_pod(key, running, raw)
+        except Exception as err:  # noqa: BLE001 - logged with its traceback (a kubelet keeps going)
+            self._log(key, err)
+
+    def _run_pod(self, key: str, running: RunningPod, raw: dict[str, Any]) -> None:
+        """The init containers one after another, then the container, as a kubelet runs a pod."""
+        for init in raw["spec"].get("initContainers") or []:
+            while True:
+                process = self._launch(key, running, raw, init, log_name=f"{init['name']}.log")
+                if process is None:
+                    return  # the pod was deleted meanwhile
+                code = process.wait()
+                if code == 0:
+                    break
+                if raw["spec"].get("restartPolicy") == "Never":
+                    self._finish_init_failed(key, running, init["name"], code)
+                    return
+                if self._stop.wait(INIT_RETRY_SECONDS):
+                    return
+        container = raw["spec"]["containers"][0]
+        process = self._launch(key, running, raw, container, log_name="container.log")
+        if process is None:
+            return
+        probe = container.get("readinessProbe")
+        self._report_running(running, ready=probe is None)
+        if probe is not None:
+            threading.Thread(target=self._probe_readiness, args=(key, running, process, probe), daemon=True).start()
+        threading.Thread(target=self._wait, args=(key, running), daemon=True).start()
+
+    def _launch(
+        self, key: str, running: RunningPod, raw: dict[str, Any], container: dict[str, Any], log_name: str
+    ) -> subprocess.Popen[bytes] | None:
+        """One container of the pod as a local process in the pod's network; None if the pod is gone."""
+        folder = running.folder
+        is_main = log_name == "container.log"
+        termination_log = folder / ("termination-log" if is_main else f"{container['name']}.termination-log")
         termination_log.write_text("")
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": "/tmp",
-            # What the trainer image's ENV gives every pod: curation's default models, baked in.
-            "SFT_MODEL_CACHE": os.environ.get("SFT_MODEL_CACHE", str(REPO_ROOT / ".cache" / "models")),
-            **self._env(raw, container),
-            # One address per pod: what a pod network namespace would give.
-            "SFT_PROGRESS_HOST": ip,
-            "SFT_TERMINATION_LOG": "/mnt/termination-log",  # bound to termination_log by the launcher
-        }
+        env = self._container_env(raw, container, running.ip)
         spec = {
             "command": expand((container.get("command") or []) + (container.get("args") or []), env),
             "env": env,
@@ -273,37 +343,40 @@ class NodeAgent:
             "hostsFile": str(self.network.hosts_file) if self.network is not None else None,
             "workingDir": container.get("workingDir"),
         }
-        (folder / "spec.json").write_text(json.dumps(spec, indent=2))
-        log = (folder / "container.log").open("ab")
-        process = subprocess.Popen(
-            [
-                *netns_prefix,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                sys.executable,
-                str(LAUNCHER),
-                str(folder / "spec.json"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        running = RunningPod(
-            raw["metadata"]["namespace"],
-            raw["metadata"]["name"],
-            raw["metadata"]["uid"],
-            ip,
-            process,
-            now(),
-            folder,
-            container["name"],
-        )
+        spec_file = folder / ("spec.json" if is_main else f"{container['name']}.spec.json")
+        spec_file.write_text(json.dumps(spec, indent=2))
         with self._lock:
-            self.pods[key] = running
-        self._report_running(running)
-        threading.Thread(target=self._wait, args=(key, running), daemon=True).start()
+            if self.pods.get(key) is not running:
+                return None
+            with (folder / log_name).open("ab") as log:
+                running.process = subprocess.Popen(
+                    [
+                        *running.netns_prefix,
+                        "unshare",
+                        "--mount",
+                        "--propagation",
+                        "private",
+                        sys.executable,
+                        str(LAUNCHER),
+                        str(spec_file),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            return running.process
+
+    def _container_env(self, raw: dict[str, Any], container: dict[str, Any], ip: str) -> dict[str, str]:
+        return {
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": "/tmp",
+            # What the trainer image's ENV gives every pod: curation's default models, baked in.
+            "SFT_MODEL_CACHE": os.environ.get("SFT_MODEL_CACHE", str(REPO_ROOT / ".cache" / "models")),
+            **self._env(raw, container),
+            # One address per pod: what a pod network namespace would give.
+            "SFT_PROGRESS_HOST": ip,
+            "SFT_TERMINATION_LOG": "/mnt/termination-log",  # bound to the termination log by the launcher
+        }
 
     def _env(self, pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
         env: dict[str, str] = {}
@@ -359,7 +432,38 @@ class NodeAgent:
             raise ValueError(f"PersistentVolume {volume.metadata.name}: the test node mounts hostPath volumes only")
         return str(volume.spec.host_path.path)
 
-    def _report_running(self, pod: RunningPod) -> None:
+    def _report_initializing(self, pod: RunningPod, init_containers: list[dict[str, Any]]) -> None:
+        """Pending while the init containers run, as a kubelet reports it."""
+        stamp = now()
+        status = {
+            "phase": "Pending",
+            "hostIP": "127.0.0.1",
+            "podIP": pod.ip,
+            "podIPs": [{"ip": pod.ip}],
+            "startTime": pod.started_at,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
+                *(
+                    {"type": kind, "status": "False", "reason": "ContainersNotInitialized", "lastTransitionTime": stamp}
+                    for kind in ("Initialized", "ContainersReady", "Ready")
+                ),
+            ],
+            "initContainerStatuses": [
+                {
+                    "name": init["name"],
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "local",
+                    "imageID": "local://process",
+                    "state": {"waiting": {"reason": "PodInitializing"}},
+                }
+                for init in init_containers
+            ],
+        }
+        self._patch_status(pod, status)
+
+    def _report_running(self, pod: RunningPod, ready: bool) -> None:
+        """Running; Ready at once, or (a readiness probe) when the probe first passes."""
         stamp = now()
         status = {
             "phase": "Running",
@@ -368,13 +472,17 @@ class NodeAgent:
             "podIPs": [{"ip": pod.ip}],
             "startTime": pod.started_at,
             "conditions": [
-                {"type": kind, "status": "True", "lastTransitionTime": stamp}
-                for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
+                *(
+                    {"type": kind, "status": str(ready), "lastTransitionTime": stamp}
+                    for kind in ("ContainersReady", "Ready")
+                ),
             ],
             "containerStatuses": [
                 {
                     "name": pod.container,
-                    "ready": True,
+                    "ready": ready,
                     "started": True,
                     "restartCount": 0,
                     "image": "local",
@@ -385,7 +493,73 @@ class NodeAgent:
         }
         self._patch_status(pod, status)
 
+    def _probe_readiness(
+        self, key: str, pod: RunningPod, process: subprocess.Popen[bytes], probe: dict[str, Any]
+    ) -> None:
+        """Run an exec readiness probe in the container's namespaces and report Ready as it changes."""
+        command = (probe.get("exec") or {}).get("command")
+        if not command:
+            self._log(key, ValueError(f"readinessProbe {probe}: the test node runs exec probes only; never Ready"))
+            return
+        timing = {**PROBE_DEFAULTS, **{k: v for k, v in probe.items() if k in PROBE_DEFAULTS}}
+        ready, passed, failed = False, 0, 0
+        if self._stop.wait(timing["initialDelaySeconds"]):
+            return
+        while process.poll() is None:
+            if self._exec_probe(process.pid, command, timing["timeoutSeconds"]):
+                passed, failed = passed + 1, 0
+            else:
+                passed, failed = 0, failed + 1
+            flips = passed >= timing["successThreshold"] if not ready else failed >= timing["failureThreshold"]
+            if flips:
+                ready = not ready
+                with pod.status_lock:
+                    if pod.finished:
+                        return
+                    self._report_running(pod, ready=ready)
+            if self._stop.wait(timing["periodSeconds"]):
+                return
+
+    @staticmethod
+    def _exec_probe(pid: int, command: list[str], timeout: float) -> bool:
+        """What `kubectl exec` would run: the command inside the container's mounts and network."""
+        try:
+            done = subprocess.run(
+                ["nsenter", "--target", str(pid), "--mount", "--net", "--", *command],
+                capture_output=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def _finish_init_failed(self, key: str, pod: RunningPod, init: str, code: int) -> None:
+        """restartPolicy Never: a failed init container fails the pod, and its container never starts."""
+        if self.network is not None:
+            self.network.remove_pod(key)
+        stamp = now()
+        log = (pod.folder / f"{init}.log").read_text(errors="replace")[-2048:]
+        status = {
+            "phase": "Failed",
+            "conditions": [
+                {"type": "Initialized", "status": "False", "reason": "PodCompleted", "lastTransitionTime": stamp},
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": stamp},
+            ],
+            "initContainerStatuses": [
+                {
+                    "name": init,
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": "local",
+                    "imageID": "local://process",
+                    "state": {"terminated": {"exitCode": code, "reason": "Error", "message": log, "finishedAt": stamp}},
+                }
+            ],
+        }
+        self._patch_status(pod, status)
+
     def _wait(self, key: str, pod: RunningPod) -> None:
+        assert pod.process is not None
         code = pod.process.wait()
         if self.network is not None:
             self.network.remove_pod(key)  # with whatever daemons the process left in its namespace
@@ -421,6 +595,8 @@ class NodeAgent:
                 }
             ],
         }
+        with pod.status_lock:
+            pod.finished = True
         for _ in range(60):  # the API server may be down for a moment (fault tests)
             try:
                 self._patch_status(pod, status)
@@ -473,11 +649,13 @@ class NodeAgent:
         """Kill a pod's process the way an OOM or a crash would (fault tests)."""
         with self._lock:
             pod = self.pods[f"{namespace}/{name}"]
+        if pod.process is None:
+            raise RuntimeError(f"pod {namespace}/{name} has no process yet")
         os.killpg(pod.process.pid, sig)
 
 
-def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
-    if process.poll() is not None:
+def _terminate(process: subprocess.Popen[bytes] | None, grace: float) -> None:
+    if process is None or process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
