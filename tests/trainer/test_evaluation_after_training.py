@@ -12,10 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from sft_trainer.config import TrainRunConfig
 from sft_trainer.termination import LIMIT_BYTES
 from sft_trainer.training.entrypoint import run_from_config
+from sftctl.commands.run import print_evaluation as print_run_evaluation
 
 TINY_SUITES = {
     "ifeval": {"prompts": 4, "maxNewTokens": 24},
@@ -117,6 +119,13 @@ def test_sftjob_run_ends_with_base_vs_tuned_evaluation_gates_and_status(
 
     html = (out / "train_report.html").read_text()
     assert 'id="evaluation"' in html and "eval/eval_report.html" in html and "minIFEvalDelta" in html
+
+    # `sftctl run` prints the figures as a person reads them (labels, rates in %), not the status keys.
+    console = Console(record=True, width=200)
+    print_run_evaluation(console, "default/sft", str(out), evaluation)
+    printed = console.export_text()
+    assert "Prompts with every instruction followed (strict)" in printed and "ifevalPromptLevelStrict" not in printed
+    assert "failed minIFEvalDelta" in printed and "default/sft: 2 gates checked, not promoted" in printed
 
 
 def test_evaluation_that_cannot_run_keeps_the_trained_artifacts(

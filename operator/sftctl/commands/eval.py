@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _default_shared(relative: str) -> Path | None:
@@ -131,17 +135,17 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         console.print(f"[red]Cannot evaluate:[/] {err}")
         return EXIT_CONFIG_ERROR
-    _print_summary(report)
+    print_report(Console(), report, "Evaluation (95% bootstrap intervals)")
     console.print(f"Report: {args.out / 'eval_report.json'} and {args.out / 'eval_report.html'}")
     return 0
 
 
-def _print_summary(report: dict) -> None:
-    from rich.console import Console
+def print_report(console: Console, report: dict, title: str) -> None:
+    """eval_report.json as a table of labelled figures (rates in %, NLL in nats), then its gates and regressions."""
     from rich.table import Table
 
     roles = list(report["models"])
-    table = Table(title="Evaluation (95% bootstrap intervals)")
+    table = Table(title=title)
     table.add_column("suite")
     table.add_column("figure")
     for role in roles:
@@ -156,7 +160,6 @@ def _print_summary(report: dict) -> None:
             if "delta" in row:
                 cells.append(_cell(row["delta"], row["unit"], signed=True))
             table.add_row(suite, row["label"], *cells)
-    console = Console()
     console.print(table)
     gates = report.get("gates")
     for result in (gates or {}).get("results", []):

@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
     console.print(table)
     for run in runs:
         if run.status.get("evaluation"):
-            _print_evaluation(console, run.resource.key, run.status["evaluation"])
+            print_evaluation(console, run.resource.key, run.status.get("outputLocation"), run.status["evaluation"])
     for run in runs:
         for artifact in _artifacts(run.status.get("outputLocation")):
             console.print(f"{run.resource.key}: {artifact}")
@@ -121,31 +121,23 @@ ARTIFACTS = (
 )
 
 
-def _print_evaluation(console: Console, key: str, evaluation: dict[str, Any]) -> None:
-    """status.evaluation as the operator writes it: base, tuned, delta [95% interval] per figure; gates."""
-    from rich.table import Table
+def print_evaluation(console: Console, key: str, output: str | None, evaluation: dict[str, Any]) -> None:
+    """The evaluation's labelled figures from eval/eval_report.json in the output (as `sftctl eval` prints
+    them), then what status adds: why it could not run and whether the export was promoted."""
+    import json
 
-    table = Table(title=f"{key}: evaluation, base vs tuned (delta with its 95% interval)")
-    for column in ("Figure", "Base", "Tuned", "Delta [95% interval]"):
-        table.add_column(column, overflow="fold")
-    for name, figure in evaluation.get("figures", {}).items():
-        interval = f" [{figure['low']:+.4f}, {figure['high']:+.4f}]" if figure.get("low") is not None else ""
-        delta = f"{figure['delta']:+.4f}{interval}" if figure.get("delta") is not None else "n/a"
-        mark = " (regressed)" if name in evaluation.get("regressed", []) else ""
-        table.add_row(name, _number(figure.get("base")), _number(figure.get("tuned")), delta + mark)
-    console.print(table)
+    from sft_trainer.evaluation.after_training import EVAL_DIR
+    from sft_trainer.evaluation.report import REPORT_JSON
+
+    from .eval import print_report
+
+    report_file = Path(output or "") / EVAL_DIR / REPORT_JSON
+    if output and report_file.is_file():
+        print_report(console, json.loads(report_file.read_text()), f"{key}: evaluation (95% bootstrap intervals)")
     if evaluation.get("error"):
         console.print(f"[red]Evaluation could not run:[/red] {evaluation['error']}")
-    for suite, why in (evaluation.get("notRun") or {}).items():
-        console.print(f"[yellow]{suite} not run:[/yellow] {why}")
-    for failure in evaluation.get("failedGates", []):
-        console.print(f"[red]Gate failed:[/red] {failure}")
     verdict = "promoted" if evaluation.get("promoted") else "[red]not promoted[/red]"
     console.print(f"{key}: {evaluation.get('gatesChecked', 0)} gates checked, {verdict}")
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _artifacts(output: str | None) -> list[Path]:
