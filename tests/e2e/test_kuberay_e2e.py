@@ -152,8 +152,7 @@ def diagnose(kubectl: Kubectl, node: NodeAgent, kuberay: KubeRayOperator) -> str
         "pods: " + kubectl.run("get", "pods", "-n", NAMESPACE, "-o", "wide").stdout,
         "KubeRay: " + kuberay.tail(30),
     ]
-    for folder in sorted((node.workdir / "pods" / NAMESPACE).glob("*")):
-        log = folder / "container.log"
-        if log.exists():
-            parts.append(f"{folder.name}: " + log.read_text(errors="replace")[-1500:])
+    # Each container's log: the Ray node's (container.log) and its init container's (wait-gcs-ready.log).
+    for log in sorted((node.workdir / "pods" / NAMESPACE).glob("*/*.log")):
+        parts.append(f"{log.parent.name}/{log.name}: " + log.read_text(errors="replace")[-1500:])
     return "\n\n".join(parts)

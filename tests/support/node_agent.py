@@ -18,13 +18,15 @@ e2e pass than it proves:
   dropped capabilities and seccomp are not applied; processes run as the
   test's user, so a pod that needs root, or writes outside its volumes,
   is not caught;
-* no cluster DNS: names like `<job>-0.<job>` (the multi-node rendezvous) do
-  not resolve; each pod gets its own 127.0.0.x address as pod IP and
-  nothing else;
+* no cluster DNS by default: names like `<job>-0.<job>` (the multi-node
+  rendezvous) do not resolve; each pod gets its own 127.0.0.x address as pod
+  IP and nothing else. With `network=PodNetwork(...)` each pod has its own
+  network namespace and Service names resolve through the pod network's DNS
+  (support/pod_network.py); pod hostnames and subdomains still do not;
 * no real isolation: no cgroups (CPU and memory limits are not enforced,
-  an OOM kill never happens), no network or PID namespace; only the mounts
-  are private (volumes bind-mounted at their mountPath, read-only where
-  asked);
+  an OOM kill never happens), no PID namespace; only the mounts (and, with a
+  pod network, the network) are private (volumes bind-mounted at their
+  mountPath, read-only where asked);
 * init containers run in order before the container (KubeRay's workers
   wait in one for the head's GCS), and exec readiness probes gate the Ready
   condition (KubeRay's RayCluster is ready, and its submitter starts, only
@@ -211,7 +213,7 @@ class NodeAgent:
                 self._renew_lease()
                 self.core.patch_node_status(self.name, {"status": {"conditions": self._node_status()["conditions"]}})
                 if self.network is not None:
-                    self.network.refresh_hosts(self._services())
+                    self.network.refresh_names(self._services())
             except API_DOWN:
                 continue  # the API server may be restarting (fault tests); try again next beat
 
@@ -270,7 +272,7 @@ class NodeAgent:
         netns_prefix: list[str] = []
         if self.network is not None:
             netns, ip = self.network.add_pod(key, raw["metadata"]["namespace"], raw["metadata"].get("labels") or {})
-            self.network.refresh_hosts(self._services())
+            self.network.refresh_names(self._services())
             netns_prefix = ["ip", "netns", "exec", netns]
         else:
             ip = f"127.0.0.{next(self._ips)}"
@@ -340,7 +342,7 @@ class NodeAgent:
             "mounts": self._mounts(raw, container, folder),
             "terminationLog": str(termination_log),
             "keepVisible": [str(REPO_ROOT), sys.prefix],
-            "hostsFile": str(self.network.hosts_file) if self.network is not None else None,
+            "resolvConf": str(self.network.resolv_conf(running.namespace)) if self.network is not None else None,
             "workingDir": container.get("workingDir"),
         }
         spec_file = folder / ("spec.json" if is_main else f"{container['name']}.spec.json")

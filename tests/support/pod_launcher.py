@@ -26,9 +26,9 @@ def mount(*args: str) -> None:
 def main(spec_path: str) -> None:
     with open(spec_path) as handle:
         spec = json.load(handle)
-    # Service names, when the node agent gives pods a network (support/pod_network.py).
-    if spec.get("hostsFile"):
-        mount("--bind", spec["hostsFile"], "/etc/hosts")
+    # Service names through the pod network's DNS, when the node agent gives pods one (support/pod_network.py).
+    if spec.get("resolvConf"):
+        mount("--bind", spec["resolvConf"], "/etc/resolv.conf")
     # Everything a pod mounts lives under /mnt or /tmp (see manifests.MountLayout).
     mount("-t", "tmpfs", "pod-mnt", "/mnt")
     # Stage every source first: a volume mounted over /tmp would otherwise hide

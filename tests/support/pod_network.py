@@ -3,13 +3,21 @@
 Opt-in (`NodeAgent(network=PodNetwork(...))`): each pod gets its own network
 namespace, with a veth pair into one Linux bridge and an address of a /24, so
 pods that bind the same ports (every Ray node binds 8080, 52365...) do not
-collide, and the host (API server, operators) reaches them by pod IP. Service
-names resolve through a hosts file bound over each pod's /etc/hosts: every
-Service with a selector gets `NAME.NAMESPACE.svc.cluster.local` (and the
-shorter forms) pointing at a running pod of this node that it selects.
+collide, and the host (API server, operators) reaches them by pod IP.
 
-Needs root (CAP_NET_ADMIN) on this machine; the default node agent keeps its
-loopback addresses and needs none of this.
+Service names resolve as cluster DNS resolves them: a DNS server on the
+bridge's gateway answers `NAME.NAMESPACE.svc.cluster.local` of every Service
+with a selector with a running pod of this node that it selects (what a
+headless Service with published not-ready addresses answers, as KubeRay's
+head Service is; no ClusterIP, no kube-proxy), and each pod's
+/etc/resolv.conf names that server with its namespace's search path. A
+hosts file did not do: Ray's GCS client (gRPC's c-ares resolver) still asked
+the nameserver of the host's resolv.conf, out of a pod's reach, and timed out
+(`ray health-check` by service name: Deadline Exceeded after 42 s; by IP, or
+with GRPC_DNS_RESOLVER=native: 3 s), so KubeRay's workers never joined.
+
+Needs root (CAP_NET_ADMIN, port 53) on this machine; the default node agent
+keeps its loopback addresses and needs none of this.
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSHandler, DNSLogger, DNSServer
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -40,6 +51,23 @@ class _Pod:
     address: str
 
 
+class ServiceNames(BaseResolver):  # type: ignore[misc]
+    """Cluster DNS for the pods: service FQDNs to pod IPs; any other name does not exist."""
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, str] = {}
+
+    def resolve(self, request: DNSRecord, handler: DNSHandler) -> DNSRecord:
+        reply = request.reply()
+        address = self.addresses.get(str(request.q.qname).rstrip(".").lower())
+        if address is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype in (QTYPE.A, QTYPE.ANY):
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(address), ttl=5))
+        # A name that exists but has no record of the asked type (AAAA): an empty answer, at once.
+        return reply
+
+
 @dataclass
 class PodNetwork:
     """A bridge `bridge` with gateway `prefix`.1; pods get `prefix`.2 and up."""
@@ -48,25 +76,41 @@ class PodNetwork:
     bridge: str = "sftbr0"
     prefix: str = "10.244.77"
     pods: dict[str, _Pod] = field(default_factory=dict)
+    names: ServiceNames = field(default_factory=ServiceNames)
+    _dns: DNSServer | None = None
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def hosts_file(self) -> Path:
-        return self.workdir / "hosts"
+    def gateway(self) -> str:
+        return f"{self.prefix}.1"
+
+    def resolv_conf(self, namespace: str) -> Path:
+        """The /etc/resolv.conf of a pod in `namespace`: the pod network's DNS, a kubelet's search path."""
+        path = self.workdir / f"resolv-{namespace}.conf"
+        path.write_text(
+            f"nameserver {self.gateway}\n"
+            f"search {namespace}.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN} cluster.local\n"
+            "options ndots:5\n"
+        )
+        return path
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.hosts_file.write_text("127.0.0.1 localhost\n")
         _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.prefix}.1/24", "dev", self.bridge)
+        _ip("addr", "add", f"{self.gateway}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
+        quiet = DNSLogger("-request,-reply,-truncated", prefix=False)
+        self._dns = DNSServer(self.names, address=self.gateway, port=53, logger=quiet)
+        self._dns.start_thread()
 
     def stop(self) -> None:
         with self._lock:
             keys = list(self.pods)
         for key in keys:
             self.remove_pod(key)
+        if self._dns is not None:
+            self._dns.stop()
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
     def add_pod(self, key: str, namespace: str, labels: dict[str, str]) -> tuple[str, str]:
@@ -110,9 +154,9 @@ class PodNetwork:
         found = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True)
         return [int(line) for line in found.stdout.split()]
 
-    def refresh_hosts(self, services: list[dict[str, Any]]) -> None:
-        """Point every Service at a running pod it selects (rewritten in place: pods bind the file)."""
-        lines = ["127.0.0.1 localhost"]
+    def refresh_names(self, services: list[dict[str, Any]]) -> None:
+        """Point every Service's name at a running pod it selects."""
+        addresses: dict[str, str] = {}
         with self._lock:
             pods = list(self.pods.values())
         for service in services:
@@ -129,12 +173,5 @@ class PodNetwork:
                 None,
             )
             if chosen is not None:
-                lines.append(
-                    f"{chosen.address} {name}.{namespace}.{CLUSTER_DOMAIN} {name}.{namespace}.svc {name}.{namespace}"
-                )
-        text = "\n".join(lines) + "\n"
-        with self.hosts_file.open("r+") as handle:
-            if handle.read() != text:
-                handle.seek(0)
-                handle.write(text)
-                handle.truncate()
+                addresses[f"{name}.{namespace}.{CLUSTER_DOMAIN}"] = chosen.address
+        self.names.addresses = addresses  # one assignment: the DNS threads see the old map or the new
