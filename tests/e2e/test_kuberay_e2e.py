@@ -2,22 +2,25 @@
 
 Its own control plane (with kube-scheduler), the KubeRay operator built from
 its Go module, `sftctl operator`, and a node agent whose pods each get a
-network namespace on a bridge and service names through /etc/hosts
-(support/pod_network.py): the Ray head and worker pods KubeRay creates run
-`ray start` as local processes, the submitter pod submits
-`python -m sft_trainer curate` to the head's dashboard, and the curated
-outputs land on the output volume. KubeRay reaches the dashboard through the
+network namespace on a bridge and service names through the pod network's
+DNS (support/pod_network.py), and that runs what KubeRay's pods rely on a
+kubelet for: the worker's init container (it waits for the head's GCS) and
+the exec readiness probes on Ray's health endpoints (the RayCluster is ready,
+and the submitter starts, only when Ray answers). The Ray head and worker
+pods KubeRay creates run `ray start` as local processes, the submitter pod
+submits `python -m sft_trainer curate` to the head's dashboard, and the
+curated outputs land on the output volume. KubeRay reaches the dashboard through the
 API server's service proxy (--use-kubernetes-proxy), as it may in a cluster
 whose operators cannot resolve service names.
 
-Needs root (network namespaces, a bridge) and `ray[default]` (the dashboard
-and the Jobs API).
+Needs root (network namespaces, a bridge, the DNS server's port 53),
+`ray[default]` (the dashboard and the Jobs API) and KubeRay built by
+`hack/build-kuberay.sh`. About two minutes here (60 records, one worker).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,20 +34,7 @@ from support.node_agent import NodeAgent
 from support.pod_network import PodNetwork
 from support.waiting import eventually
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.slow,
-    # Not passed here yet (2 shared cores), so it runs only when asked (SFT_KUBERAY_E2E=1) instead of
-    # spending 15 minutes of every `make test` on a known failure. What failed: first the Ray head's raylet
-    # gave up waiting for its dashboard agent (about 60 s to start under a load of 20); in the last run the
-    # head and worker came up, and the submitter pod failed with "ConnectionError: Failed to connect to Ray at
-    # address: http://<head-svc>.e2e-ray.svc.cluster.local:8265" (the pod network's hosts file names
-    # services, the dashboard may not have been listening yet, and KubeRay did not retry the submitter).
-    pytest.mark.skipif(
-        os.environ.get("SFT_KUBERAY_E2E") != "1",
-        reason="opt-in (SFT_KUBERAY_E2E=1): does not pass on this 2-core machine yet, see the module note",
-    ),
-]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 NAMESPACE = "e2e-ray"
 OUTPUTS = ("curated.jsonl", "rejected.jsonl", "review.jsonl", "report.json")
 
@@ -126,7 +116,7 @@ def test_a_curation_on_ray_goes_from_apply_to_succeeded_with_real_outputs(
 
         try:
             finished = eventually(
-                lambda: (s := status()) and s.get("phase") in ("Succeeded", "Failed") and s, 900, "the curation to end"
+                lambda: (s := status()) and s.get("phase") in ("Succeeded", "Failed") and s, 600, "the curation to end"
             )
         except AssertionError:
             raise AssertionError(diagnose(ray_kubectl, ray_node, kuberay)) from None
