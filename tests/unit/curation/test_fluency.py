@@ -67,9 +67,8 @@ def test_held_out_recall_and_clean_flags_without_the_lm(held_out_lima, scorer) -
         f"({len(truncated)}), clean flagged {clean_flagged}/{len(clean)}"
     )
     assert salad_recall >= 0.8
-    # Measured by benchmarks/train_fluency.py on 200 held-out truncations: 0.795 (calibration half 0.835),
-    # just under the 0.8 goal: structure and mid-paragraph cuts use most of the 1% clean budget.
-    assert truncated_recall >= 0.75
+    # The goal. benchmarks/train_fluency.py on 200 held-out truncations: 0.875 (calibration half 0.885).
+    assert truncated_recall >= 0.8
     # Budgets: 0.5% (coherence) + 1% (completeness, structure included) of clean answers.
     assert clean_flagged / len(clean) <= 0.015
 
