@@ -99,17 +99,20 @@ SIZES: dict[str, dict[str, Any]] = {
 
 
 def curate(
-    pool_file: Path, budget: int, out: Path, tokenizer: Path | None, seed: int, overrides: dict[str, Any]
+    pool_file: Path, budget: int, out: Path, tokenizer: Path, template: str, seed: int, overrides: dict[str, Any]
 ) -> dict[str, Any]:
-    """`sftctl curate POOL --budget N` (the same entry point); returns the selection status and seconds."""
+    """`sftctl curate POOL --budget N` (the same entry point) with the arms' tokenizer and chat template, so the
+    template check builds every record as training will; returns the selection status and seconds."""
     from sft_trainer.config import CurationConfig, CurationRunConfig
     from sft_trainer.curation.entrypoint import run_from_config
 
     cfg = CurationRunConfig(
         input=str(pool_file),
         output_dir=str(out),
-        tokenizer=str(tokenizer) if tokenizer else None,
-        curation=CurationConfig.model_validate({**overrides, "selection": {"budget": budget}, "seed": seed}),
+        tokenizer=str(tokenizer),
+        curation=CurationConfig.model_validate(
+            {"template": {"name": template}, **overrides, "selection": {"budget": budget}, "seed": seed}
+        ),
     )
     started = time.monotonic()
     code = run_from_config(cfg)
@@ -408,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
 
     pool, pool_file = pool_records(args)
-    curation = curate(pool_file, args.budget, args.work / "curation", args.model, args.seed, args.curation_settings)
+    curation = curate(
+        pool_file, args.budget, args.work / "curation", args.model, args.template, args.seed, args.curation_settings
+    )
     files = arm_files(pool, args.work / "curation", args.work)
     if args.study == "arms":
         baseline = "random"
