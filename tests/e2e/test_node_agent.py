@@ -9,16 +9,19 @@ its exit code and its termination message reported back.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from support.e2e import GPU_PRODUCT, bound_claim
-from support.kube import Kubectl
+from support.kube import ControlPlane, Kubectl
 from support.node_agent import NodeAgent
+from support.pod_network import PodNetwork
 from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
@@ -190,3 +193,84 @@ def test_init_containers_run_first_and_a_readiness_probe_gates_ready(
     eventually(lambda: ready(status()) == "True", 30, "the probe to pass and the pod to be Ready")
     (outputs / "done").write_text("")
     eventually(lambda: status().get("phase") == "Succeeded", 30, "the pod to succeed")
+
+
+NETWORK_TAINT = {"key": "test/pod-network", "value": "yes", "effect": "NoSchedule"}
+
+
+@pytest.fixture
+def network_node(e2e_plane: ControlPlane, e2e_kubectl: Kubectl, tmp_path: Path) -> Iterator[NodeAgent]:
+    """A node whose pods get a pod network; tainted, so only the pods that ask land on it (also once it is gone)."""
+    network = PodNetwork(tmp_path / "network")
+    network.start()
+    agent = NodeAgent(
+        e2e_plane.kubeconfig, tmp_path / "node", name="net-node-0", gpus=0, taints=[NETWORK_TAINT], network=network
+    )
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        network.stop()
+
+
+def test_pod_network_resolves_service_names_through_its_dns(
+    e2e_kubectl: Kubectl, network_node: NodeAgent, namespace: str, tmp_path: Path
+) -> None:
+    """A Service's name, long and short (the pod's search path), answers the pod it selects, which serves there."""
+    server = "import http.server as h; h.HTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()"
+    client = (
+        "import json, socket, urllib.request\n"
+        f"names = ['echo.{namespace}.svc.cluster.local', 'echo']\n"
+        "found = {n: socket.getaddrinfo(n, 8080, socket.AF_INET)[0][4][0] for n in names}\n"
+        "body = urllib.request.urlopen('http://echo:8080/', timeout=10).status\n"
+        "open('/mnt/volumes/outputs/resolved.json', 'w').write(json.dumps({'found': found, 'status': body}))\n"
+    )
+
+    def pod(name: str, labels: dict[str, str], code: str) -> dict:  # type: ignore[type-arg]
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "nodeSelector": {"kubernetes.io/hostname": network_node.name},
+                "tolerations": [{**NETWORK_TAINT, "operator": "Equal"}],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "local",
+                        "command": ["python", "-c", code],
+                        "volumeMounts": [{"name": "out", "mountPath": "/mnt/volumes/outputs"}],
+                    }
+                ],
+                "volumes": [{"name": "out", "persistentVolumeClaim": {"claimName": "outputs"}}],
+            },
+        }
+
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "echo", "namespace": namespace},
+        "spec": {"clusterIP": "None", "selector": {"app": "echo"}, "ports": [{"port": 8080}]},
+    }
+    e2e_kubectl.apply_objects(service, pod("server", {"app": "echo"}, server)).check_returncode()
+    server_ip = eventually(
+        lambda: (e2e_kubectl.get_json("pod", "server", "-n", namespace).get("status") or {}).get("podIP"),
+        60,
+        "the server pod to run",
+    )
+    e2e_kubectl.apply_objects(pod("client", {}, client)).check_returncode()
+    resolved = tmp_path / "outputs" / "resolved.json"
+    eventually(
+        resolved.exists,
+        60,
+        "the client to resolve the service and fetch from it",
+        diagnose=lambda: "\n".join(
+            log.read_text(errors="replace")[-1500:] for log in (network_node.workdir / "pods").glob("*/*/*.log")
+        ),
+    )
+    assert json.loads(resolved.read_text()) == {
+        "found": {f"echo.{namespace}.svc.cluster.local": server_ip, "echo": server_ip},
+        "status": 200,
+    }
