@@ -50,6 +50,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # devtools: the control plane the cluster tests start too
 
+import urllib3  # noqa: E402
 from devtools.control_plane import ControlPlane, Kubectl, free_port  # noqa: E402
 from kubernetes import client, config, watch  # noqa: E402
 
@@ -112,11 +113,16 @@ class JobWatcher:
     def _run(self, batch: client.BatchV1Api, namespace: str) -> None:
         while not self._stop.is_set():
             try:
-                for event in watch.Watch().stream(batch.list_namespaced_job, namespace, timeout_seconds=5):
+                # A client-side timeout too: a request sent on a pooled connection the server had
+                # closed waited forever for its answer, and the Jobs created meanwhile were never seen.
+                stream = watch.Watch().stream(
+                    batch.list_namespaced_job, namespace, timeout_seconds=5, _request_timeout=(5, 15)
+                )
+                for event in stream:
                     if event["type"] == "ADDED":
                         # A re-listed watch repeats ADDED for old Jobs: the first sighting counts.
                         self.seen.setdefault(event["object"].metadata.name, time.monotonic())
-            except client.ApiException:
+            except (client.ApiException, urllib3.exceptions.HTTPError):
                 time.sleep(0.2)
 
     def stop(self) -> None:
