@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sft_operator import labelstudio as ls
 from sft_operator.labelstudio import decisions_from_tasks, deleted_problems, fetch_decisions
 from sft_trainer.config import (
     CHOICES,
@@ -256,3 +257,16 @@ def test_the_review_apply_job_is_the_curation_pod_with_another_command_and_a_det
     assert (
         config.decisions == decisions and config.label_studio is not None and config.output_dir.endswith("curation/cur")
     )
+
+
+def test_a_review_apply_job_whose_result_is_in_status_is_not_run_again() -> None:
+    """Its TTL deletes it once status holds its result; the next tick must not create it again."""
+
+    def status(ok: bool, reason: str) -> dict[str, object]:
+        return ls.with_sync_condition({"labelStudio": {"applyJob": "cur-review-abc"}}, ok, reason, "...", 1)
+
+    assert ls.applied(status(True, ls.SYNCED), "cur-review-abc")
+    assert not ls.applied(status(True, ls.SYNCED), "cur-review-def"), "new decisions get their Job"
+    assert not ls.applied(status(False, ls.APPLYING), "cur-review-abc"), "still running: read it"
+    assert not ls.applied(status(False, ls.APPLY_FAILED), "cur-review-abc")
+    assert not ls.applied({}, "cur-review-abc")
