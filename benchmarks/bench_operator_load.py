@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -446,6 +447,8 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
+    # A SIGTERM (a timeout, a killed make) unwinds like Ctrl-C, so the `finally`s stop the operators and the plane.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     plane = ControlPlane(workdir / "plane", controllers="*,-job-controller")
