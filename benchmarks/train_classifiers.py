@@ -9,14 +9,18 @@ coefficients and intercept, and `meta_*` entries with the threshold and the
 figures printed here). scikit-learn is
 used here only; the pipeline reads the weights with numpy.
 
-**Style** (`style.npz`, read by `curation/style.py`): gradient-boosted trees
-(HistGradientBoostingClassifier, exported to numpy by `curation/trees.py`)
-over `style.text_feature_matrix` of the response. Every source is cut
-by `noise.calibration_half` (CRC-32 of the prompt): the model is fitted on the
-calibration half, the threshold is chosen on the calibration half's
-out-of-fold scores (5 folds), and the figures are measured on the held-out
+**Style** (`style.npz` and `style_words.npz`, read by `curation/style.py`):
+gradient-boosted trees (HistGradientBoostingClassifier, exported to numpy by
+`curation/trees.py`) over `style.text_feature_matrix` of the response and,
+stacked, the logit of a logistic regression over the tf-idf of its cased
+word unigrams and bigrams (the trees are fitted on that model's out-of-fold
+logits). Every source is cut by `noise.calibration_half` (CRC-32 of the
+prompt): the models are fitted on the calibration half, the threshold is
+chosen on the calibration half's out-of-fold scores of the whole stack (5
+folds, each prompt in one fold; the word logits inside each fold's training
+part are out-of-fold again), and the figures are measured on the held-out
 half, which the tests score. AlpacaEval's six generators answer the same
-prompts, so one prompt's answers are all in the same half.
+prompts, so one prompt's answers are all in the same half and fold.
 - human (label 0): LIMA, OpenAssistant assistant replies not flagged
   synthetic, self-instruct seed and user-oriented instances;
 - assistant style (label 1): AlpacaEval outputs of gpt4, gpt-3.5-turbo-0301,
@@ -84,6 +88,10 @@ GPTEACHER_PER_SOURCE = 150
 STYLE_LEARNING_RATES = (0.05, 0.1)
 STYLE_TREES = 300
 STYLE_LEAVES = 15
+STYLE_WORD_C = 3.0
+"""Inverse regularisation of the word n-gram model (the better of 3 and 10 on out-of-fold scores)."""
+STYLE_WORD_VOCABULARY = 30_000
+"""The most frequent cased word unigrams and bigrams kept (the shipped vocabulary)."""
 KIT_SOURCES = frozenset(f"alpaca_eval_{m}" for m in noise.CHAT_MODELS)
 """The sources the noise kit's assistant_style plants come from (its donors)."""
 TASK_C_GRID = (0.01, 0.03)
@@ -240,40 +248,93 @@ def save_trees(path: Path, model, meta: dict) -> None:  # noqa: ANN001
     np.savez_compressed(path, **arrays)
 
 
-def style_matrix(convs: Sequence[Conversation]) -> np.ndarray:
-    return style.text_feature_matrix([last_response(c) for c in convs])
+def fit_word_model(texts: Sequence[str], labels: np.ndarray):  # noqa: ANN201
+    """The style model's word part: logistic regression over tf-idf of cased word unigrams and bigrams."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    vectorizer = TfidfVectorizer(
+        ngram_range=(1, 2),
+        sublinear_tf=True,
+        min_df=2,
+        lowercase=False,
+        token_pattern=linear.CASED_TOKEN_PATTERN,
+        max_features=STYLE_WORD_VOCABULARY,
+    )
+    logistic = LogisticRegression(C=STYLE_WORD_C, max_iter=3000, class_weight="balanced")
+    return make_pipeline(vectorizer, logistic).fit(list(texts), labels)
+
+
+def out_of_fold_word_logits(texts: Sequence[str], labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each row's word-model logit from a model fitted without its prompt group: the trees' training input (stacking)."""
+    out = np.zeros(len(texts))
+    for train, test in prompt_folds(labels, groups):
+        model = fit_word_model([texts[i] for i in train], labels[train])
+        out[test] = model.decision_function([texts[i] for i in test])
+    return out
+
+
+def prompt_folds(labels: np.ndarray, groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """FOLDS stratified folds that keep every prompt in one fold (AlpacaEval's generators answer the same prompts)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    return list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=SEED).split(labels, labels, groups))
+
+
+def save_word_model(path: Path, model) -> None:  # noqa: ANN001
+    vectorizer, logistic = model[0], model[-1]
+    vocabulary = vectorizer.get_feature_names_out()
+    np.savez_compressed(
+        path,
+        mean=np.zeros(len(vocabulary)),
+        scale=np.ones(len(vocabulary)),
+        coef=logistic.coef_.astype(np.float64),
+        intercept=logistic.intercept_,
+        vocabulary=np.asarray([str(t) for t in vocabulary]),
+        idf=vectorizer.idf_.astype(np.float64),
+    )
 
 
 def train_style(data: Path) -> dict:
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-
     rng = random.Random(SEED)
     sources = style_sources(data, rng)
-    halves: dict[bool, dict[str, tuple[np.ndarray, list[Conversation]]]] = {True: {}, False: {}}
+    halves: dict[bool, dict[str, list[Conversation]]] = {True: {}, False: {}}
     for src in sources:
         for half in (True, False):
-            convs = [c for c in src.convs if noise.calibration_half(c) == half]
-            halves[half][src.name] = (style_matrix(convs), convs)
+            halves[half][src.name] = [c for c in src.convs if noise.calibration_half(c) == half]
     labelled = [s for s in sources if s.label is not None]
-    x_cal = np.vstack([halves[True][s.name][0] for s in labelled])
-    y_cal = np.concatenate([np.full(len(halves[True][s.name][1]), s.label) for s in labelled])
-    group = np.concatenate([np.full(len(halves[True][s.name][1]), i) for i, s in enumerate(labelled)])
+    cal = [c for s in labelled for c in halves[True][s.name]]
+    texts_cal = [last_response(c) for c in cal]
+    features_cal = style.text_feature_matrix(texts_cal)
+    y_cal = np.concatenate([np.full(len(halves[True][s.name]), s.label) for s in labelled])
+    group = np.concatenate([np.full(len(halves[True][s.name]), i) for i, s in enumerate(labelled)])
+    prompts = np.unique([prompt_text(c) for c in cal], return_inverse=True)[1]
 
     # The goal's terms on the calibration half: the noise kit plants long chat-model answers.
-    kit_like = np.concatenate(
+    kit_like = np.array(
         [
-            [
-                s.name in KIT_SOURCES and len(last_response(c).split()) >= noise.MIN_CHAT_ANSWER_WORDS
-                for c in halves[True][s.name][1]
-            ]
+            s.name in KIT_SOURCES and len(last_response(c).split()) >= noise.MIN_CHAT_ANSWER_WORDS
             for s in labelled
+            for c in halves[True][s.name]
         ]
     )
     is_lima = group == [s.name for s in labelled].index("lima")
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=SEED)
+    # Out-of-fold scores of the whole stack: in each outer fold the word model's logits that
+    # the trees train on are themselves out-of-fold within the training part.
+    folds = prompt_folds(y_cal, prompts)
+    stacked = []
+    for train, test in folds:
+        train_texts = [texts_cal[i] for i in train]
+        inner = out_of_fold_word_logits(train_texts, y_cal[train], prompts[train])
+        outer = fit_word_model(train_texts, y_cal[train]).decision_function([texts_cal[i] for i in test])
+        stacked.append((np.column_stack([features_cal[train], inner]), np.column_stack([features_cal[test], outer])))
+        print(f"  word model: fold {len(stacked)}/{FOLDS} done", flush=True)
     best_c, best_recall, best_auc, oof = None, -1.0, -1.0, None
     for c in STYLE_LEARNING_RATES:
-        pred = cross_val_predict(style_estimator(c), x_cal, y_cal, cv=folds, method="predict_proba")[:, 1]
+        pred = np.zeros(len(y_cal))
+        for (train, test), (x_train, x_test) in zip(folds, stacked, strict=True):
+            pred[test] = style_estimator(c).fit(x_train, y_cal[train]).predict_proba(x_test)[:, 1]
         auc = roc_auc(y_cal, pred)
         cut = float(np.quantile(pred[is_lima], 1 - HUMAN_FP_TARGET, method="higher"))
         recall = float((pred[kit_like] > cut).mean())
@@ -284,14 +345,20 @@ def train_style(data: Path) -> dict:
             best_c, best_recall, best_auc, oof = c, recall, auc, pred
     assert best_c is not None and oof is not None
     threshold = float(np.quantile(oof[is_lima], 1 - HUMAN_FP_TARGET, method="higher"))
+    word_model = fit_word_model(texts_cal, y_cal)
+    x_cal = np.column_stack([features_cal, out_of_fold_word_logits(texts_cal, y_cal, prompts)])
     model = style_estimator(best_c).fit(x_cal, y_cal)
 
+    def stack_inputs(convs: Sequence[Conversation]) -> np.ndarray:
+        texts = [last_response(c) for c in convs]
+        return np.column_stack([style.text_feature_matrix(texts), word_model.decision_function(texts)])
+
     def probs(name: str, half: bool) -> np.ndarray:
-        x = halves[half][name][0]
-        return model.predict_proba(x)[:, 1] if len(x) else np.zeros(0)
+        convs = halves[half][name]
+        return model.predict_proba(stack_inputs(convs))[:, 1] if convs else np.zeros(0)
 
     report: dict = {
-        "C": best_c,
+        "learning_rate": best_c,
         "threshold": threshold,
         "cv_auc": best_auc,
         "cv_kit_recall": best_recall,
@@ -319,7 +386,7 @@ def train_style(data: Path) -> dict:
     donors = [c for s in sources if s.name.startswith("alpaca_eval_") and s.label == 1 for c in s.convs]
     planted = noise.plant("assistant_style", lima_held * 4, random.Random(1), chat_answers=donors)
     planted = [c for c in planted if not noise.calibration_half(c)]
-    p_planted = model.predict_proba(style_matrix(planted))[:, 1]
+    p_planted = model.predict_proba(stack_inputs(planted))[:, 1]
     p_lima = probs("lima", False)
     gptisms_planted = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in planted])
     gptisms_lima = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in lima_held])
@@ -330,23 +397,30 @@ def train_style(data: Path) -> dict:
         "either_lima_flagged": float(((p_lima > threshold) | gptisms_lima).mean()),
         "assistant_style_n": len(planted),
         "assistant_style_recall": float((p_planted > threshold).mean()),
+        "assistant_style_precision": float(
+            (p_planted > threshold).sum() / max(1, (p_planted > threshold).sum() + (p_lima > threshold).sum())
+        ),
         "lima_n": len(p_lima),
         "lima_flagged": float((p_lima > threshold).mean()),
         "auc": roc_auc(np.r_[np.ones(len(p_planted)), np.zeros(len(p_lima))], np.r_[p_planted, p_lima]),
     }
+    save_word_model(style.WORD_WEIGHTS, word_model)
     save_trees(
         style.STYLE_WEIGHTS,
         model,
         {
             "threshold": threshold,
-            "feature_names": list(style.FEATURE_NAMES),
+            "feature_names": list(style.MODEL_INPUTS),
             "heldout_auc": report["held_out"]["auc"],
             "noise_kit_auc": report["noise_kit"]["auc"],
             "report": json.dumps(report),
         },
     )
-    shipped = trees.TreeEnsemble.load(style.STYLE_WEIGHTS)
-    if not np.allclose(shipped.raw_scores(x_cal), model.decision_function(x_cal), atol=1e-6):
+    shipped = style.StyleClassifier()
+    sample = texts_cal[:: max(1, len(texts_cal) // 300)]  # dense tf-idf rows: a sample, not 4,000 x 30,000
+    if not np.allclose(shipped.words.logits(sample), word_model.decision_function(sample), atol=1e-6):
+        raise SystemExit("the numpy word model disagrees with scikit-learn's: the export is broken")
+    if not np.allclose(shipped.model.raw_scores(x_cal), model.decision_function(x_cal), atol=1e-6):
         raise SystemExit("the numpy trees disagree with scikit-learn's model: the export is broken")
     return report
 
@@ -369,7 +443,8 @@ def print_style(report: dict) -> None:
     k = report["noise_kit"]
     print(
         f"  noise kit (held-out): assistant_style recall {k['assistant_style_recall']:.3f} (n={k['assistant_style_n']}),"
-        f" clean LIMA flagged {k['lima_flagged']:.4f} (n={k['lima_n']}), AUC {k['auc']:.4f}"
+        f" clean LIMA flagged {k['lima_flagged']:.4f} (n={k['lima_n']}), precision {k['assistant_style_precision']:.3f},"
+        f" AUC {k['auc']:.4f}"
     )
     print(
         f"  beside it, the GPT-ism step (max density {GPTISM_MAX_DENSITY}): recall {k['gptisms_recall']:.3f},"

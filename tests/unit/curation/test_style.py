@@ -12,7 +12,7 @@ import pytest
 
 from sft_trainer.config.curation import StyleStep
 from sft_trainer.curation import noise
-from sft_trainer.curation.style import STYLE_WEIGHTS, StyleClassifier, StyleJudge, StyleScore
+from sft_trainer.curation.style import STYLE_WEIGHTS, WORD_WEIGHTS, StyleClassifier, StyleJudge, StyleScore, WordModel
 from sft_trainer.formats import Conversation, Message
 
 SAMPLE = 200
@@ -80,7 +80,8 @@ def test_judge_reproduces_the_reported_recall_and_false_positives(scored) -> Non
 
 
 @pytest.mark.xfail(
-    strict=True, reason="goal not reached yet: the shipped classifier's recall is about 0.45 at <= 1% of LIMA"
+    strict=True,
+    reason="goal not reached yet: the shipped classifier's held-out recall is about 0.46 with 0.6% of LIMA flagged",
 )
 def test_goal_recall_at_one_percent_of_lima(scored) -> None:
     human, chat = scored
@@ -118,6 +119,8 @@ def test_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
         StyleJudge(StyleStep())(conv)
     with pytest.raises(FileNotFoundError, match="make classifiers"):
         StyleClassifier(tmp_path / "style.npz")
+    with pytest.raises(FileNotFoundError, match="make classifiers"):
+        StyleClassifier(words=tmp_path / "style_words.npz")
     with pytest.raises(ValueError, match="features per row"):
         StyleClassifier().model.raw_scores(np.zeros((1, 7)))
 
@@ -128,3 +131,14 @@ def test_threshold_from_config_overrides_the_shipped_one() -> None:
     assert StyleJudge(StyleStep()).threshold == shipped
     assert StyleJudge(StyleStep(threshold=0.99)).threshold == 0.99
     assert STYLE_WEIGHTS.stat().st_size < 400_000
+    assert WORD_WEIGHTS.stat().st_size < 600_000
+
+
+def test_word_model_reads_how_a_text_is_written() -> None:
+    """The cased n-grams tell a chat opening and closing from the same content typed plainly."""
+    words = WordModel()
+    chat = "Sure! Here are some tips:\n\n1. **Plan ahead**: Make a list.\n\nI hope this helps!"
+    typed = "i usually just make a list the night before, works for me"
+    logits = words.logits([chat, typed])
+    assert logits.shape == (2,) and np.isfinite(logits).all()
+    assert logits[0] > logits[1]

@@ -9,10 +9,9 @@ the embedder the model was trained on and the figures measured at training.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,25 +75,53 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
+CASED_TOKEN_PATTERN = r"(?u)\b\w+\b|[^\w\s]"
+"""Words as written and single punctuation marks: the tokens of `cased_word_ngrams` (scikit-learn's `token_pattern`)."""
+_CASED_TOKEN = re.compile(CASED_TOKEN_PATTERN)
+
+
+def _with_bigrams(tokens: list[str]) -> list[str]:
+    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
 
 
 def word_ngrams(text: str) -> list[str]:
     """Lower-cased words of two or more characters and their bigrams (scikit-learn's default word analyzer)."""
-    tokens = _TOKEN.findall(text.lower())
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)]
+    return _with_bigrams(_TOKEN.findall(text.lower()))
 
 
-def tfidf(texts: Sequence[str], vocabulary: Sequence[str], idf: np.ndarray) -> np.ndarray:
-    """Dense tf-idf rows as scikit-learn's TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True) computes them."""
+def cased_word_ngrams(text: str) -> list[str]:
+    """Words with their case, punctuation marks, and their bigrams (TfidfVectorizer(lowercase=False,
+    token_pattern=CASED_TOKEN_PATTERN)): how a text is written ("I", "Here", "**", ":"), not only what it says."""
+    return _with_bigrams(_CASED_TOKEN.findall(text))
+
+
+def tfidf_row(
+    text: str, index: dict[str, int], idf: np.ndarray, analyzer: Callable[[str], list[str]] = word_ngrams
+) -> tuple[np.ndarray, np.ndarray]:
+    """One text's tf-idf as (columns, unit-norm values), as scikit-learn's
+    TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True) computes it: terms outside `index` left out."""
+    counts = Counter(analyzer(text))
+    columns = np.fromiter((index.get(term, -1) for term in counts), dtype=np.intp, count=len(counts))
+    known = columns >= 0
+    columns = columns[known]
+    values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64, count=len(counts))[known])) * idf[columns]
+    norm = float(np.linalg.norm(values))
+    return columns, values / norm if norm > 0 else values
+
+
+def tfidf(
+    texts: Sequence[str],
+    vocabulary: Sequence[str],
+    idf: np.ndarray,
+    analyzer: Callable[[str], list[str]] = word_ngrams,
+) -> np.ndarray:
+    """Dense tf-idf rows (`tfidf_row`) of `texts` over `vocabulary`."""
     index = {term: i for i, term in enumerate(vocabulary)}
     out = np.zeros((len(texts), len(vocabulary)))
     for row, text in enumerate(texts):
-        for term, count in Counter(word_ngrams(text)).items():
-            col = index.get(term)
-            if col is not None:
-                out[row, col] = (1.0 + math.log(count)) * idf[col]
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, norms, out=out, where=norms > 0)
+        columns, values = tfidf_row(text, index, idf, analyzer)
+        out[row, columns] = values
+    return out
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
