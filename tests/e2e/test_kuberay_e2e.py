@@ -26,12 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from support.e2e import bound_claim, operator_process, scheduled_plane
+from support.e2e import bound_claim, networked_node, operator_process, scheduled_plane
 from support.kube import ControlPlane, Kubectl
 from support.kuberay import KubeRayOperator, install_crds
 from support.manifests import condition
 from support.node_agent import NodeAgent
-from support.pod_network import PodNetwork
 from support.waiting import eventually
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -55,15 +54,8 @@ def ray_kubectl(ray_plane: ControlPlane) -> Kubectl:
 
 @pytest.fixture(scope="module")
 def ray_node(ray_plane: ControlPlane, ray_kubectl: Kubectl) -> Iterator[NodeAgent]:
-    network = PodNetwork(ray_plane.workdir / "network")
-    network.start()
-    agent = NodeAgent(ray_plane.kubeconfig, ray_plane.workdir / "node", name="ray-node-0", gpus=0, network=network)
-    agent.start()
-    try:
+    with networked_node(ray_plane, ray_plane.workdir, "ray-node-0") as agent:
         yield agent
-    finally:
-        agent.stop()
-        network.stop()
 
 
 @pytest.fixture(scope="module")

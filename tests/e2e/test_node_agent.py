@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.e2e import GPU_PRODUCT, bound_claim
+from support.e2e import GPU_PRODUCT, bound_claim, networked_node
 from support.kube import ControlPlane, Kubectl
 from support.node_agent import NodeAgent
-from support.pod_network import PodNetwork
 from support.waiting import eventually
 
 pytestmark = pytest.mark.cluster
@@ -201,17 +200,8 @@ NETWORK_TAINT = {"key": "test/pod-network", "value": "yes", "effect": "NoSchedul
 @pytest.fixture
 def network_node(e2e_plane: ControlPlane, e2e_kubectl: Kubectl, tmp_path: Path) -> Iterator[NodeAgent]:
     """A node whose pods get a pod network; tainted, so only the pods that ask land on it (also once it is gone)."""
-    network = PodNetwork(tmp_path / "network")
-    network.start()
-    agent = NodeAgent(
-        e2e_plane.kubeconfig, tmp_path / "node", name="net-node-0", gpus=0, taints=[NETWORK_TAINT], network=network
-    )
-    agent.start()
-    try:
+    with networked_node(e2e_plane, tmp_path, "net-node-0", taints=[NETWORK_TAINT]) as agent:
         yield agent
-    finally:
-        agent.stop()
-        network.stop()
 
 
 def test_pod_network_resolves_service_names_through_its_dns(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 from .kube import ControlPlane, Kubectl, free_port
+from .node_agent import NodeAgent
+from .pod_network import PodNetwork
 from .waiting import eventually
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
@@ -96,3 +98,19 @@ def scheduled_plane(workdir: Path) -> Iterator[ControlPlane]:
         yield plane
     finally:
         plane.stop()
+
+
+@contextmanager
+def networked_node(
+    plane: ControlPlane, workdir: Path, name: str, taints: Sequence[dict[str, str]] = ()
+) -> Iterator[NodeAgent]:
+    """A node agent whose pods get a pod network (addresses, cluster DNS for service names), stopped on exit."""
+    network = PodNetwork(workdir / "network")
+    network.start()
+    agent = NodeAgent(plane.kubeconfig, workdir / "node", name=name, gpus=0, taints=list(taints), network=network)
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        network.stop()

@@ -102,6 +102,17 @@ class RunningPod:
     finished: bool = False
 
 
+def _placed(pod: RunningPod, phase: str) -> dict[str, Any]:
+    """The status fields of a pod this node runs, whatever its conditions: phase, addresses, start time."""
+    return {
+        "phase": phase,
+        "hostIP": "127.0.0.1",
+        "podIP": pod.ip,
+        "podIPs": [{"ip": pod.ip}],
+        "startTime": pod.started_at,
+    }
+
+
 @dataclass
 class NodeAgent:
     kubeconfig: Path
@@ -438,11 +449,7 @@ class NodeAgent:
         """Pending while the init containers run, as a kubelet reports it."""
         stamp = now()
         status = {
-            "phase": "Pending",
-            "hostIP": "127.0.0.1",
-            "podIP": pod.ip,
-            "podIPs": [{"ip": pod.ip}],
-            "startTime": pod.started_at,
+            **_placed(pod, "Pending"),
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
                 *(
@@ -468,11 +475,7 @@ class NodeAgent:
         """Running; Ready at once, or (a readiness probe) when the probe first passes."""
         stamp = now()
         status = {
-            "phase": "Running",
-            "hostIP": "127.0.0.1",
-            "podIP": pod.ip,
-            "podIPs": [{"ip": pod.ip}],
-            "startTime": pod.started_at,
+            **_placed(pod, "Running"),
             "conditions": [
                 {"type": "PodScheduled", "status": "True", "lastTransitionTime": stamp},
                 {"type": "Initialized", "status": "True", "lastTransitionTime": stamp},
