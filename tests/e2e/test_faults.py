@@ -135,11 +135,8 @@ def newest_checkpoint_step(output: Path) -> int:
 
 def running_pod(agent: NodeAgent, job: str, exclude: set[str]) -> tuple[str, str] | None:
     """(name, pod IP) of a pod of `job` the node agent runs now, not one of `exclude`."""
-    with agent._lock:
-        pods = list(agent.pods.values())
-    for pod in pods:
-        ours = pod.namespace == NAMESPACE and pod.name.startswith(f"{job}-") and pod.name not in exclude
-        if ours and pod.process.poll() is None:
+    for pod in agent.running_pods(NAMESPACE):
+        if pod.name.startswith(f"{job}-") and pod.name not in exclude:
             return pod.name, pod.ip
     return None
 

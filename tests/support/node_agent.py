@@ -650,6 +650,12 @@ class NodeAgent:
                     if pod:
                         _terminate(pod.process, grace=2)
 
+    def running_pods(self, namespace: str) -> list[RunningPod]:
+        """The pods of `namespace` whose container runs now (not one still in its init containers or launching)."""
+        with self._lock:
+            pods = list(self.pods.values())
+        return [p for p in pods if p.namespace == namespace and p.process is not None and p.process.poll() is None]
+
     def kill(self, namespace: str, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a pod's process the way an OOM or a crash would (fault tests)."""
         with self._lock:

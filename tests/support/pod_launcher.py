@@ -23,6 +23,14 @@ def mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True)
 
 
+def same_folder(path: str, other: str) -> bool:
+    try:
+        a, b = os.stat(path), os.stat(other)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def main(spec_path: str) -> None:
     with open(spec_path) as handle:
         spec = json.load(handle)
@@ -56,7 +64,9 @@ def main(spec_path: str) -> None:
         if item.get("readOnly"):
             mount("-o", "remount,bind,ro", target)
     for stage, path in kept:
-        if not os.path.isdir(path):  # hidden by a mount above: put it back
+        # Hidden by a mount above: put it back. Not "is there a folder": an earlier container of the
+        # pod (an init container) leaves its empty mount point in a shared scratch volume.
+        if not same_folder(path, stage):
             os.makedirs(path, exist_ok=True)
             mount("--bind", stage, path)
     os.chdir(spec.get("workingDir") or "/")
