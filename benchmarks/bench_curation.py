@@ -21,8 +21,9 @@ Every measurement runs in a fresh child process so peak memory (ru_maxrss)
 belongs to that run alone: the run's own peak plus its largest worker's (the
 workers share the parent's pages copy-on-write, so the sum overstates). Our timing includes reading the file and writing
 all five outputs; DataTrove's includes reading the same file and building its
-Documents. No step of ours uses embeddings (task labels come from rules), so
-there are no "with embeddings" figures to report.
+Documents. Ours runs its defaults as a CPU pod does: the static embedder for
+learned task labels, the n-gram and tree judges; the scorer LM off and the
+MiniLM relevance judge skipped above its CPU limit (both say so in the report).
 """
 
 from __future__ import annotations
