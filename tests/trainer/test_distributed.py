@@ -167,7 +167,7 @@ def test_lora_on_fsdp_matches_one_process_and_exports_the_adapter(
 
 def test_a_config_error_in_the_workers_exits_with_the_config_error_code(tmp_path: Path, tiny_model_dir: Path) -> None:
     """torchrun alone exits 1 here, and the Job would retry a run that cannot work; the launcher exits 42."""
-    from sft_trainer.runconfig import EXIT_CONFIG_ERROR
+    from sft_trainer.config import EXIT_CONFIG_ERROR
 
     unreadable = tmp_path / "data.jsonl"
     unreadable.write_bytes(b"\x00\x01 not JSON Lines at all\n")

@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from sft_trainer.config import TrainRunConfig
-from sft_trainer.runconfig import EXIT_CONFIG_ERROR
+from sft_trainer.config import EXIT_CONFIG_ERROR, TrainRunConfig
 from sft_trainer.training.entrypoint import run_from_config
 from sft_trainer.training.templates import CHATML
 

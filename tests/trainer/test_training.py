@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sft_trainer.config import TrainingConfig, TrainRunConfig
-from sft_trainer.runconfig import EXIT_CONFIG_ERROR
+from sft_trainer.config import EXIT_CONFIG_ERROR, TrainingConfig, TrainRunConfig
 from sft_trainer.training.entrypoint import run_from_config
 from support.kube import free_port
 

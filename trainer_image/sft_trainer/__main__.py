@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from .runconfig import EXIT_CONFIG_ERROR, ConfigError, load_run_config
+from .config import EXIT_CONFIG_ERROR
+from .runconfig import ConfigError, load_run_config
 from .sources import HF_SCHEME, resolve
 
 

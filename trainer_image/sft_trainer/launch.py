@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from .runconfig import EXIT_CONFIG_ERROR
+from .config import EXIT_CONFIG_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,9 +9,6 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-# Defined with the run configs, where the operator (which builds the podFailurePolicy on it) may import it.
-from .config import EXIT_CONFIG_ERROR as EXIT_CONFIG_ERROR
-
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 

@@ -103,9 +103,9 @@ def _run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from sft_trainer.config import CurationConfig, CurationRunConfig
+    from sft_trainer.config import EXIT_CONFIG_ERROR, CurationConfig, CurationRunConfig
     from sft_trainer.curation.entrypoint import run_from_config
-    from sft_trainer.runconfig import EXIT_CONFIG_ERROR, format_validation_error
+    from sft_trainer.runconfig import format_validation_error
 
     console = Console(stderr=True)
     if args.address and args.engine != "ray":

@@ -76,10 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from sft_trainer.config import EXIT_CONFIG_ERROR
     from sft_trainer.config.evaluation import EvaluationConfig, StyleSuite
     from sft_trainer.evaluation.generation import load_eval_model
     from sft_trainer.evaluation.runner import SUITES, EvalSettings, evaluate
-    from sft_trainer.runconfig import EXIT_CONFIG_ERROR, ConfigError
+    from sft_trainer.runconfig import ConfigError
 
     console = Console(stderr=True)
     if args.limit is not None and args.limit < 1:

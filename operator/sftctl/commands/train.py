@@ -86,7 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from sft_trainer.runconfig import EXIT_CONFIG_ERROR, ConfigError
+    from sft_trainer.config import EXIT_CONFIG_ERROR
+    from sft_trainer.runconfig import ConfigError
 
     console = Console(stderr=True)
     try:

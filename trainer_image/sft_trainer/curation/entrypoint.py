@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..config import EXIT_CONFIG_ERROR
 from ..config.curation import CurationRunConfig
 from ..cpus import usable_cpus
 from ..formats import DatasetReadError
 from ..paths import check_run_paths
 from ..progress import ProgressServer
-from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
+from ..runconfig import ConfigError
 from ..termination import write_termination_summary
 from .report import build_report, render_html
 from .runner import AccountingError

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainRunConfig
+from ..config import EXIT_CONFIG_ERROR, TrainRunConfig
 from ..paths import check_run_paths
-from ..runconfig import EXIT_CONFIG_ERROR, ConfigError
+from ..runconfig import ConfigError
 from .parallel import launched_as_rank_zero
 from .session import Reporter
 
