@@ -88,11 +88,12 @@ class PodNetwork:
     def resolv_conf(self, namespace: str) -> Path:
         """The /etc/resolv.conf of a pod in `namespace`: the pod network's DNS, a kubelet's search path."""
         path = self.workdir / f"resolv-{namespace}.conf"
-        path.write_text(
-            f"nameserver {self.gateway}\n"
-            f"search {namespace}.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN} cluster.local\n"
-            "options ndots:5\n"
-        )
+        if not path.exists():  # written once: running pods have it bound, a rewrite would truncate it under them
+            path.write_text(
+                f"nameserver {self.gateway}\n"
+                f"search {namespace}.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN} cluster.local\n"
+                "options ndots:5\n"
+            )
         return path
 
     def start(self) -> None:
