@@ -24,6 +24,7 @@ from ..paths import check_run_paths
 from ..progress import ProgressServer
 from ..runconfig import ConfigError
 from ..termination import write_termination_summary
+from .allocator import map_large_blocks
 from .report import build_report, render_html
 from .runner import AccountingError
 from .shards import InputShards
@@ -64,6 +65,7 @@ def run_from_config(
     `workers`: processes for the per-record steps; by default every CPU this process may use.
     """
     started = time.perf_counter()
+    map_large_blocks()  # freed shard arrays go back to the OS: the peak follows the compact state
     server = _progress_server(cfg.progress_port)
     progress = _reporting(on_progress, server, started)
     try:
