@@ -4,7 +4,10 @@ Goal (issue #11): 541 prompts in <= 10 min on 2 CPU cores with SmolLM2-135M.
 Prints prompts/s, generated tokens/s, the projection, and the machine's load
 average (the CPU is often shared: a loaded machine gives a pessimistic figure).
 
-    python benchmarks/bench_eval.py --prompts 60 --threads 1 [--batch-size 16] [--json out.json]
+    python benchmarks/bench_eval.py --prompts 60 --threads 1 [--batch-size 16] [--precision bf16] [--json out.json]
+
+`--precision bf16` generates in bfloat16 (as `training.precision: bf16` does for an SFTJob's evaluation):
+about 1.6x faster on a CPU with native bf16 instructions (AVX512-BF16, AMX), and slower on one without.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="as training.precision")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     step = max(1, total // args.prompts)
     chosen = prompts[::step][: args.prompts]  # spread: the file is not ordered by length, but be safe
     load_before = os.getloadavg()
-    model = load_eval_model(args.model, batch_size=args.batch_size)
+    model = load_eval_model(args.model, batch_size=args.batch_size, precision=args.precision)
     started = time.monotonic()
     run = model.generator.run([[Message("user", p.prompt)] for p in chosen], args.max_new_tokens)
     seconds = time.monotonic() - started
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "device": str(model.generator.device),
         "threads": torch.get_num_threads(),
+        "dtype": str(next(model.generator.model.parameters()).dtype),
         "cpuCount": os.cpu_count(),
         "loadAverageBefore": [round(x, 2) for x in load_before],
         "loadAverageAfter": [round(x, 2) for x in os.getloadavg()],

@@ -325,6 +325,7 @@ def burst_phase(
     """Replicas up and peered, then COUNT SFTJobs created at once: create-to-Job latency and Jobs/s."""
     namespace = "load"
     replicas = Replicas(plane, workdir, namespace, 2)
+    watcher: JobWatcher | None = None
     try:
         time.sleep(5)  # both replicas up and peered before the burst
         watcher = JobWatcher(batch, namespace)
@@ -341,10 +342,12 @@ def burst_phase(
             watcher.seen[f"s{i}-train"] - created[f"s{i}"] for i in range(args.count) if f"s{i}-train" in watcher.seen
         ]
         run.reached = len(run.latencies)
-        run = finish(run, replicas, cpu_before, plane_before, custom, batch, plane, audit_offset, namespace, args.count)
-        watcher.stop()
-        return run
+        return finish(
+            run, replicas, cpu_before, plane_before, custom, batch, plane, audit_offset, namespace, args.count
+        )
     finally:
+        if watcher is not None:
+            watcher.stop()
         replicas.stop()
 
 
@@ -370,10 +373,9 @@ def backlog_phase(
             run.rate = (len(times) - 1) / (times[-1] - times[0])  # intervals between the first and last Job
             run.start_rate = len(times) / (times[-1] - start)
             run.first_job_seconds = times[0] - start
-        run = finish(run, replicas, [0.0], plane_before, custom, batch, plane, audit_offset, namespace, args.count)
-        watcher.stop()
-        return run
+        return finish(run, replicas, [0.0], plane_before, custom, batch, plane, audit_offset, namespace, args.count)
     finally:
+        watcher.stop()
         replicas.stop()
 
 
