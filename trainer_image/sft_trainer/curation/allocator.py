@@ -12,7 +12,6 @@ the resident set by 51 MB (~0.5 KB per record) with the default, by 13 MB with a
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 
 _M_MMAP_THRESHOLD = -3
@@ -24,12 +23,8 @@ MMAP_THRESHOLD_BYTES = 1 << 20
 @functools.cache
 def map_large_blocks() -> bool:
     """Fix glibc's mmap threshold at `MMAP_THRESHOLD_BYTES` for this process; False where the C library is not
-    glibc (musl, macOS: nothing to do, their allocators return large blocks anyway). Once per process."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
-    mallopt = getattr(libc, "mallopt", None)
+    glibc (no `mallopt` to call: musl and macOS map large blocks on their own anyway). Once per process."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library Python itself runs on
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
