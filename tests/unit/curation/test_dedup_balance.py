@@ -6,10 +6,11 @@ import random
 import re
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from sft_trainer.curation.balance import Balance, entropy_cap
-from sft_trainer.curation.dedup import ExactDedup, NearDedup, conversation_text, lsh_bands
+from sft_trainer.curation.dedup import ExactDedup, NearDedup, conversation_text, equal_key_groups, lsh_bands
 from sft_trainer.curation.tasks import normalised_entropy
 from sft_trainer.formats import Conversation, Message
 
@@ -80,6 +81,21 @@ def test_exact_duplicates_ignore_case_and_punctuation() -> None:
     c = Conversation([Message("user", "Name a vegetable."), Message("assistant", "Leek")], 2)
     assert ExactDedup()([a, b, c]) == {0: "dedup.exact_duplicate"}
     assert a.meta["duplicate_of"] == 1
+
+
+def test_equal_keys_are_grouped_in_order_of_first_appearance() -> None:
+    """The sort-based grouping gives what a dict of lists in reading order gives: groups of 2+ in the order their
+    first member appears, members ascending (a key's bytes in any order, keys equal in a prefix kept apart)."""
+    rng = np.random.default_rng(7)
+    distinct = rng.integers(0, 256, size=(300, 16), dtype=np.uint8)
+    distinct[1, :15] = distinct[0, :15]  # differs only in the last byte
+    keys = distinct[rng.integers(0, 300, size=2000)]
+    expected: dict[bytes, list[int]] = {}
+    for row, key in enumerate(keys):
+        expected.setdefault(key.tobytes(), []).append(row)
+    assert equal_key_groups(keys) == [rows for rows in expected.values() if len(rows) > 1]
+    assert equal_key_groups(distinct) == []
+    assert equal_key_groups(keys[:1]) == []
 
 
 def test_lsh_bands_put_the_s_curve_near_the_threshold() -> None:

@@ -18,7 +18,8 @@ written through to the columns (`RowMeta`).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Sequence
+from array import array
+from collections.abc import Hashable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -38,7 +39,7 @@ _COMPACT_ROWS = 1 << 12
 """Rows moved or gathered at a time (`FeatureColumn.take_in_place`: a 2 MB slice of MinHash signatures)."""
 
 
-def shape_of(value: Any, numbers: list[float], strings: dict[str, int]) -> Shape | None:
+def shape_of(value: Any, numbers: MutableSequence[float], strings: dict[str, int]) -> Shape | None:
     """The shape of a JSON-like value, its numbers appended to `numbers` (a string: its position in `strings`,
     added there if new); None for a value it cannot hold."""
     kind = type(value)
@@ -86,15 +87,14 @@ def build(shape: Shape, numbers: Iterator[float], strings: list[str]) -> Any:
     return body
 
 
-def gathered(source: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """source[starts[k] : starts[k] + counts[k]] for every k, one after the other; a block of rows at a time
-    (the index arrays of a whole set would cost more than the numbers)."""
-    blocks = []
-    for at in range(0, len(starts), _COMPACT_ROWS):
-        block_starts, block_counts = starts[at : at + _COMPACT_ROWS], counts[at : at + _COMPACT_ROWS]
-        before = np.cumsum(block_counts) - block_counts
-        blocks.append(source[np.arange(block_counts.sum()) - np.repeat(before - block_starts, block_counts)])
-    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.float64)
+def gather_into(out: np.ndarray, at: np.ndarray, source: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> None:
+    """out[at[k] : at[k] + counts[k]] = source[starts[k] : starts[k] + counts[k]] for every k, a block of rows at a
+    time (the index arrays of a whole set would cost more than the numbers)."""
+    for first in range(0, len(starts), _COMPACT_ROWS):
+        block = slice(first, first + _COMPACT_ROWS)
+        block_counts = counts[block]
+        within = np.arange(block_counts.sum()) - np.repeat(np.cumsum(block_counts) - block_counts, block_counts)
+        out[np.repeat(at[block], block_counts) + within] = source[np.repeat(starts[block], block_counts) + within]
 
 
 def string_slots(shape: Shape) -> list[int]:
@@ -274,7 +274,7 @@ class CompactRecords(_Rows[Conversation]):
     def of(convs: Sequence[Conversation], features: frozenset[str] = frozenset(), text: bool = False) -> CompactRecords:
         shapes: list[Shape] = []
         ids: dict[Shape, int] = {}
-        numbers: list[float] = []
+        numbers = array("d")  # 8 bytes a number (a list of Python floats: 32)
         strings: dict[str, int] = {}
         shape = np.empty(len(convs), dtype=np.int32)
         start = np.empty(len(convs), dtype=np.int64)
@@ -294,7 +294,7 @@ class CompactRecords(_Rows[Conversation]):
             np.fromiter((c.source_index for c in convs), dtype=np.int64, count=len(convs)),
             shape,
             start,
-            np.array(numbers, dtype=np.float64),
+            np.frombuffer(numbers, dtype=np.float64),
             shapes,
             list(strings),
             np.fromiter((response_words(c) for c in convs), dtype=np.int32, count=len(convs)),
@@ -337,9 +337,10 @@ class CompactRecords(_Rows[Conversation]):
         return kept
 
     def feature_column(self, key: str) -> np.ndarray | None:
-        """Every row's feature as one matrix, without a copy; None unless every row has it as an array."""
+        """Every row's feature as one matrix, without a copy (bytes as rows of uint8); None unless every row has it
+        as an array or as bytes of one length."""
         column = self.features.get(key)
-        return column.data if column is not None and column.kind == "array" and column.present is None else None
+        return column.data if column is not None and column.kind != "object" and column.present is None else None
 
     def find(self, source_index: int) -> int | None:
         """The row of a source_index, or None."""
@@ -362,15 +363,15 @@ class CompactRecords(_Rows[Conversation]):
         ends = np.append(self.start, len(self.numbers)).astype(np.int64)[1:]
         counts, starts, shape = (ends - self.start)[rows], self.start[rows].copy(), self.shape[rows].copy()
         shapes, strings, odd = self.shapes, self.strings, {}
-        rows_list = rows.tolist()
-        source = self.numbers
-        redo = [k for k, row in enumerate(rows_list) if row in self.changes or row in self.odd]
-        if redo:  # rows a set step changed: encoded again, their numbers after this table's
-            shapes, extra = list(self.shapes), list[float]()
+        touched = np.array([*self.changes, *self.odd], dtype=np.int64)
+        redo = np.flatnonzero(np.isin(rows, touched)).tolist() if len(touched) else []
+        extra = array("d")  # 8 bytes a number: a dedup phase changes every clustered row
+        if redo:  # rows a set step changed: encoded again, their numbers read from `extra`
+            shapes = list(self.shapes)
             ids = {s: k for k, s in enumerate(shapes)}
             string_ids = {text: k for k, text in enumerate(self.strings)}
             for k in redo:
-                meta, found_numbers = self.meta(rows_list[k]), list[float]()
+                meta, found_numbers = self.meta(int(rows[k])), list[float]()
                 found = shape_of(meta, found_numbers, string_ids)
                 if found is None:
                     odd[k], shape[k], counts[k] = meta, -1, 0
@@ -378,20 +379,26 @@ class CompactRecords(_Rows[Conversation]):
                 shape[k] = ids.setdefault(found, len(shapes))
                 if shape[k] == len(shapes):
                     shapes.append(found)
-                starts[k], counts[k] = len(self.numbers) + len(extra), len(found_numbers)
-                extra += found_numbers
-            source = np.concatenate([self.numbers, np.array(extra, dtype=np.float64)])
+                starts[k], counts[k] = len(extra), len(found_numbers)
+                extra.extend(found_numbers)
             strings = list(string_ids)
+        # The kept rows' numbers written once into their new column (no joined copy of this table's and `extra`).
+        at = (np.cumsum(counts) - counts).astype(np.int64)
+        numbers = np.empty(int(counts.sum()), dtype=np.float64)
+        changed = np.zeros(len(rows), dtype=bool)
+        changed[redo] = True
+        gather_into(numbers, at[~changed], self.numbers, starts[~changed], counts[~changed])
+        gather_into(numbers, at[changed], np.frombuffer(extra, dtype=np.float64), starts[changed], counts[changed])
         return CompactRecords(
             self.source_index[rows],
             shape,
-            (np.cumsum(counts) - counts).astype(np.int64),
-            gathered(source, starts, counts),
+            at,
+            numbers,
             shapes,
             strings,
             self.words[rows],
             {key: column.take_in_place(rows) if in_place else column.take(rows) for key, column in kept.items()},
-            [self.texts[row] for row in rows_list] if self.texts is not None and text else None,
+            [self.texts[row] for row in rows.tolist()] if self.texts is not None and text else None,
             odd,
         )
 
@@ -460,17 +467,23 @@ class Rejections(_Rows[Rejection]):
     """The detail of rows that have one (records that could not be parsed), by row."""
 
     def add(self, rejected: Sequence[Rejection]) -> None:
-        ids = {reasons: k for k, reasons in enumerate(self.reason_lists)}
-        codes = np.empty(len(rejected), dtype=np.int32)
         for k, r in enumerate(rejected):
-            codes[k] = ids.setdefault(tuple(r.reasons), len(ids))
-            if codes[k] == len(self.reason_lists):
-                self.reason_lists.append(tuple(r.reasons))
             if r.detail:
                 self.details[len(self.source_index) + k] = r.detail
-        self.source_index = np.concatenate(
-            [self.source_index, np.fromiter((r.source_index for r in rejected), np.int64)]
+        self.add_rows(
+            np.fromiter((r.source_index for r in rejected), np.int64, count=len(rejected)),
+            [tuple(r.reasons) for r in rejected],
         )
+
+    def add_rows(self, source_index: np.ndarray, reasons: Sequence[tuple[str, ...]]) -> None:
+        """Rows without a detail, from their columns (a set phase's stopped records, never built one by one)."""
+        ids = {listed: k for k, listed in enumerate(self.reason_lists)}
+        codes = np.empty(len(reasons), dtype=np.int32)
+        for k, listed in enumerate(reasons):
+            codes[k] = ids.setdefault(listed, len(ids))
+            if codes[k] == len(self.reason_lists):
+                self.reason_lists.append(listed)
+        self.source_index = np.concatenate([self.source_index, source_index.astype(np.int64)])
         self.reasons = np.concatenate([self.reasons, codes])
 
     def in_order(self) -> Rejections:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..cpus import usable_cpus
 from ..formats import Conversation
-from .base import SetStep, feature_matrix
+from .base import FeatureColumns, SetStep, feature_matrix
 from .text import normalise
 
 
@@ -52,37 +52,55 @@ def quality(conv: Conversation) -> float:
     return float(conv.meta.get("scores", {}).get("quality", 0.0))
 
 
-def _keep_best(members: list[int], convs: Sequence[Conversation]) -> int:
-    """The cluster member to keep: highest quality, then earliest in the file."""
-    return max(members, key=lambda i: (quality(convs[i]), -convs[i].source_index))
-
-
 def _mark_cluster(members: list[int], convs: Sequence[Conversation], kind: str, code: str) -> dict[int, str]:
-    keeper = _keep_best(members, convs)
-    cluster = f"{kind}-{convs[keeper].source_index}"
-    for i in members:
-        convs[i].meta["dup_cluster"] = cluster
-        if i != keeper:
-            convs[i].meta["duplicate_of"] = convs[keeper].source_index
-    return {i: code for i in members if i != keeper}
+    """Name the cluster in its members' meta and stop all but the best: highest quality, then earliest in the file.
+    Each member is read once (compact records build a record at each read)."""
+    read = [convs[i] for i in members]
+    keeper = max(read, key=lambda conv: (quality(conv), -conv.source_index))
+    cluster = f"{kind}-{keeper.source_index}"
+    for conv in read:
+        conv.meta["dup_cluster"] = cluster
+        if conv is not keeper:
+            conv.meta["duplicate_of"] = keeper.source_index
+    return {i: code for i, conv in zip(members, read, strict=True) if conv is not keeper}
 
 
 EXACT_KEY = "exact_key"
 MINHASH = "minhash"
+EXACT_KEY_BYTES = 16
 
 
 def exact_key(conv: Conversation) -> bytes:
     """128-bit digest of the normalised turns: equal for exact duplicates, 16 bytes to keep instead of the text."""
     text = "\x1f".join(f"{m.role}:{normalise(m.content)}" for m in conv.messages if m.role != "system")
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=EXACT_KEY_BYTES).digest()
 
 
-def equal_key_groups(keys: Sequence[bytes]) -> list[list[int]]:
-    """Positions sharing a key, groups of 2+ (the one-pod way; the Ray engine groups by key on the cluster)."""
-    groups: dict[bytes, list[int]] = {}
-    for i, key in enumerate(keys):
-        groups.setdefault(key, []).append(i)
-    return [members for members in groups.values() if len(members) > 1]
+def exact_keys(convs: Sequence[Conversation]) -> np.ndarray:
+    """Every record's exact key as a row of a (records x 16) uint8 matrix: compact records hand over the column
+    they hold, a list of records is joined."""
+    column = convs.feature_column(EXACT_KEY) if isinstance(convs, FeatureColumns) else None
+    if column is not None:
+        return column
+    joined = b"".join(conv.features[EXACT_KEY] for conv in convs)
+    return np.frombuffer(joined, dtype=np.uint8).reshape(len(convs), EXACT_KEY_BYTES)
+
+
+def equal_key_groups(keys: np.ndarray) -> list[list[int]]:
+    """Rows of `keys` (a uint8 matrix) that are equal, groups of 2+: members ascending, groups in the order of
+    their first member (the one-pod way, by a sort as near dedup's buckets: a dict of lists over a large set held
+    0.25 KB a record; the Ray engine groups by key on the cluster)."""
+    if len(keys) < 2:
+        return []
+    rows = np.ascontiguousarray(keys).view(np.dtype((np.void, keys.shape[1]))).ravel()
+    order = np.argsort(rows, kind="stable")  # equal keys side by side, each run in ascending rows
+    ordered = rows[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    sizes = np.diff(np.append(starts, len(rows)))
+    shared = sizes > 1
+    starts, sizes = starts[shared], sizes[shared]  # only the runs of 2+ become lists (most keys are alone)
+    by_first = np.argsort(order[starts], kind="stable")
+    return [order[start : start + size].tolist() for start, size in zip(starts[by_first], sizes[by_first], strict=True)]
 
 
 class ExactDedup(SetStep):
@@ -94,7 +112,7 @@ class ExactDedup(SetStep):
 
     def __init__(self) -> None:
         super().__init__()
-        self.find_groups: Callable[[Sequence[bytes]], list[list[int]]] = equal_key_groups
+        self.find_groups: Callable[[np.ndarray], list[list[int]]] = equal_key_groups
         """How groups of equal keys are found: here, or distributed (`ray_engine.py`); same groups either way."""
 
     def prepare(self, convs: Sequence[Conversation]) -> None:
@@ -105,7 +123,7 @@ class ExactDedup(SetStep):
     def select(self, convs: Sequence[Conversation]) -> dict[int, str]:
         self.prepare(convs)
         stopped: dict[int, str] = {}
-        for members in self.find_groups([conv.features[EXACT_KEY] for conv in convs]):
+        for members in self.find_groups(exact_keys(convs)):
             stopped.update(_mark_cluster(members, convs, "exact", "exact_duplicate"))
         return stopped
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -197,13 +197,13 @@ def _pairs(dataset: Any) -> list[tuple[int, int]]:
     return pairs
 
 
-def ray_equal_key_groups(keys: Sequence[bytes]) -> list[list[int]]:
-    """`dedup.equal_key_groups` by a Ray Data group-by on the key: the same groups."""
+def ray_equal_key_groups(keys: np.ndarray) -> list[list[int]]:
+    """`dedup.equal_key_groups` by a Ray Data group-by on the key (rows of a uint8 matrix): the same groups."""
     import ray
 
     if len(keys) < 2:
         return []
-    dataset = ray.data.from_items([{"position": i, "key": key.hex()} for i, key in enumerate(keys)])
+    dataset = ray.data.from_items([{"position": i, "key": key.tobytes().hex()} for i, key in enumerate(keys)])
     grouped = dataset.groupby("key", num_partitions=_partitions(len(keys)))
     pairs = _pairs(grouped.map_groups(_leader_pairs, batch_format="numpy"))
     return clusters_of_pairs(len(keys), pairs)

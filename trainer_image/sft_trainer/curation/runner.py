@@ -255,9 +255,10 @@ class Runner:
     """Runs a step list over parsed records; `labels` names steps for progress ("filter", "tokens"...).
 
     `run` takes a whole set. A streaming engine calls `advance` on shards (a
-    runner per run of per-record stages, reused shard after shard) and on the
-    compact survivors for a set step; routed records gather in `rejected`,
-    `review` and `examples` until it takes them (`take_routed`).
+    runner per run of per-record stages, reused shard after shard); routed
+    records gather in `rejected`, `review` and `examples` until it takes them
+    (`take_routed`). It runs a set step on its compact survivors itself and
+    routes what the step stops as columns (`StreamingEngine._set_phase`).
     """
 
     def __init__(
@@ -345,8 +346,7 @@ class Runner:
         raise TypeError(f"{type(first).__name__} is not a Filter, Annotator or SetStep")
 
     def run_set_step(self, step: SetStep, label: str, convs: Sequence[Conversation]) -> dict[int, str]:
-        """A set step over `convs` (a list, or a streaming engine's compact records); the records it stops are
-        routed, and returned by position."""
+        """A set step over `convs`; the records it stops are routed, and returned by position."""
         self.progress(label, 0, len(convs))
         stopped = step(convs)
         self.progress(label, len(convs), len(convs))

@@ -226,23 +226,29 @@ class StreamingEngine:
         """Add a shard's counters to the steps: nothing to do here, the steps that ran are these ones."""
 
     def _set_phase(self, phase: Phase, state: State) -> None:
+        """The phase's set step on the compact survivors. The records it stops are routed as columns (a dedup
+        phase can stop a quarter of a large set: a record and a Rejection built for each held ~1 KB a record);
+        the output pass writes them with their text and meta from `state.set_stopped`."""
         step = phase.steps[0]
         label = self.labels.get(id(step), step.name)
         assert isinstance(step, SetStep)
-        runner = Runner([step], labels=self.labels, on_progress=self.progress)
         records = state.alive
-        verdicts = runner.run_set_step(step, label, records)
-        rejected, review = runner.take_routed()
+        self.progress(label, 0, len(records))
+        verdicts = step(records)
+        self.progress(label, len(records), len(records))
         stopped = np.array(sorted(verdicts), dtype=np.int64)
+        reasons = [verdicts[i] for i in stopped.tolist()]
         state.set_stopped = state.set_stopped.plus(
             phase.index,
             records.take(stopped, frozenset(), text=False),
             np.full(len(stopped), step.outcome == "review"),
-            [verdicts[i] for i in stopped.tolist()],
+            reasons,
         )
-        state.rejected.add(rejected)
-        state.review += [(plain(c), reasons) for c, reasons in review]
-        _add_examples(state.examples, runner.examples)
+        if step.outcome == "review":
+            state.review += [(plain(records[i]), [reason]) for i, reason in zip(stopped.tolist(), reasons, strict=True)]
+        else:
+            state.rejected.add_rows(records.source_index[stopped], [(reason,) for reason in reasons])
+            _add_examples(state.examples, _first_examples(records, stopped.tolist(), reasons))
         kept = np.setdiff1d(np.arange(len(records)), stopped)
         state.funnel.append((label, len(kept)))
         keep = keep_after(self.phases, phase.index, self.steps)
@@ -324,6 +330,17 @@ class StreamingEngine:
         """After the outputs are checked: the parts and the saved phases are no longer needed."""
         shutil.rmtree(self.out / PARTS, ignore_errors=True)
         shutil.rmtree(self._stage_dir(), ignore_errors=True)
+
+
+def _first_examples(records: CompactRecords, rows: list[int], reasons: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The report's examples of these stopped rows: the first few of each reason, as the runner picks them (their
+    text, when the records hold none, is read in the output pass)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row, reason in zip(rows, reasons, strict=True):
+        bucket = found.setdefault(reason, [])
+        if len(bucket) < EXAMPLES_PER_REASON:
+            bucket.append(example(records[row]))
+    return found
 
 
 def _add_examples(target: dict[str, list[dict[str, Any]]], new: dict[str, list[dict[str, Any]]]) -> None:
