@@ -13,7 +13,7 @@ MODEL_DIR := .cache/models/smollm2-135m-instruct
 export SFT_MODEL_CACHE := $(abspath .cache/models)
 PYTEST_ARGS ?=
 
-.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-scale bench-train bench-operator bench-outcome base-model clean
+.PHONY: help venv cluster-binaries model system-deps crds check-crds test test-unit lint demo bench-curation bench-scale bench-train bench-eval bench-operator bench-outcome base-model clean
 
 help:
 	@echo "make demo   - curate a slice of Alpaca and LoRA-fine-tune SmolLM2-135M on this machine"
@@ -97,6 +97,10 @@ bench-operator: $(STAMP) cluster-binaries
 classifiers: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/train_classifiers.py
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/train_fluency.py --write
+
+# IFEval generation speed: our decoding loop against transformers' generate on the same prompts (~10 min here).
+bench-eval: $(STAMP) model
+	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_eval.py --prompts 128 --batch-size 64 --threads 2 --precision bf16 --baseline $(BENCH_EVAL_ARGS)
 
 bench-train: $(STAMP)
 	SFT_SHARED_DATA=$(SHARED_DATA) $(PY) benchmarks/bench_train.py

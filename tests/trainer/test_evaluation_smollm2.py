@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sft_trainer.evaluation.decoding import greedy_tokens
 from sft_trainer.evaluation.generation import PROMPT_TOO_LONG, EvalModel, load_eval_model
 from sft_trainer.evaluation.ifeval import RESPONSES_FILE, run_ifeval
 from sft_trainer.evaluation.reference import reference_from_path, run_reference
@@ -46,6 +47,35 @@ def test_batched_left_padded_generation_matches_one_at_a_time(smol: EvalModel) -
     # 12 tokens cannot finish the second answer: it is counted as hitting the cap, not hidden.
     assert batched.replies[1].hit_cap and batched.replies[1].new_tokens == 12
     assert batched.hit_cap >= 1
+
+
+def test_our_greedy_loop_gives_the_tokens_transformers_generate_gives(smol: EvalModel) -> None:
+    """The decoding loop that writes the KV cache in place and drops finished rows decodes what `generate` does: a
+    batch of prompts of different lengths where one reply stops early (leaving the batch) and the others run on."""
+    generator = smol.generator
+    prompts = [
+        [Message("user", "Answer with one word: what colour is the sky on a clear day?")],
+        [Message("user", "Write a short poem about the sea.")],
+        [Message("user", "List three uses of copper, one per line, and explain each in a sentence.")],
+    ]
+    chunk = [generator.prompt_ids(p) for p in prompts]
+    input_ids, attention = generator.left_padded(chunk)
+    stop = generator.stop_ids
+    ours = greedy_tokens(generator.model, input_ids, attention, 24, stop)
+    with torch.no_grad():
+        generated = generator.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=stop,
+            pad_token_id=generator.pad_id,
+        )[:, input_ids.shape[1] :].tolist()
+    theirs = [row[: next((k + 1 for k, t in enumerate(row) if t in stop), len(row))] for row in generated]
+    assert ours == theirs
+    lengths = sorted(len(row) for row in ours)
+    assert lengths[0] < 24 and ours[0][-1] in stop  # the one-word answer stopped and left the batch
+    assert lengths[-1] == 24  # the others ran to the cap after it left
 
 
 def test_prompt_longer_than_the_context_is_a_counted_skip(smol: EvalModel) -> None:

@@ -2,9 +2,9 @@
 
 Generation renders each prompt with the training template (as serving does),
 left-pads a batch so every prompt ends where generation starts, and decodes
-greedily with the KV cache. Prompts are batched in order of length, so a
-batch holds prompts of similar length and padding costs little; replies come
-back in input order.
+greedily with the KV cache (`decoding.py`: written in place, finished rows
+dropped). Prompts are batched in order of length, so a batch holds prompts of
+similar length and padding costs little; replies come back in input order.
 
 Two things are counted rather than hidden:
 
@@ -106,8 +106,6 @@ class Generator:
         """Generate for every prompt; skips and replies that never stopped are counted (module docstring)."""
         import time
 
-        import torch
-
         started = time.monotonic()
         result = GenerationRun(replies=[None] * len(prompts))
         encoded: dict[int, list[int]] = {}
@@ -124,7 +122,7 @@ class Generator:
         try:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                rows = self._generate_batch([encoded[p] for p in batch], max_new_tokens, stop, torch)
+                rows = self._generate_batch([encoded[p] for p in batch], max_new_tokens, stop)
                 for position, row in zip(batch, rows, strict=True):
                     result.replies[position] = row
         finally:
@@ -132,38 +130,34 @@ class Generator:
         result.seconds = time.monotonic() - started
         return result
 
-    def _generate_batch(
-        self, chunk: list[list[int]], max_new_tokens: int, stop: list[int], torch: Any
-    ) -> list[Generation]:
+    def left_padded(self, chunk: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of a batch, padded on the left so every prompt ends where its reply starts."""
+        import torch
+
         width = max(len(ids) for ids in chunk)
-        # Left padding, so every prompt ends where generation starts.
         input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, ids in enumerate(chunk):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
-        with torch.no_grad():
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=stop,
-                pad_token_id=self.pad_id,
-                use_cache=True,
-            )
-        generations = []
-        for row in out[:, width:].tolist():
-            ends = [row.index(t) for t in stop if t in row]
-            cut = min(ends) if ends else len(row)
-            generations.append(
-                Generation(
-                    text=self.tokenizer.decode(row[:cut], skip_special_tokens=True),
-                    new_tokens=cut + (1 if ends else 0),
-                    hit_cap=not ends,
-                )
-            )
-        return generations
+        return input_ids.to(self.device), attention.to(self.device)
+
+    def _generate_batch(self, chunk: list[list[int]], max_new_tokens: int, stop: list[int]) -> list[Generation]:
+        from .decoding import greedy_tokens
+
+        return [
+            self.reply(row, stop) for row in greedy_tokens(self.model, *self.left_padded(chunk), max_new_tokens, stop)
+        ]
+
+    def reply(self, tokens: list[int], stop: list[int]) -> Generation:
+        """A reply from its generated tokens: cut at the first stop token, or counted as hitting the cap."""
+        ends = [tokens.index(t) for t in stop if t in tokens]
+        cut = min(ends) if ends else len(tokens)
+        return Generation(
+            text=self.tokenizer.decode(tokens[:cut], skip_special_tokens=True),
+            new_tokens=cut + (1 if ends else 0),
+            hit_cap=not ends,
+        )
 
 
 # ---------------------------------------------------------------------------
