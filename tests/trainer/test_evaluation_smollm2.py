@@ -168,6 +168,8 @@ def test_sftctl_eval_compares_base_and_adapter(shared_data: Path, tmp_path: Path
             str(shared_data / "eval" / "ifeval_input_data.jsonl"),
             "--threads",
             "1",
+            "--precision",
+            "bf16",  # the fast path on a CPU with native bf16 (docs/evaluation.md, Speed)
             "--out",
             str(out),
         ]

@@ -67,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--template", default="auto", help="chat template: auto (the model's), chatml, llama3, alpaca")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default 16)")
     parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="auto: bf16 on a GPU, fp32 on a CPU; bf16 on a CPU with native bf16 (AVX512-BF16, AMX) is ~1.6x faster",
+    )
+    parser.add_argument(
         "--threads", type=int, help="CPU threads for torch (default: torch's; 1 is faster on a machine others load)"
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for eval_report.json/.html and responses")
@@ -120,7 +126,9 @@ def _run(args: argparse.Namespace) -> int:
     settings = EvalSettings(config)
 
     def loader(model: Path, adapter: Path | None, name: str):  # type: ignore[no-untyped-def]
-        return lambda: load_eval_model(model, adapter, template=args.template, batch_size=args.batch_size, name=name)
+        return lambda: load_eval_model(
+            model, adapter, template=args.template, precision=args.precision, batch_size=args.batch_size, name=name
+        )
 
     if args.adapter and not args.no_base:
         loaders = {
