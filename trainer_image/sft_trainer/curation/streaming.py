@@ -248,7 +248,7 @@ class StreamingEngine:
             state.review += [(plain(records[i]), [reason]) for i, reason in zip(stopped.tolist(), reasons, strict=True)]
         else:
             state.rejected.add_rows(records.source_index[stopped], [(reason,) for reason in reasons])
-            _add_examples(state.examples, _first_examples(records, stopped.tolist(), reasons))
+            _add_stopped_examples(state.examples, records, stopped.tolist(), reasons)
         kept = np.setdiff1d(np.arange(len(records)), stopped)
         state.funnel.append((label, len(kept)))
         keep = keep_after(self.phases, phase.index, self.steps)
@@ -332,15 +332,15 @@ class StreamingEngine:
         shutil.rmtree(self._stage_dir(), ignore_errors=True)
 
 
-def _first_examples(records: CompactRecords, rows: list[int], reasons: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The report's examples of these stopped rows: the first few of each reason, as the runner picks them (their
-    text, when the records hold none, is read in the output pass)."""
-    found: dict[str, list[dict[str, Any]]] = {}
+def _add_stopped_examples(
+    target: dict[str, list[dict[str, Any]]], records: CompactRecords, rows: list[int], reasons: list[str]
+) -> None:
+    """The report's examples of a set phase's stopped rows: the first few of each reason, as the runner picks them
+    (their text, when the records hold none, is read in the output pass). Only those rows are built."""
     for row, reason in zip(rows, reasons, strict=True):
-        bucket = found.setdefault(reason, [])
+        bucket = target.setdefault(reason, [])
         if len(bucket) < EXAMPLES_PER_REASON:
             bucket.append(example(records[row]))
-    return found
 
 
 def _add_examples(target: dict[str, list[dict[str, Any]]], new: dict[str, list[dict[str, Any]]]) -> None:
