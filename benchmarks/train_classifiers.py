@@ -11,7 +11,8 @@ used here only; the pipeline reads the weights with numpy.
 
 **Style** (`style.npz` and `style_words.npz`, read by `curation/style.py`):
 gradient-boosted trees (HistGradientBoostingClassifier, exported to numpy by
-`curation/trees.py`) over `style.text_feature_matrix` of the response and,
+`curation/trees.py`) over `style.feature_matrix` of the response beside its
+prompt and,
 stacked, the logit of a logistic regression over the tf-idf of its cased
 word unigrams and bigrams (the trees are fitted on that model's out-of-fold
 logits). Every source is cut by `noise.calibration_half` (CRC-32 of the
@@ -32,8 +33,13 @@ prompts, so one prompt's answers are all in the same half and fold.
   classifier that a short plain answer is synthetic and flag terse human
   answers), GPTeacher code generation (its answers are code, which has no
   chat style), raw Alpaca (text-davinci-003, the data users most often curate).
+The judge decides only on answers of at least `min_words` words: the start
+of the first band of `LENGTH_EDGES` from which the out-of-fold AUC of LIMA
+against the chat models' answers is `MIN_JUDGED_AUC` or better in every
+longer band (shorter answers are scored, never rejected for style).
 The threshold is the lowest at which at most `HUMAN_FP_TARGET` of the
-calibration half's out-of-fold LIMA scores exceed it; the learning rate is
+calibration half's out-of-fold LIMA scores exceed it, counting only the
+answers long enough to be judged; the learning rate is
 the one whose out-of-fold scores put the most long chat-model answers (the
 noise kit's assistant_style donors) above that threshold.
 
@@ -69,7 +75,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "trainer_image"))
 
 from sft_trainer.curation import gptisms, linear, noise, style, tasks, trees  # noqa: E402
-from sft_trainer.curation.text import last_response, prompt_text  # noqa: E402
+from sft_trainer.curation.text import last_response, last_user_turn, prompt_text  # noqa: E402
 from sft_trainer.formats import Conversation, Message, RejectedRecord, read_dataset  # noqa: E402
 
 LABELS_DIR = ROOT / "benchmarks" / "data"
@@ -85,6 +91,10 @@ RULE_PRECISION = 0.9
 """A rule class lends its labels to training when at least this share of the hand labels it predicts agree."""
 RULE_LABELS_PER_CLASS = 150
 GPTEACHER_PER_SOURCE = 150
+LENGTH_EDGES = (0, 50, 100, 150, 200, 250)
+"""Bands of answer length (words) in which the style model's separation is measured."""
+MIN_JUDGED_AUC = 0.95
+"""The judge decides only from the answer length on which the model tells LIMA from chat models this well."""
 STYLE_LEARNING_RATES = (0.05, 0.1)
 STYLE_TREES = 300
 STYLE_LEAVES = 15
@@ -296,6 +306,30 @@ def save_word_model(path: Path, model) -> None:  # noqa: ANN001
     )
 
 
+def auc_by_length(words: np.ndarray, pred: np.ndarray, human: np.ndarray, chat: np.ndarray) -> dict[int, float]:
+    """Out-of-fold AUC of LIMA against the chat models' answers within each band of `LENGTH_EDGES` (keyed by its start)."""
+    out = {}
+    for start, end in zip(LENGTH_EDGES, (*LENGTH_EDGES[1:], np.inf), strict=True):
+        band = (words >= start) & (words < end)
+        out[int(start)] = round(roc_auc(chat[band & (human | chat)], pred[band & (human | chat)]), 4)
+    return out
+
+
+def shortest_separated_length(by_length: dict[int, float]) -> int:
+    """The start of the first length band from which every longer band separates at MIN_JUDGED_AUC or better."""
+    starts = sorted(by_length)
+    for start in starts:
+        if all(by_length[s] >= MIN_JUDGED_AUC for s in starts if s >= start):
+            return start
+    raise SystemExit(f"no answer length separates chat models from people at AUC {MIN_JUDGED_AUC}: {by_length}")
+
+
+def lima_cut(pred: np.ndarray, long_enough: np.ndarray, is_lima: np.ndarray) -> float:
+    """The lowest threshold that flags at most HUMAN_FP_TARGET of LIMA, counting only answers long enough to judge."""
+    judged = np.where(long_enough, pred, 0.0)
+    return float(np.quantile(judged[is_lima], 1 - HUMAN_FP_TARGET, method="higher"))
+
+
 def train_style(data: Path) -> dict:
     rng = random.Random(SEED)
     sources = style_sources(data, rng)
@@ -306,10 +340,11 @@ def train_style(data: Path) -> dict:
     labelled = [s for s in sources if s.label is not None]
     cal = [c for s in labelled for c in halves[True][s.name]]
     texts_cal = [last_response(c) for c in cal]
-    features_cal = style.text_feature_matrix(texts_cal)
+    features_cal = style.feature_matrix([last_user_turn(c) for c in cal], texts_cal)
+    words_cal = np.array([style.word_count(t) for t in texts_cal])
     y_cal = np.concatenate([np.full(len(halves[True][s.name]), s.label) for s in labelled])
     group = np.concatenate([np.full(len(halves[True][s.name]), i) for i, s in enumerate(labelled)])
-    prompts = np.unique([prompt_text(c) for c in cal], return_inverse=True)[1]
+    prompt_groups = np.unique([prompt_text(c) for c in cal], return_inverse=True)[1]
 
     # The goal's terms on the calibration half: the noise kit plants long chat-model answers.
     kit_like = np.array(
@@ -320,58 +355,70 @@ def train_style(data: Path) -> dict:
         ]
     )
     is_lima = group == [s.name for s in labelled].index("lima")
+    is_kit_source = np.isin(group, [i for i, s in enumerate(labelled) if s.name in KIT_SOURCES])
     # Out-of-fold scores of the whole stack: in each outer fold the word model's logits that
     # the trees train on are themselves out-of-fold within the training part.
-    folds = prompt_folds(y_cal, prompts)
+    folds = prompt_folds(y_cal, prompt_groups)
     stacked = []
     for train, test in folds:
         train_texts = [texts_cal[i] for i in train]
-        inner = out_of_fold_word_logits(train_texts, y_cal[train], prompts[train])
+        inner = out_of_fold_word_logits(train_texts, y_cal[train], prompt_groups[train])
         outer = fit_word_model(train_texts, y_cal[train]).decision_function([texts_cal[i] for i in test])
         stacked.append((np.column_stack([features_cal[train], inner]), np.column_stack([features_cal[test], outer])))
         print(f"  word model: fold {len(stacked)}/{FOLDS} done", flush=True)
-    best_c, best_recall, best_auc, oof = None, -1.0, -1.0, None
+    best: dict = {"kit_recall": -1.0}
     for c in STYLE_LEARNING_RATES:
         pred = np.zeros(len(y_cal))
         for (train, test), (x_train, x_test) in zip(folds, stacked, strict=True):
             pred[test] = style_estimator(c).fit(x_train, y_cal[train]).predict_proba(x_test)[:, 1]
-        auc = roc_auc(y_cal, pred)
-        cut = float(np.quantile(pred[is_lima], 1 - HUMAN_FP_TARGET, method="higher"))
-        recall = float((pred[kit_like] > cut).mean())
+        by_length = auc_by_length(words_cal, pred, is_lima, is_kit_source)
+        min_words = shortest_separated_length(by_length)
+        threshold = lima_cut(pred, words_cal >= min_words, is_lima)
+        recall = float((pred[kit_like] > threshold).mean())
         print(
-            f"  style learning rate {c}: out-of-fold AUC {auc:.4f}, long chat answers above the LIMA cut {recall:.3f}"
+            f"  style learning rate {c}: out-of-fold AUC {roc_auc(y_cal, pred):.4f}, judged from {min_words} words"
+            f" (LIMA vs chat AUC by length {by_length}), long chat answers above the LIMA cut {recall:.3f}"
         )
-        if recall > best_recall:
-            best_c, best_recall, best_auc, oof = c, recall, auc, pred
-    assert best_c is not None and oof is not None
-    threshold = float(np.quantile(oof[is_lima], 1 - HUMAN_FP_TARGET, method="higher"))
+        if recall > best["kit_recall"]:
+            best = {"learning_rate": c, "kit_recall": recall, "auc": roc_auc(y_cal, pred), "min_words": min_words,
+                    "threshold": threshold, "auc_by_length": by_length}  # fmt: skip
+    threshold, min_words = best["threshold"], best["min_words"]
     word_model = fit_word_model(texts_cal, y_cal)
-    x_cal = np.column_stack([features_cal, out_of_fold_word_logits(texts_cal, y_cal, prompts)])
-    model = style_estimator(best_c).fit(x_cal, y_cal)
+    x_cal = np.column_stack([features_cal, out_of_fold_word_logits(texts_cal, y_cal, prompt_groups)])
+    model = style_estimator(best["learning_rate"]).fit(x_cal, y_cal)
 
     def stack_inputs(convs: Sequence[Conversation]) -> np.ndarray:
         texts = [last_response(c) for c in convs]
-        return np.column_stack([style.text_feature_matrix(texts), word_model.decision_function(texts)])
+        features = style.feature_matrix([last_user_turn(c) for c in convs], texts)
+        return np.column_stack([features, word_model.decision_function(texts)])
 
     def probs(name: str, half: bool) -> np.ndarray:
         convs = halves[half][name]
         return model.predict_proba(stack_inputs(convs))[:, 1] if convs else np.zeros(0)
 
+    def judged(convs: Sequence[Conversation], p: np.ndarray) -> np.ndarray:
+        """What StyleJudge rejects with the shipped defaults: long enough and above the threshold."""
+        long = np.array([style.word_count(last_response(c)) >= min_words for c in convs], dtype=bool)
+        return long & (p > threshold)
+
     report: dict = {
-        "learning_rate": best_c,
+        "learning_rate": best["learning_rate"],
         "threshold": threshold,
-        "cv_auc": best_auc,
-        "cv_kit_recall": best_recall,
+        "min_words": min_words,
+        "cv_auc": best["auc"],
+        "cv_kit_recall": best["kit_recall"],
+        "cv_lima_vs_chat_auc_by_length": best["auc_by_length"],
         "sources": {},
     }
     for half, label in ((True, "calibration"), (False, "held_out")):
         ys, ps = [], []
+        flags = []
         for src in labelled:
             p = probs(src.name, half)
             ys.append(np.full(len(p), src.label))
             ps.append(p)
-        y, p = np.concatenate(ys), np.concatenate(ps)
-        flagged = p > threshold
+            flags.append(judged(halves[half][src.name], p))
+        y, p, flagged = np.concatenate(ys), np.concatenate(ps), np.concatenate(flags)
         report[label] = {
             "auc": roc_auc(y, p),
             "precision": float((flagged & (y == 1)).sum() / max(1, flagged.sum())),
@@ -380,7 +427,8 @@ def train_style(data: Path) -> dict:
         }
     for src in sources:
         p = probs(src.name, False)
-        report["sources"][src.name] = {"n": len(p), "flagged": float((p > threshold).mean()) if len(p) else None}
+        flagged = judged(halves[False][src.name], p)
+        report["sources"][src.name] = {"n": len(p), "flagged": float(flagged.mean()) if len(p) else None}
     # The goal's own terms: the noise kit's assistant_style plants vs clean LIMA, held-out half.
     lima_held = [c for c in noise.load_lima(data) if not noise.calibration_half(c)]
     donors = [c for s in sources if s.name.startswith("alpaca_eval_") and s.label == 1 for c in s.convs]
@@ -388,20 +436,19 @@ def train_style(data: Path) -> dict:
     planted = [c for c in planted if not noise.calibration_half(c)]
     p_planted = model.predict_proba(stack_inputs(planted))[:, 1]
     p_lima = probs("lima", False)
+    flag_planted, flag_lima = judged(planted, p_planted), judged(lima_held, p_lima)
     gptisms_planted = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in planted])
     gptisms_lima = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in lima_held])
     report["noise_kit"] = {
         "gptisms_recall": float(gptisms_planted.mean()),
         "gptisms_lima_flagged": float(gptisms_lima.mean()),
-        "either_recall": float(((p_planted > threshold) | gptisms_planted).mean()),
-        "either_lima_flagged": float(((p_lima > threshold) | gptisms_lima).mean()),
+        "either_recall": float((flag_planted | gptisms_planted).mean()),
+        "either_lima_flagged": float((flag_lima | gptisms_lima).mean()),
         "assistant_style_n": len(planted),
-        "assistant_style_recall": float((p_planted > threshold).mean()),
-        "assistant_style_precision": float(
-            (p_planted > threshold).sum() / max(1, (p_planted > threshold).sum() + (p_lima > threshold).sum())
-        ),
+        "assistant_style_recall": float(flag_planted.mean()),
+        "assistant_style_precision": float(flag_planted.sum() / max(1, flag_planted.sum() + flag_lima.sum())),
         "lima_n": len(p_lima),
-        "lima_flagged": float((p_lima > threshold).mean()),
+        "lima_flagged": float(flag_lima.mean()),
         "auc": roc_auc(np.r_[np.ones(len(p_planted)), np.zeros(len(p_lima))], np.r_[p_planted, p_lima]),
     }
     save_word_model(style.WORD_WEIGHTS, word_model)
@@ -410,6 +457,7 @@ def train_style(data: Path) -> dict:
         model,
         {
             "threshold": threshold,
+            "min_words": min_words,
             "feature_names": list(style.MODEL_INPUTS),
             "heldout_auc": report["held_out"]["auc"],
             "noise_kit_auc": report["noise_kit"]["auc"],
@@ -427,8 +475,9 @@ def train_style(data: Path) -> dict:
 
 def print_style(report: dict) -> None:
     print(
-        f"style: learning rate {report['learning_rate']}, threshold {report['threshold']:.4f} (out-of-fold AUC {report['cv_auc']:.4f},"
-        f" long chat answers above it {report['cv_kit_recall']:.3f})"
+        f"style: learning rate {report['learning_rate']}, threshold {report['threshold']:.4f}, judged from"
+        f" {report['min_words']} words (out-of-fold AUC {report['cv_auc']:.4f}, long chat answers above it"
+        f" {report['cv_kit_recall']:.3f}; LIMA vs chat AUC by length {report['cv_lima_vs_chat_auc_by_length']})"
     )
     for half in ("calibration", "held_out"):
         r = report[half]

@@ -12,7 +12,16 @@ import pytest
 
 from sft_trainer.config.curation import StyleStep
 from sft_trainer.curation import noise
-from sft_trainer.curation.style import STYLE_WEIGHTS, WORD_WEIGHTS, StyleClassifier, StyleJudge, StyleScore, WordModel
+from sft_trainer.curation.style import (
+    ECHO_FEATURES,
+    STYLE_WEIGHTS,
+    WORD_WEIGHTS,
+    StyleClassifier,
+    StyleJudge,
+    StyleScore,
+    WordModel,
+    echo_features,
+)
 from sft_trainer.formats import Conversation, Message
 
 SAMPLE = 200
@@ -81,7 +90,7 @@ def test_judge_reproduces_the_reported_recall_and_false_positives(scored) -> Non
 
 @pytest.mark.xfail(
     strict=True,
-    reason="goal not reached yet: the shipped classifier's held-out recall is about 0.46 with 0.6% of LIMA flagged",
+    reason="goal not reached yet: the shipped classifier's held-out recall is about 0.76 with 1.4% of LIMA flagged",
 )
 def test_goal_recall_at_one_percent_of_lima(scored) -> None:
     human, chat = scored
@@ -125,11 +134,15 @@ def test_missing_inputs_are_clear_errors(tmp_path: Path) -> None:
         StyleClassifier().model.raw_scores(np.zeros((1, 7)))
 
 
-def test_threshold_from_config_overrides_the_shipped_one() -> None:
-    shipped = StyleClassifier().threshold
-    assert 0 < shipped < 1 and math.isfinite(shipped)
-    assert StyleJudge(StyleStep()).threshold == shipped
+def test_threshold_and_length_from_config_override_the_shipped_ones() -> None:
+    shipped = StyleClassifier()
+    assert 0 < shipped.threshold < 1 and math.isfinite(shipped.threshold)
+    assert shipped.min_words >= 0
+    assert StyleJudge(StyleStep()).threshold == shipped.threshold
+    assert StyleJudge(StyleStep()).min_words == shipped.min_words
     assert StyleJudge(StyleStep(threshold=0.99)).threshold == 0.99
+    assert StyleJudge(StyleStep(min_words=7)).min_words == 7
+    assert StyleJudge(StyleStep(threshold=0.5, min_words=0)).report() == {"threshold": 0.5, "minWords": 0}
     assert STYLE_WEIGHTS.stat().st_size < 400_000
     assert WORD_WEIGHTS.stat().st_size < 600_000
 
@@ -142,3 +155,43 @@ def test_word_model_reads_how_a_text_is_written() -> None:
     logits = words.logits([chat, typed])
     assert logits.shape == (2,) and np.isfinite(logits).all()
     assert logits[0] > logits[1]
+
+
+def _scored_reply(prompt: str, reply: str) -> Conversation:
+    conv = Conversation([Message("user", prompt), Message("assistant", reply)], 3)
+    StyleScore(StyleStep())([conv])
+    return conv
+
+
+def test_a_reply_shorter_than_min_words_is_scored_but_never_judged() -> None:
+    """Short answers get a score (the report shows it) but the judge decides only from `min_words` on."""
+    reply = "Sure! Here are some tips:\n\n1. **Plan ahead**: Make a list.\n\nI hope this helps!"
+    conv = _scored_reply("Give me tips for packing.", reply)
+    words = len(reply.split())
+    assert 0.0 <= conv.meta["scores"]["style"] <= 1.0
+    assert StyleJudge(StyleStep(threshold=0.0, min_words=words + 1))(conv) is None
+    assert StyleJudge(StyleStep(threshold=0.0, min_words=words))(conv) == "style.assistant"
+    shipped = StyleClassifier()
+    assert not shipped.judged(reply, 1.0) or words >= shipped.min_words
+
+
+def test_echo_features_read_how_a_reply_leans_on_its_prompt() -> None:
+    """A reply that opens by restating the request and closes by summing it up echoes its prompt; a direct one does not."""
+    prompt = "Write a program that counts the words in a text file."
+    restating = (
+        "Here's a program that counts the words in a text file:\n\nwc = len(open(path).read().split())\n\n"
+        "This program counts the words in a text file by splitting it on whitespace."
+    )
+    direct = (
+        "wc = len(open(path).read().split())\n\nSplitting on whitespace is enough unless you need punctuation rules."
+    )
+    echo = dict(zip(ECHO_FEATURES, echo_features(prompt, restating), strict=True))
+    plain = dict(zip(ECHO_FEATURES, echo_features(prompt, direct), strict=True))
+    for name in (
+        "opening_prompt_bigram_share",
+        "closing_prompt_bigram_share",
+        "prompt_bigram_coverage",
+        "echoing_sentence_share",
+    ):
+        assert echo[name] > plain[name], name
+    assert all(math.isfinite(v) for v in echo_features("", "")), "empty prompt and reply still give finite features"

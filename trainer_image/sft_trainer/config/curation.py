@@ -165,7 +165,7 @@ class ScorerStep(WireModel):
 
 class EmbedderStep(WireModel):
     model: str | None = None
-    """Sentence embedder for semantic dedup, task labels and style: `all-minilm-l6-v2-static` (a model2vec model distilled from MiniLM, thousands of records/s on a CPU), `all-minilm-l6-v2` (the packaged MiniLM), or the folder of a sentence-transformers or model2vec model. Unset: `all-minilm-l6-v2-static`."""
+    """Sentence embedder for semantic dedup and task labels: `all-minilm-l6-v2-static` (a model2vec model distilled from MiniLM, thousands of records/s on a CPU), `all-minilm-l6-v2` (the packaged MiniLM), or the folder of a sentence-transformers or model2vec model. Unset: `all-minilm-l6-v2-static`."""
 
 
 class RelevanceStep(WireModel):
@@ -209,6 +209,8 @@ class StyleStep(WireModel):
     """Reject responses a trained classifier judges to be chatbot/assistant style."""
     threshold: float | None = Field(default=None, ge=0, le=1)
     """Probability of assistant style above which a response is rejected (`style.assistant`). Unset: the calibrated default shipped with the classifier's weights."""
+    min_words: int | None = Field(default=None, ge=0)
+    """Shortest response, in words, the judge decides on: a shorter one is scored but never rejected for its style (on short answers the classifier does not tell a chat model from a person reliably). Unset: the calibrated default shipped with the weights (the shortest length from which it separates them at AUC 0.95 or better)."""
 
 
 class SelectionStep(WireModel):
@@ -293,7 +295,7 @@ class CurationConfig(WireModel):
     scorer: ScorerStep = Field(default_factory=ScorerStep)
     """The scorer language model (perplexity, IFD, end-of-turn probability)."""
     embedder: EmbedderStep = Field(default_factory=EmbedderStep)
-    """The sentence embedder (relevance, semantic dedup, task labels, style)."""
+    """The sentence embedder (relevance, semantic dedup, task labels)."""
     relevance: RelevanceStep = Field(default_factory=RelevanceStep)
     """Off-topic and prompt-echo judges."""
     coherence: CoherenceStep = Field(default_factory=CoherenceStep)

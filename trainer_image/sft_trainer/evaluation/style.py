@@ -6,8 +6,8 @@ answers them greedily; the curation's style classifier
 (`sft_trainer.curation.style.StyleClassifier`, boosted trees over GPT-ism
 phrases, layout and rhythm) gives each reply the probability that it is
 assistant style. Two figures: the mean probability, and the share of replies
-above the classifier's calibrated threshold (what curation would reject as
-`style.assistant`). Lower means more human-like; a fine-tune on human-written
+above the classifier's calibrated threshold and at least its calibrated
+length (what curation would reject as `style.assistant`). Lower means more human-like; a fine-tune on human-written
 answers should lower it, one on chat-model answers raises it.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from ..curation.text import last_user_turn
 from ..formats import Conversation
 from .generation import EvalModel
 from .suite import Figure, SuiteResult, skipped_suite
@@ -34,6 +35,7 @@ def run_style(
     run = model.generator.run(prompts, max_new_tokens)
     result = SuiteResult("style", skipped=Counter())
     ids: list[str] = []
+    asked: list[str] = []
     replies: list[str] = []
     kept: list[Conversation] = []
     for position, (conversation, reply) in enumerate(zip(conversations, run.replies, strict=True)):
@@ -41,14 +43,17 @@ def run_style(
             result.skipped[run.skipped[position]] += 1
             continue
         ids.append(str(conversation.source_index))
+        asked.append(last_user_turn(conversation))
         replies.append(reply.text)
         kept.append(conversation)
-    probabilities = [float(p) for p in classifier.probabilities(replies)] if replies else []
-    flagged = [float(p > classifier.threshold) for p in probabilities]
+    probabilities = [float(p) for p in classifier.probabilities(asked, replies)] if replies else []
+    flagged = [float(classifier.judged(r, p)) for r, p in zip(replies, probabilities, strict=True)]
     result.figures = [
         Figure("assistantStyle", "Mean probability that a reply is in chatbot style", ids, probabilities,
                higher_is_better=False),
-        Figure("assistantStyleFlagged", f"Replies judged chatbot style (probability > {classifier.threshold:.2f})",
+        Figure("assistantStyleFlagged",
+               f"Replies judged chatbot style (probability > {classifier.threshold:.2f}, "
+               f"{classifier.min_words} words or more)",
                ids, flagged, higher_is_better=False),
     ]  # fmt: skip
     result.counts = {
