@@ -7,9 +7,10 @@ from pathlib import Path
 
 from sft_trainer.config import CurationConfig
 from sft_trainer.cpus import cgroup_cpu_quota, usable_cpus
+from sft_trainer.curation.fluency import FluencyScores
 from sft_trainer.curation.pipeline import curate
-from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER
-from sft_trainer.formats import read_dataset
+from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER, annotate_all, in_chunks
+from sft_trainer.formats import Conversation, Message, read_dataset
 
 
 def outcome(data_dir: Path, workers: int) -> tuple:
@@ -28,6 +29,31 @@ def test_two_workers_give_the_same_result_as_one(data_dir: Path) -> None:
     one, two = outcome(data_dir, 1), outcome(data_dir, 2)
     assert one[0] and one[1], "the sample must keep some records and reject some"
     assert two == one
+
+
+def test_chunks_run_in_worker_processes_and_come_back_in_input_order() -> None:
+    convs = [
+        Conversation([Message("user", "q"), Message("assistant", "a")], i) for i in range(2 * MIN_RECORDS_PER_WORKER)
+    ]
+    results, forked = in_chunks(lambda chunk: (os.getpid(), [c.source_index for c in chunk]), convs, 2, lambda d: None)
+    assert forked and all(pid != os.getpid() for pid, _ in results)
+    assert [i for _, ids in results for i in ids] == list(range(len(convs)))
+    one_process, forked_once = in_chunks(lambda chunk: len(chunk), convs[:MIN_RECORDS_PER_WORKER], 2, lambda d: None)
+    assert not forked_once and sum(one_process) == MIN_RECORDS_PER_WORKER
+
+
+def test_a_forkable_annotator_writes_in_workers_what_it_writes_in_one_process(data_dir: Path) -> None:
+    def annotated(workers: int) -> tuple[list[dict], int]:
+        convs = [c for c in read_dataset(data_dir / "alpaca_data.json") if isinstance(c, Conversation)]
+        convs = convs[: 2 * MIN_RECORDS_PER_WORKER + 11]
+        step = FluencyScores()
+        annotate_all(step, convs, workers, lambda done: None)
+        return [c.meta for c in convs], step.seen
+
+    assert FluencyScores.forkable
+    two, one = annotated(2), annotated(1)
+    assert two == one and one[1] == 2 * MIN_RECORDS_PER_WORKER + 11
+    assert all("fluency" in meta["scores"] for meta in one[0])
 
 
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:

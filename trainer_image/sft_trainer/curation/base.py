@@ -78,10 +78,15 @@ class Annotator(Step):
     written with the record), vectors to `conv.features` (never written). The
     judges that decide on those numbers are ordinary `Filter`s that run after
     it, so one forward pass serves several judges. The runner calls
-    `annotate` in the main process with batches of `batch_size` records.
+    `annotate` with batches of `batch_size` records, in the main process
+    unless the step is `forkable`.
     """
 
     batch_size: ClassVar[int] = 64
+    forkable: ClassVar[bool] = False
+    """Its numbers come from the record and read-only state alone (no model threads, nothing kept across
+    batches but counters): over a large set it may run in forked worker processes, which send back each
+    record's `meta` (never its `features`)."""
 
     @abstractmethod
     def annotate(self, convs: Sequence[Conversation]) -> None: ...

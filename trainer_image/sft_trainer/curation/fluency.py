@@ -213,6 +213,7 @@ class FluencyScores(Annotator):
 
     name = "fluency"
     batch_size = 1024
+    forkable = True
 
     def __init__(self, model: BigramModel | None = None) -> None:
         super().__init__()

@@ -41,6 +41,7 @@ class QualityScore(Annotator):
 
     name = "quality"
     batch_size = 4096
+    forkable = True
 
     def __init__(self, *, max_density: float, prior_words: int) -> None:
         super().__init__()

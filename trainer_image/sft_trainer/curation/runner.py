@@ -10,7 +10,9 @@ any step judges:
   and the filters from the parent (nothing is pickled on the way in) and
   sends back only the verdicts and its filters' counters, in input order, so
   the outputs are the same whatever the number of workers (a test checks);
-- an `Annotator` sees the surviving records in batches and stops none;
+- an `Annotator` sees the surviving records in batches and stops none; a
+  `forkable` one over a large set runs in forked workers too, which send
+  back each record's meta;
 - a `SetStep` sees all surviving records at once.
 
 A step's `outcome` says where the records it stops go: rejected (with the
@@ -27,16 +29,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import threadpoolctl
+
 from ..formats import Conversation, RejectedRecord
 from .base import Annotator, Filter, SetStep, Step
 from .text import last_response, prompt_text
 
 Progress = Callable[[str, int, int], None]
 EXAMPLES_PER_REASON = 3
-CHUNK = 2000
+CHUNK = 1000
 """Records per worker task: large enough that sending verdicts back is cheap, small enough for live progress."""
-MIN_RECORDS_PER_WORKER = 5000
-"""Below this, starting processes costs more than it saves."""
+MIN_RECORDS_PER_WORKER = 2000
+"""Below this, starting processes costs more than it saves. (At 5,000, a streaming shard of 10,000 records
+that lost a few to validation ran every later step in one process.)"""
 
 
 class AccountingError(RuntimeError):
@@ -157,9 +162,12 @@ class FilterPass:
     def counters(self) -> list[tuple[int, Counter[str], float]]:
         return [(f.seen, Counter(f.drops), f.seconds) for f in self.filters]
 
-    def reset_counters(self) -> None:
-        for f in self.filters:
-            f.seen, f.drops, f.seconds = 0, Counter(), 0.0
+    def counters_since(self, before: list[tuple[int, Counter[str], float]]) -> list[tuple[int, Counter[str], float]]:
+        """What the filters counted since `before` (an earlier `counters()`)."""
+        return [
+            (seen - seen0, drops - drops0, seconds - seconds0)
+            for (seen, drops, seconds), (seen0, drops0, seconds0) in zip(self.counters(), before, strict=True)
+        ]
 
     def add_counters(self, counters: list[tuple[int, Counter[str], float]]) -> None:
         for f, (seen, drops, seconds) in zip(self.filters, counters, strict=True):
@@ -168,44 +176,96 @@ class FilterPass:
             f.seconds += seconds
 
 
-# What a forked worker judges: set by the parent just before the pool starts.
-_WORK: tuple[FilterPass, Sequence[Conversation]] | None = None
+# What a forked worker runs, and over which records: set by the parent just before the pool starts.
+_WORK: tuple[Callable[[Sequence[Conversation]], Any], Sequence[Conversation]] | None = None
 
 
-def _judge_chunk(bounds: tuple[int, int]) -> tuple[list[Verdict], list[tuple[int, Counter[str], float]]]:
-    assert _WORK is not None, "a worker runs only inside judge_all"
-    judges, convs = _WORK
-    judges.reset_counters()
-    verdicts = [judges.judge(conv) for conv in convs[bounds[0] : bounds[1]]]
-    return verdicts, judges.counters()
+def _run_chunk(bounds: tuple[int, int]) -> Any:
+    assert _WORK is not None, "a worker runs only inside in_chunks"
+    work, convs = _WORK
+    return work(convs[bounds[0] : bounds[1]])
+
+
+def _one_numeric_thread() -> None:
+    """A worker's BLAS/OpenMP pools get one thread: the workers already fill the CPUs, and a forked task
+    labeller whose BLAS threads competed with the other worker's ran 2.6x slower than in one process."""
+    threadpoolctl.threadpool_limits(1)
+
+
+def in_chunks(
+    work: Callable[[Sequence[Conversation]], Any],
+    convs: Sequence[Conversation],
+    workers: int,
+    progress: Callable[[int], None],
+) -> tuple[list[Any], bool]:
+    """(`work(chunk)` for each CHUNK of `convs` in order, whether forked workers ran it). Workers run it when
+    `workers` > 1 and the set is large enough to pay for them: each inherits `work` and the records from the
+    parent (nothing is pickled on the way in) and sends back only what `work` returns; what `work` changed
+    in its copies of the records and steps stays there, so the caller applies the returned results."""
+    global _WORK
+    bounds = [(start, min(start + CHUNK, len(convs))) for start in range(0, len(convs), CHUNK)]
+    workers = min(workers, len(convs) // MIN_RECORDS_PER_WORKER)
+    out: list[Any] = []
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for start, end in bounds:
+            progress(start)
+            out.append(work(convs[start:end]))
+        return out, False
+    _WORK = (work, convs)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_one_numeric_thread) as pool:
+            for (start, _), result in zip(bounds, pool.imap(_run_chunk, bounds), strict=True):
+                progress(start)
+                out.append(result)
+    finally:
+        _WORK = None
+    return out, True
 
 
 def judge_all(
     judges: FilterPass, convs: Sequence[Conversation], workers: int, progress: Callable[[int], None]
 ) -> list[Verdict]:
     """A verdict per record, in input order; the records' meta and the filters' counters are updated."""
-    global _WORK
-    chunks = [(start, min(start + CHUNK, len(convs))) for start in range(0, len(convs), CHUNK)]
-    workers = min(workers, len(convs) // MIN_RECORDS_PER_WORKER) if judges.forkable else 1
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        verdicts: list[Verdict] = []
-        for start, end in chunks:
-            progress(start)
-            verdicts += [judges.judge(conv) for conv in convs[start:end]]
-        return verdicts
-    verdicts = []
-    _WORK = (judges, convs)
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for (start, _), (chunk, counters) in zip(chunks, pool.imap(_judge_chunk, chunks), strict=True):
-                progress(start)
-                verdicts += chunk
-                judges.add_counters(counters)
-    finally:
-        _WORK = None
-    for conv, verdict in zip(convs, verdicts, strict=True):
-        conv.meta = verdict.meta  # the workers judged copies
+
+    def judge_chunk(chunk: Sequence[Conversation]) -> tuple[list[Verdict], list[tuple[int, Counter[str], float]]]:
+        before = judges.counters()
+        verdicts = [judges.judge(conv) for conv in chunk]
+        return verdicts, judges.counters_since(before)
+
+    results, forked = in_chunks(judge_chunk, convs, workers if judges.forkable else 1, progress)
+    verdicts = [verdict for chunk, _ in results for verdict in chunk]
+    if forked:
+        for _, counts in results:
+            judges.add_counters(counts)
+        for conv, verdict in zip(convs, verdicts, strict=True):
+            conv.meta = verdict.meta  # the workers judged copies
     return verdicts
+
+
+def annotate_all(step: Annotator, convs: Sequence[Conversation], workers: int, progress: Callable[[int], None]) -> None:
+    """`step` over every record in batches of its `batch_size`; a `forkable` step over a large set runs in
+    forked workers, which send back each record's meta (all an annotator writes there) and their counts."""
+
+    size = max(1, step.batch_size)
+    if not step.forkable:  # a model's batches are slow: progress after each
+        for start in range(0, len(convs), size):
+            progress(start)
+            step(convs[start : start + size])
+        return
+
+    def annotate_chunk(chunk: Sequence[Conversation]) -> tuple[list[dict[str, Any]], int, float]:
+        seen, seconds = step.seen, step.seconds
+        for start in range(0, len(chunk), size):
+            step(chunk[start : start + size])
+        return [conv.meta for conv in chunk], step.seen - seen, step.seconds - seconds
+
+    results, forked = in_chunks(annotate_chunk, convs, workers, progress)
+    if forked:
+        metas = [meta for chunk_metas, _, _ in results for meta in chunk_metas]
+        for conv, meta in zip(convs, metas, strict=True):
+            conv.meta = meta  # the workers annotated copies
+        step.seen += sum(seen for _, seen, _ in results)
+        step.seconds += sum(seconds for _, _, seconds in results)
 
 
 # -- the runner -----------------------------------------------------------------
@@ -373,10 +433,7 @@ class Runner:
         return survivors, (passed_gates if has_gates else None)
 
     def _run_annotator(self, step: Annotator, label: str, convs: list[Conversation]) -> None:
-        size = max(1, step.batch_size)
-        for start in range(0, len(convs), size):
-            self.progress(label, start, len(convs))
-            step(convs[start : start + size])
+        annotate_all(step, convs, self.workers, lambda done: self.progress(label, done, len(convs)))
         self.progress(label, len(convs), len(convs))
 
     def _route(self, step: Step, conv: Conversation, reasons: list[str]) -> None:

@@ -239,7 +239,7 @@ def _rhythm_features(text: str, paragraphs: list[str], lines: list[str], per: fl
         text.count("(") * per,
         text.count("!") * per,
         text.count("?") * per,
-        math.sqrt(sum(ch.isdigit() for ch in text) * per),
+        math.sqrt(sum(map(str.isdigit, text)) * per),
         len(_LOWER_I.findall(text)) * per,
         len(_DASH.findall(text)) * per,
         float(text.rstrip()[-1:] in (".", "!", "?")),
@@ -255,7 +255,7 @@ def _word_statistics(text: str, per: float) -> list[float]:
     window = [w.lower() for w in words[:VOCABULARY_WINDOW]]
     return [
         len(set(window)) / max(1, len(window)),
-        sum(len(w) for w in words) / count,
+        sum(map(len, words)) / count,
         sum(len(w) >= 8 for w in words) / count,
         text.count(",") * per,
         text.count(";") * per,
@@ -266,7 +266,7 @@ def _word_statistics(text: str, per: float) -> list[float]:
 
 
 def _share_in(items: Sequence[object], known: set) -> float:
-    return sum(item in known for item in items) / max(1, len(items))
+    return sum(map(known.__contains__, items)) / max(1, len(items))
 
 
 def _bigrams(words: Sequence[str]) -> list[tuple[str, str]]:
@@ -363,6 +363,7 @@ class StyleScore(Annotator):
     """Writes `scores["style"]`: the probability that the response is chatbot/assistant style."""
 
     name = "style_score"
+    forkable = True
 
     def __init__(self, cfg: StyleStep | None = None, weights: Path | None = None) -> None:
         super().__init__()

@@ -214,6 +214,7 @@ class RuleTaskLabels(Annotator):
 
     name = "tasks"
     batch_size = 4096
+    forkable = True
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
         for conv in convs:
@@ -291,6 +292,7 @@ class LearnedTaskLabeller(Annotator):
     """
 
     name = "tasks"
+    forkable = True  # in the pipeline it reads the embeddings step's vectors (no embedder of its own)
 
     def __init__(self, embedder: Embedder | None = None, weights: Path | None = None) -> None:
         super().__init__()
