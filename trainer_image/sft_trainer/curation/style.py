@@ -46,7 +46,8 @@ inference is numpy only (`curation/trees.py`, `curation/linear.py`).
 
 Two steps, as every judge of meaning: `StyleScore` (Annotator) writes the
 probability of assistant style to `conv.meta["scores"]["style"]`; `StyleJudge`
-(Filter) rejects above the threshold as `style.assistant`. The features of
+(Filter) rejects a response of at least `min_words` words above the threshold
+as `style.assistant`. The features of
 any text are finite, so every record gets a score; a score that is None or
 not finite (written by something else) makes the judge abstain (keep).
 """
@@ -120,7 +121,7 @@ _ECHO_WORD = re.compile(r"[a-z0-9']+")
 _OPENING_SENTENCE = re.compile(r"(?<=[.!?:])\s|\n")
 _SENTENCE_OR_LINE = re.compile(r"(?<=[.!?])\s+|\n")
 ECHOING_SENTENCE = 0.2
-"""A sentence echoes the prompt when at least this share of its word pairs are the prompt's."""
+"""A sentence echoes the prompt when more than this share of its word pairs are the prompt's."""
 VOCABULARY_WINDOW = 150
 """Type-token ratio over the first words only, so that it does not fall with length alone."""
 
