@@ -398,8 +398,10 @@ def train_style(data: Path) -> dict:
 
     def judged(convs: Sequence[Conversation], p: np.ndarray) -> np.ndarray:
         """What StyleJudge rejects with the shipped defaults: long enough and above the threshold."""
-        long = np.array([style.word_count(last_response(c)) >= min_words for c in convs], dtype=bool)
-        return long & (p > threshold)
+        rule = style.judged_assistant_style
+        return np.array(
+            [rule(last_response(c), float(q), threshold, min_words) for c, q in zip(convs, p, strict=True)], dtype=bool
+        )
 
     report: dict = {
         "learning_rate": best["learning_rate"],

@@ -330,6 +330,12 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
+def judged_assistant_style(text: str, probability: float, threshold: float, min_words: int) -> bool:
+    """The judge's rule: a response long enough to judge (see `StyleClassifier`) whose probability exceeds
+    the threshold."""
+    return word_count(text) >= min_words and probability > threshold
+
+
 class StyleClassifier:
     """The shipped style model: probability that a response is in the chatbot/assistant style.
 
@@ -357,7 +363,7 @@ class StyleClassifier:
 
     def judged(self, text: str, probability: float) -> bool:
         """Whether curation with the shipped defaults rejects this response as `style.assistant`."""
-        return word_count(text) >= self.min_words and probability > self.threshold
+        return judged_assistant_style(text, probability, self.threshold, self.min_words)
 
 
 class StyleScore(Annotator):
@@ -405,9 +411,9 @@ class StyleJudge(Filter):
         score = scores[SCORE_KEY]
         if score is None or not math.isfinite(score):
             return None  # not scored: the judge abstains, see the module docstring
-        if word_count(last_response(conv)) < self.min_words:
-            return None  # too short for the classifier to tell, see StyleClassifier
-        return "assistant" if score > self.threshold else None
+        return (
+            "assistant" if judged_assistant_style(last_response(conv), score, self.threshold, self.min_words) else None
+        )
 
     def report(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "minWords": self.min_words}
