@@ -45,7 +45,8 @@ def held_out(data_dir: Path) -> tuple[list[Conversation], list[Conversation]]:
 
 
 def _scores(convs: list[Conversation]) -> list[float]:
-    StyleScore(StyleStep())(convs)
+    """Every response's score, however short (the separation is reported over all lengths)."""
+    StyleScore(StyleStep(min_words=0))(convs)
     return [c.meta["scores"]["style"] for c in convs]
 
 
@@ -118,7 +119,7 @@ def test_empty_and_odd_responses_are_scored() -> None:
         Conversation([Message("user", "Hi"), Message("assistant", text)], i)
         for i, text in enumerate(["", " ", "ok", "\u200b" * 5, "1.\n2.\n3.", "x" * 5000])
     ]
-    StyleScore(StyleStep())(convs)
+    StyleScore(StyleStep(min_words=0))(convs)
     assert all(0.0 <= c.meta["scores"]["style"] <= 1.0 for c in convs)
 
 
@@ -157,20 +158,23 @@ def test_word_model_reads_how_a_text_is_written() -> None:
     assert logits[0] > logits[1]
 
 
-def _scored_reply(prompt: str, reply: str) -> Conversation:
+def _scored_reply(prompt: str, reply: str, min_words: int) -> Conversation:
     conv = Conversation([Message("user", prompt), Message("assistant", reply)], 3)
-    StyleScore(StyleStep())([conv])
+    StyleScore(StyleStep(min_words=min_words))([conv])
     return conv
 
 
-def test_a_reply_shorter_than_min_words_is_scored_but_never_judged() -> None:
-    """Short answers get a score (the report shows it) but the judge decides only from `min_words` on."""
+def test_a_reply_shorter_than_min_words_is_neither_scored_nor_judged() -> None:
+    """The score is left empty below `min_words` and the judge decides only from `min_words` on."""
     reply = "Sure! Here are some tips:\n\n1. **Plan ahead**: Make a list.\n\nI hope this helps!"
-    conv = _scored_reply("Give me tips for packing.", reply)
     words = len(reply.split())
-    assert 0.0 <= conv.meta["scores"]["style"] <= 1.0
-    assert StyleJudge(StyleStep(threshold=0.0, min_words=words + 1))(conv) is None
-    assert StyleJudge(StyleStep(threshold=0.0, min_words=words))(conv) == "style.assistant"
+    short = _scored_reply("Give me tips for packing.", reply, min_words=words + 1)
+    assert short.meta["scores"]["style"] is None
+    assert StyleJudge(StyleStep(threshold=0.0, min_words=words + 1))(short) is None
+    scored = _scored_reply("Give me tips for packing.", reply, min_words=words)
+    assert 0.0 <= scored.meta["scores"]["style"] <= 1.0
+    assert StyleJudge(StyleStep(threshold=0.0, min_words=words + 1))(scored) is None
+    assert StyleJudge(StyleStep(threshold=0.0, min_words=words))(scored) == "style.assistant"
     shipped = StyleClassifier()
     assert not shipped.judged(reply, 1.0) or words >= shipped.min_words
 

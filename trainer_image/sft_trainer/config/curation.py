@@ -210,7 +210,7 @@ class StyleStep(WireModel):
     threshold: float | None = Field(default=None, ge=0, le=1)
     """Probability of assistant style above which a response is rejected (`style.assistant`). Unset: the calibrated default shipped with the classifier's weights."""
     min_words: int | None = Field(default=None, ge=0)
-    """Shortest response, in words, the judge decides on: a shorter one is scored but never rejected for its style (on short answers the classifier does not tell a chat model from a person reliably). Unset: the calibrated default shipped with the weights (the shortest length from which it separates them at AUC 0.95 or better)."""
+    """Shortest response, in words, the judge scores and decides on: a shorter one is never rejected for its style (its score is left empty) (on short answers the classifier does not tell a chat model from a person reliably). Unset: the calibrated default shipped with the weights (the shortest length from which it separates them at AUC 0.95 or better)."""
 
 
 class SelectionStep(WireModel):

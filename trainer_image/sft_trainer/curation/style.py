@@ -23,8 +23,8 @@ when to trust it; they are trained on its out-of-fold logits, so they never
 see a logit of a text the word model was fitted on. No sentence embedding:
 neither the static embedding nor MiniLM's (AUC 0.67 alone) adds to it.
 
-Every response is scored, but the judge decides only on responses of at
-least `min_words` words (150 shipped): below that length the model tells
+The judge decides only on responses of at least `min_words` words (150
+shipped), and only those are scored: below that length the model tells
 LIMA from chat-model answers at an out-of-fold AUC of 0.71-0.90, from it at
 0.97-0.99, so a verdict on a short answer would mostly stop people. Short
 chat answers are left to the GPT-ism phrase step.
@@ -48,8 +48,8 @@ Two steps, as every judge of meaning: `StyleScore` (Annotator) writes the
 probability of assistant style to `conv.meta["scores"]["style"]`; `StyleJudge`
 (Filter) rejects a response of at least `min_words` words above the threshold
 as `style.assistant`. The features of
-any text are finite, so every record gets a score; a score that is None or
-not finite (written by something else) makes the judge abstain (keep).
+any text are finite, so every response long enough gets a score; a score
+that is None (too short) or not finite makes the judge abstain (keep).
 """
 
 from __future__ import annotations
@@ -367,7 +367,13 @@ class StyleClassifier:
 
 
 class StyleScore(Annotator):
-    """Writes `scores["style"]`: the probability that the response is chatbot/assistant style."""
+    """Writes `scores["style"]`: the probability that the response is chatbot/assistant style.
+
+    Only responses long enough to be judged (`min_words`) are scored; a shorter one gets None, which
+    the judge and the report skip. The classifier's verdict on short answers is not trusted (see the
+    module docstring), and scoring them was most of curation's CPU time: on Alpaca 97% of the
+    responses are shorter than the shipped 150 words.
+    """
 
     name = "style_score"
     forkable = True
@@ -375,13 +381,19 @@ class StyleScore(Annotator):
     def __init__(self, cfg: StyleStep | None = None, weights: Path | None = None) -> None:
         super().__init__()
         self.classifier = StyleClassifier(weights)
+        configured = (cfg or StyleStep()).min_words
+        self.min_words = configured if configured is not None else self.classifier.min_words
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
-        if not convs:
-            return
-        probs = self.classifier.probabilities([last_user_turn(c) for c in convs], [last_response(c) for c in convs])
-        for conv, p in zip(convs, probs, strict=True):
-            conv.meta.setdefault("scores", {})[SCORE_KEY] = round(float(p), 4)
+        responses = [last_response(c) for c in convs]
+        judged = [i for i, text in enumerate(responses) if word_count(text) >= self.min_words]
+        probs = self.classifier.probabilities(
+            [last_user_turn(convs[i]) for i in judged], [responses[i] for i in judged]
+        )
+        for conv in convs:
+            conv.meta.setdefault("scores", {})[SCORE_KEY] = None
+        for i, p in zip(judged, probs, strict=True):
+            convs[i].meta["scores"][SCORE_KEY] = round(float(p), 4)
 
 
 def _judge_settings(cfg: StyleStep, weights: Path | None) -> tuple[float, int]:
