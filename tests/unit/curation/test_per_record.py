@@ -9,7 +9,7 @@ from sft_trainer.config import CurationConfig
 from sft_trainer.cpus import cgroup_cpu_quota, usable_cpus
 from sft_trainer.curation.fluency import FluencyScores
 from sft_trainer.curation.pipeline import curate
-from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER, annotate_all, in_chunks
+from sft_trainer.curation.runner import MIN_RECORDS_PER_WORKER, Segment, Stage, in_chunks
 from sft_trainer.formats import Conversation, Message, read_dataset
 
 
@@ -48,7 +48,7 @@ def test_a_forkable_annotator_writes_in_workers_what_it_writes_in_one_process(da
         convs = [c for c in read_dataset(data_dir / "alpaca_data.json") if isinstance(c, Conversation)]
         convs = convs[: 2 * MIN_RECORDS_PER_WORKER + 11]
         step = FluencyScores()
-        annotate_all(step, convs, workers, lambda done: None)
+        Segment([Stage([step], "fluency")]).run(convs, workers, lambda done: None)
         return [c.meta for c in convs], step.seen
 
     assert FluencyScores.forkable

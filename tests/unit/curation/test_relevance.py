@@ -11,7 +11,14 @@ import pytest
 
 from sft_trainer.config.curation import RelevanceStep
 from sft_trainer.curation import noise
-from sft_trainer.curation.relevance import Relevance, RelevanceScores, calibration, echo_score, skip_note
+from sft_trainer.curation.relevance import (
+    EchoScores,
+    Relevance,
+    RelevanceScores,
+    calibration,
+    echo_score,
+    skip_note,
+)
 from sft_trainer.formats import Conversation, Message
 from sft_trainer.models.embedder import MINILM, Embedder, load_embedder
 from sft_trainer.runconfig import ConfigError
@@ -41,11 +48,12 @@ def judged(data_dir: Path, embedder: Embedder) -> dict[str, list[str | None]]:
         "off_topic": noise.plant("off_topic", clean, random.Random(1)),
         "prompt_echo": noise.plant("prompt_echo", clean, random.Random(2)),
     }
-    scores = RelevanceScores(RelevanceStep(), embedder)
+    scores, echoes = RelevanceScores(RelevanceStep(), embedder), EchoScores()
     judge = Relevance(RelevanceStep(), embedder.name)
     verdicts = {}
     for kind, convs in kinds.items():
         scores(convs)
+        echoes(convs)
         verdicts[kind] = [judge(c) for c in convs]
     return verdicts
 
@@ -92,6 +100,7 @@ def test_hostile_records_go_through_and_undefined_scores_keep_the_record(embedde
         Conversation([Message("user", p), Message("assistant", r)], i) for i, (p, r) in enumerate(records.values())
     ]
     RelevanceScores(RelevanceStep(), embedder)(convs)
+    EchoScores()(convs)
     judge = Relevance(RelevanceStep(), embedder.name)
     verdicts = dict(zip(records, [judge(c) for c in convs], strict=True))
     assert convs[0].meta["scores"]["relevance"] is None and convs[0].meta["scores"]["echo"] is None
@@ -122,7 +131,7 @@ def test_a_large_set_on_a_cpu_skips_the_model_and_still_judges_echoes() -> None:
         Conversation([Message("user", prompt), Message("assistant", "You asked: " + prompt)], 0),
         Conversation([Message("user", prompt), Message("assistant", "Paris is the capital of France.")], 1),
     ]
-    RelevanceScores(config, embed=False)(convs)
+    EchoScores()(convs)
     assert all("relevance" not in c.meta["scores"] for c in convs)
     judge = Relevance(config, MINILM)
     assert [judge(c) for c in convs] == ["relevance.prompt_echo", None]

@@ -51,7 +51,7 @@ from .junk import Junk
 from .length import Length, Overlength
 from .lm_scores import LmScores, skip_note
 from .quality import QualityScore
-from .relevance import Relevance, RelevanceScores
+from .relevance import EchoScores, Relevance, RelevanceScores
 from .relevance import skip_note as relevance_skip_note
 from .repetition import Repetition
 from .runner import Progress, Rejection, Runner, RunResult, example, response_words
@@ -257,9 +257,13 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
         off_topic_skipped = relevance_skip_note(cfg.relevance, records, device)
         if off_topic_skipped:
             notes.append(off_topic_skipped)
-        relevance = RelevanceScores(cfg.relevance, embed=off_topic_skipped is None)
-        embedder_name = relevance.embedder.name if relevance.embedder else cfg.relevance.model
-        steps += [relevance, Relevance(cfg.relevance, embedder_name)]
+        embedder_name = cfg.relevance.model
+        steps.append(EchoScores())
+        if off_topic_skipped is None:
+            relevance = RelevanceScores(cfg.relevance)
+            embedder_name = relevance.embedder.name
+            steps.append(relevance)
+        steps.append(Relevance(cfg.relevance, embedder_name))
     if cfg.style.enabled:
         steps += [StyleScore(cfg.style), StyleJudge(cfg.style)]
     if cfg.coherence.enabled or cfg.completeness.enabled:

@@ -1,9 +1,9 @@
 """Relevance judges: a response that answers another prompt, or one that only restates its prompt.
 
-Two steps, in the contract's shape (an `Annotator` measures, a `Filter` decides):
+Three steps, in the contract's shape (`Annotator`s measure, a `Filter` decides):
 
-- `RelevanceScores` writes `conv.meta["scores"]`:
-  - `relevance`: cosine similarity of the prompt (the user turns) and the
+- two annotators write `conv.meta["scores"]`:
+  - `relevance` (`RelevanceScores`): cosine similarity of the prompt (the user turns) and the
     last response, embedded with the packaged MiniLM (`curation.relevance.model`).
     Measured on calibration LIMA with planted off-topic answers
     (`benchmarks/calibrate_relevance.py`), MiniLM separates them with an
@@ -13,7 +13,7 @@ Two steps, in the contract's shape (an `Annotator` measures, a `Filter` decides)
     pair's rank among the set's other responses) were measured too and
     gained little over MiniLM's plain cosine while needing the whole set,
     so the judge stays per record.
-  - `echo`: a lexical score in [0, 1], `coverage x (1 - novelty)`: the share
+  - `echo` (`EchoScores`, no model, runs in forked workers): a lexical score in [0, 1], `coverage x (1 - novelty)`: the share
     of the last user turn's words (and of its first line, the instruction)
     that the response repeats, times the share of the response's words that
     come from the prompt. A copy, a reordering or a template around the
@@ -31,8 +31,8 @@ Without a GPU, MiniLM embeds about 15 records/s on 2 cores
 (`benchmarks/bench_semantic_dedup.py --speed`). A set larger than
 `curation.relevance.maxRecordsOnCpu` is not embedded on a CPU:
 `skip_note` says why (the runner puts it in the report), `RelevanceScores`
-is then built with `embed=False` and writes only `echo`, and the off-topic
-judge sees no `relevance` score (no evidence: it keeps the record).
+is left out (only `EchoScores` runs), and the off-topic judge sees no
+`relevance` score (no evidence: it keeps the record).
 
 Thresholds: `curation.relevance.offTopicThreshold` / `echoThreshold`, else
 the calibrated values in `resources/calibration/relevance.json` (off-topic
@@ -100,31 +100,38 @@ def _rounded(value: float | None) -> float | None:
 
 
 class RelevanceScores(Annotator):
-    """Writes `scores["relevance"]` (prompt-response cosine) and `scores["echo"]` (see the module docstring)."""
+    """Writes `scores["relevance"]`: the cosine of the prompt and response embeddings (module docstring)."""
 
     name = "relevance"
     batch_size = 256
 
-    def __init__(self, config: RelevanceStep, embedder: Embedder | None = None, *, embed: bool = True) -> None:
+    def __init__(self, config: RelevanceStep, embedder: Embedder | None = None) -> None:
         super().__init__()
-        self.embedder = (embedder or load_embedder(config.model)) if embed else None
+        self.embedder = embedder or load_embedder(config.model)
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
         prompts = [prompt_text(conv) for conv in convs]
         responses = [last_response(conv) for conv in convs]
-        cosines: list[float | None] = [None] * len(convs)
-        if self.embedder is not None:
-            products = np.einsum("ij,ij->i", self.embedder.encode(prompts), self.embedder.encode(responses))
-            cosines = [float(value) for value in products]
-        for conv, prompt, response, cosine in zip(convs, prompts, responses, cosines, strict=True):
-            scores = conv.meta.setdefault("scores", {})
-            if self.embedder is not None:
-                empty = not prompt.strip() or not response.strip()
-                scores[RELEVANCE] = None if empty else _rounded(cosine)
-            scores[ECHO] = _rounded(echo_score(last_user_turn(conv), response))
+        products = np.einsum("ij,ij->i", self.embedder.encode(prompts), self.embedder.encode(responses))
+        for conv, prompt, response, cosine in zip(convs, prompts, responses, products, strict=True):
+            empty = not prompt.strip() or not response.strip()
+            conv.meta.setdefault("scores", {})[RELEVANCE] = None if empty else _rounded(float(cosine))
 
     def report(self) -> dict[str, Any]:
-        return {"model": self.embedder.name if self.embedder is not None else None}
+        return {"model": self.embedder.name}
+
+
+class EchoScores(Annotator):
+    """Writes `scores["echo"]`: how much the response only restates its prompt (module docstring); no model."""
+
+    name = "echo"
+    batch_size = 256
+    forkable = True
+
+    def annotate(self, convs: Sequence[Conversation]) -> None:
+        for conv in convs:
+            echo = echo_score(last_user_turn(conv), last_response(conv))
+            conv.meta.setdefault("scores", {})[ECHO] = _rounded(echo)
 
 
 def skip_note(config: RelevanceStep, records: int, device_type: str) -> str | None:

@@ -5,15 +5,17 @@ any step judges:
 
 - consecutive `Filter`s form one pass: each record is shown to them in order,
   a `gate` that stops it ends its pass, otherwise every filter runs so that a
-  rejected record lists all its reasons. A pass of `forkable` filters over a
-  large set runs in forked worker processes: a worker inherits the records
-  and the filters from the parent (nothing is pickled on the way in) and
-  sends back only the verdicts and its filters' counters, in input order, so
-  the outputs are the same whatever the number of workers (a test checks);
-- an `Annotator` sees the surviving records in batches and stops none; a
-  `forkable` one over a large set runs in forked workers too, which send
-  back each record's meta;
+  rejected record lists all its reasons;
+- an `Annotator` sees the surviving records in batches and stops none;
 - a `SetStep` sees all surviving records at once.
+
+Consecutive filter passes and `forkable` annotators form a `Segment` that
+each chunk of records walks in turn. Over a large set whose steps are all
+`forkable`, forked worker processes walk the chunks: a worker inherits the
+records and the steps from the parent (nothing is pickled on the way in) and
+sends back, once per segment, each record's meta, where it stopped and its
+steps' counters, in input order, so the outputs are the same whatever the
+number of workers (a test checks). A model's annotator runs in this process.
 
 A step's `outcome` says where the records it stops go: rejected (with the
 reasons) or held for review. Every input record ends in exactly one of
@@ -23,7 +25,6 @@ curated, rejected and review; `run` checks that before returning.
 from __future__ import annotations
 
 import multiprocessing
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -141,10 +142,6 @@ class FilterPass:
     def __init__(self, filters: list[Filter]) -> None:
         self.filters = filters
 
-    @property
-    def forkable(self) -> bool:
-        return all(f.forkable for f in self.filters)
-
     def judge(self, conv: Conversation) -> Verdict:
         reasons: list[str] = []
         passed_gates = True
@@ -159,21 +156,28 @@ class FilterPass:
                 return Verdict(reasons, False, conv.meta)
         return Verdict(reasons, passed_gates, conv.meta)
 
-    def counters(self) -> list[tuple[int, Counter[str], float]]:
-        return [(f.seen, Counter(f.drops), f.seconds) for f in self.filters]
 
-    def counters_since(self, before: list[tuple[int, Counter[str], float]]) -> list[tuple[int, Counter[str], float]]:
-        """What the filters counted since `before` (an earlier `counters()`)."""
-        return [
-            (seen - seen0, drops - drops0, seconds - seconds0)
-            for (seen, drops, seconds), (seen0, drops0, seconds0) in zip(self.counters(), before, strict=True)
-        ]
+Counters = list[tuple[int, Counter[str], float]]
+"""Per step: records seen, drops by reason, seconds."""
 
-    def add_counters(self, counters: list[tuple[int, Counter[str], float]]) -> None:
-        for f, (seen, drops, seconds) in zip(self.filters, counters, strict=True):
-            f.seen += seen
-            f.drops.update(drops)
-            f.seconds += seconds
+
+def counters(steps: Sequence[Step]) -> Counters:
+    return [(s.seen, Counter(s.drops), s.seconds) for s in steps]
+
+
+def counters_since(steps: Sequence[Step], before: Counters) -> Counters:
+    """What `steps` counted since `before` (an earlier `counters(steps)`)."""
+    return [
+        (seen - seen0, drops - drops0, seconds - seconds0)
+        for (seen, drops, seconds), (seen0, drops0, seconds0) in zip(counters(steps), before, strict=True)
+    ]
+
+
+def add_counters(steps: Sequence[Step], counted: Counters) -> None:
+    for step, (seen, drops, seconds) in zip(steps, counted, strict=True):
+        step.seen += seen
+        step.drops.update(drops)
+        step.seconds += seconds
 
 
 # What a forked worker runs, and over which records: set by the parent just before the pool starts.
@@ -222,50 +226,84 @@ def in_chunks(
     return out, True
 
 
-def judge_all(
-    judges: FilterPass, convs: Sequence[Conversation], workers: int, progress: Callable[[int], None]
-) -> list[Verdict]:
-    """A verdict per record, in input order; the records' meta and the filters' counters are updated."""
+@dataclass
+class Stop:
+    """Where a record's walk through a segment ended: the stage that stopped it and why."""
 
-    def judge_chunk(chunk: Sequence[Conversation]) -> tuple[list[Verdict], list[tuple[int, Counter[str], float]]]:
-        before = judges.counters()
-        verdicts = [judges.judge(conv) for conv in chunk]
-        return verdicts, judges.counters_since(before)
-
-    results, forked = in_chunks(judge_chunk, convs, workers if judges.forkable else 1, progress)
-    verdicts = [verdict for chunk, _ in results for verdict in chunk]
-    if forked:
-        for _, counts in results:
-            judges.add_counters(counts)
-        for conv, verdict in zip(convs, verdicts, strict=True):
-            conv.meta = verdict.meta  # the workers judged copies
-    return verdicts
+    stage: int
+    reasons: list[str]
+    passed_gates: bool
 
 
-def annotate_all(step: Annotator, convs: Sequence[Conversation], workers: int, progress: Callable[[int], None]) -> None:
-    """`step` over every record in batches of its `batch_size`; a `forkable` step over a large set runs in
-    forked workers, which send back each record's meta (all an annotator writes there) and their counts."""
+@dataclass
+class ChunkWalk:
+    """What walking one chunk through a segment left: every record's meta, the records stopped (by position in
+    the chunk) and the steps' counts."""
 
-    size = max(1, step.batch_size)
-    if not step.forkable:  # a model's batches are slow: progress after each
-        for start in range(0, len(convs), size):
-            progress(start)
-            step(convs[start : start + size])
-        return
+    metas: list[dict[str, Any]]
+    stops: dict[int, Stop]
+    counted: Counters
 
-    def annotate_chunk(chunk: Sequence[Conversation]) -> tuple[list[dict[str, Any]], int, float]:
-        seen, seconds = step.seen, step.seconds
-        for start in range(0, len(chunk), size):
-            step(chunk[start : start + size])
-        return [conv.meta for conv in chunk], step.seen - seen, step.seconds - seconds
 
-    results, forked = in_chunks(annotate_chunk, convs, workers, progress)
-    if forked:
-        metas = [meta for chunk_metas, _, _ in results for meta in chunk_metas]
-        for conv, meta in zip(convs, metas, strict=True):
-            conv.meta = meta  # the workers annotated copies
-        step.seen += sum(seen for _, seen, _ in results)
-        step.seconds += sum(seconds for _, _, seconds in results)
+class Segment:
+    """Consecutive per-record stages (filter passes and annotators) that each chunk of records walks in turn.
+
+    A record a filter pass stops is not shown to the stages after it, as if the stages ran one after another
+    over the whole set. When every step is `forkable` and the set is large, forked workers walk the chunks
+    (`in_chunks`) and send back, once for the whole segment, each record's meta, where it stopped and their
+    counts: one pool and one trip of the metas per segment rather than per stage.
+    """
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+        self.passes = [
+            FilterPass([s for s in stage.steps if isinstance(s, Filter)])
+            if isinstance(stage.steps[0], Filter)
+            else None
+            for stage in stages
+        ]
+        self.steps = [step for stage in stages for step in stage.steps]
+
+    @property
+    def forkable(self) -> bool:
+        return all(getattr(step, "forkable", False) for step in self.steps)
+
+    def walk(self, chunk: Sequence[Conversation]) -> ChunkWalk:
+        before = counters(self.steps)
+        stops: dict[int, Stop] = {}
+        alive = list(range(len(chunk)))
+        for k, (stage, judges) in enumerate(zip(self.stages, self.passes, strict=True)):
+            if judges is None:
+                annotator = stage.steps[0]
+                assert isinstance(annotator, Annotator)
+                size = max(1, annotator.batch_size)
+                for start in range(0, len(alive), size):
+                    annotator([chunk[i] for i in alive[start : start + size]])
+                continue
+            going_on = []
+            for i in alive:
+                verdict = judges.judge(chunk[i])
+                if verdict.reasons:
+                    stops[i] = Stop(k, verdict.reasons, verdict.passed_gates)
+                else:
+                    going_on.append(i)
+            alive = going_on
+        return ChunkWalk([conv.meta for conv in chunk], stops, counters_since(self.steps, before))
+
+    def run(self, convs: Sequence[Conversation], workers: int, progress: Callable[[int], None]) -> dict[int, Stop]:
+        """Walk `convs` (in workers when forkable and large); the records' meta and the steps' counts are
+        updated. Returns the records stopped, by position in `convs`."""
+        walks, forked = in_chunks(self.walk, convs, workers if self.forkable else 1, progress)
+        stops: dict[int, Stop] = {}
+        offset = 0
+        for walk in walks:
+            if forked:  # the workers walked copies
+                for conv, meta in zip(convs[offset : offset + len(walk.metas)], walk.metas, strict=True):
+                    conv.meta = meta
+                add_counters(self.steps, walk.counted)
+            stops.update((offset + i, stop) for i, stop in walk.stops.items())
+            offset += len(walk.metas)
+        return stops
 
 
 # -- the runner -----------------------------------------------------------------
@@ -297,6 +335,23 @@ def stages_of(steps: Sequence[Step], labels: dict[int, str]) -> list[Stage]:
         else:
             stages.append(Stage([step], label))
     return stages
+
+
+def groups_of(stages: Sequence[Stage]) -> list[Segment | Stage]:
+    """What the runner runs as one unit: a `Segment` of consecutive per-record stages that all fork or all do
+    not (filter passes, forkable annotators), or a stage of its own (a model's annotator, a set step)."""
+    groups: list[Segment | Stage] = []
+    for stage in stages:
+        first = stage.steps[0]
+        if not isinstance(first, Filter) and not (isinstance(first, Annotator) and first.forkable):
+            groups.append(stage)
+            continue
+        last = groups[-1] if groups else None
+        if isinstance(last, Segment) and last.forkable == Segment([stage]).forkable:
+            groups[-1] = Segment([*last.stages, stage])
+        else:
+            groups.append(Segment([stage]))
+    return groups
 
 
 @dataclass
@@ -331,6 +386,7 @@ class Runner:
     ) -> None:
         self.steps = list(steps)
         self.stages = stages_of(self.steps, labels or {})
+        self.groups = groups_of(self.stages)
         self.workers = workers
         self.progress = on_progress or (lambda stage, done, total: None)
         self.rejected: list[Rejection] = []
@@ -369,20 +425,21 @@ class Runner:
     def advance(self, survivors: list[Conversation]) -> Advance:
         """Run every stage over `survivors`; the records stopped are routed."""
         judged: list[Conversation] | None = None
-        timings: list[StepTiming] = []
         funnel: list[tuple[str, int]] = []
-        for stage in self.stages:
-            started = time.perf_counter()
-            before = len(survivors)
-            survivors, passed_gates = self._run_stage(stage, survivors)
+        before = counters(self.steps)
+        for group in self.groups:
+            if isinstance(group, Segment):
+                survivors, passed_gates, counts = self._run_segment(group, survivors)
+                funnel += counts
+            else:
+                survivors, passed_gates = self._run_stage(group, survivors)
+                funnel.append((group.label, len(survivors)))
             if judged is None and passed_gates is not None:
                 judged = passed_gates
-            elapsed = time.perf_counter() - started
-            if len(stage.steps) == 1:
-                timings.append(StepTiming(stage.steps[0].name, _kind(stage.steps[0]), before, round(elapsed, 4)))
-            else:
-                timings += [StepTiming(f.name, "filter", f.seen, round(f.seconds, 4)) for f in stage.steps]
-            funnel.append((stage.label, len(survivors)))
+        timings = [
+            StepTiming(step.name, _kind(step), seen, round(seconds, 4))
+            for step, (seen, _, seconds) in zip(self.steps, counters_since(self.steps, before), strict=True)
+        ]
         return Advance(survivors, judged, funnel, timings)
 
     def take_routed(self) -> tuple[list[Rejection], list[tuple[Conversation, list[str]]]]:
@@ -395,8 +452,6 @@ class Runner:
         self, stage: Stage, convs: list[Conversation]
     ) -> tuple[list[Conversation], list[Conversation] | None]:
         first = stage.steps[0]
-        if isinstance(first, Filter):
-            return self._run_filters(stage, convs)
         if isinstance(first, Annotator):
             self._run_annotator(first, stage.label, convs)
             return convs, None
@@ -414,26 +469,37 @@ class Runner:
             self._route(step, convs[i], [reason])
         return stopped
 
-    def _run_filters(
-        self, stage: Stage, convs: list[Conversation]
-    ) -> tuple[list[Conversation], list[Conversation] | None]:
-        judges = FilterPass([s for s in stage.steps if isinstance(s, Filter)])
-        verdicts = judge_all(judges, convs, self.workers, lambda done: self.progress(stage.label, done, len(convs)))
-        self.progress(stage.label, len(convs), len(convs))
-        survivors: list[Conversation] = []
-        passed_gates: list[Conversation] = []
-        for conv, verdict in zip(convs, verdicts, strict=True):
-            if verdict.passed_gates:
-                passed_gates.append(conv)
-            if verdict.reasons:
-                self._route(stage.steps[0], conv, verdict.reasons)
-            else:
-                survivors.append(conv)
-        has_gates = any(getattr(s, "gate", False) for s in stage.steps)
-        return survivors, (passed_gates if has_gates else None)
+    def _run_segment(
+        self, segment: Segment, convs: list[Conversation]
+    ) -> tuple[list[Conversation], list[Conversation] | None, list[tuple[str, int]]]:
+        """(survivors, the records that passed the first gates among these stages or None, the funnel rows);
+        the records stopped are routed stage by stage, in input order, as if each stage ran on its own."""
+        labels = [stage.label for stage in segment.stages]
+        stops = segment.run(convs, self.workers, lambda done: self.progress(labels[0], done, len(convs)))
+        passed_gates: list[Conversation] | None = None
+        funnel: list[tuple[str, int]] = []
+        alive = len(convs)
+        for k, stage in enumerate(segment.stages):
+            self.progress(stage.label, len(convs), len(convs))
+            stopped_here = sorted(i for i, stop in stops.items() if stop.stage == k)
+            if passed_gates is None and any(getattr(s, "gate", False) for s in stage.steps):
+                passed_gates = [
+                    c
+                    for i, c in enumerate(convs)
+                    if i not in stops or stops[i].stage > k or (stops[i].stage == k and stops[i].passed_gates)
+                ]
+            for i in stopped_here:
+                self._route(stage.steps[0], convs[i], stops[i].reasons)
+            alive -= len(stopped_here)
+            funnel.append((stage.label, alive))
+        return [c for i, c in enumerate(convs) if i not in stops], passed_gates, funnel
 
     def _run_annotator(self, step: Annotator, label: str, convs: list[Conversation]) -> None:
-        annotate_all(step, convs, self.workers, lambda done: self.progress(label, done, len(convs)))
+        """A model's batches in this process, progress after each (they are slow)."""
+        size = max(1, step.batch_size)
+        for start in range(0, len(convs), size):
+            self.progress(label, start, len(convs))
+            step(convs[start : start + size])
         self.progress(label, len(convs), len(convs))
 
     def _route(self, step: Step, conv: Conversation, reasons: list[str]) -> None:

@@ -293,6 +293,8 @@ class LearnedTaskLabeller(Annotator):
 
     name = "tasks"
     forkable = True  # in the pipeline it reads the embeddings step's vectors (no embedder of its own)
+    batch_size = 1024
+    """Large batches: every batch builds the vocabulary's index and a dense tf-idf block."""
 
     def __init__(self, embedder: Embedder | None = None, weights: Path | None = None) -> None:
         super().__init__()

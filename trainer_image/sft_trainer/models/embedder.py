@@ -109,6 +109,9 @@ class StaticEmbedder(Embedder):
         from model2vec import StaticModel
 
         self.model = StaticModel.from_pretrained(str(folder))
+        # Saved as float16; numpy averages float16 rows several times slower than float32 ones
+        # (2.0 vs 1.5 s for 20k Alpaca responses), and a float32 mean is the exact one.
+        self.model.embedding = np.asarray(self.model.embedding, dtype=np.float32)
         self.name = name
         self.dim = int(self.model.dim)
         self.max_tokens = int(getattr(self.model, "max_length", None) or 512)
