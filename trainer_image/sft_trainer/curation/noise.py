@@ -566,11 +566,13 @@ def judged_mix(
     half: str = "test",
     *,
     clean_count: int = 300,
-    per_kind: int = 40,
+    per_kind: int | None = 40,
     seed: int = 0,
     shared_dir: str | Path | None = None,
 ) -> tuple[list[Conversation], list[str]]:
     """Clean LIMA records plus `per_kind` planted records of every kind, shuffled, indexed 0..n-1.
+
+    `per_kind` None: one planted record per donor (every record of the half that is not among the clean ones).
 
     `half` is "test" (the held-out half: what tests score) or "calibration".
     The noisy copies are made from other LIMA records than the clean ones,
@@ -587,8 +589,9 @@ def judged_mix(
     chat = [c for c in load_chat_answers(shared_dir) if calibration_half(c) == (half == "calibration")]
     records: list[tuple[Conversation, str]] = [(c, CLEAN) for c in clean]
     for kind in KINDS:
-        pool = rng.sample(donors, min(len(donors), per_kind * 2))
-        records += [(c, kind) for c in plant(kind, pool, rng, chat_answers=chat)[:per_kind]]
+        wanted = len(donors) if per_kind is None else per_kind
+        pool = rng.sample(donors, min(len(donors), wanted * 2))
+        records += [(c, kind) for c in plant(kind, pool, rng, chat_answers=chat)[:wanted]]
     rng.shuffle(records)
     convs, kinds = [], []
     for index, (conv, kind) in enumerate(records):
