@@ -266,7 +266,7 @@ class Segment:
 
     @property
     def forkable(self) -> bool:
-        return all(getattr(step, "forkable", False) for step in self.steps)
+        return all(map(stage_forkable, self.stages))
 
     def walk(self, chunk: Sequence[Conversation]) -> ChunkWalk:
         before = counters(self.steps)
@@ -337,6 +337,11 @@ def stages_of(steps: Sequence[Step], labels: dict[int, str]) -> list[Stage]:
     return stages
 
 
+def stage_forkable(stage: Stage) -> bool:
+    """Whether every step of a per-record stage may run in forked workers."""
+    return all(getattr(step, "forkable", False) for step in stage.steps)
+
+
 def groups_of(stages: Sequence[Stage]) -> list[Segment | Stage]:
     """What the runner runs as one unit: a `Segment` of consecutive per-record stages that all fork or all do
     not (filter passes, forkable annotators), or a stage of its own (a model's annotator, a set step)."""
@@ -347,7 +352,7 @@ def groups_of(stages: Sequence[Stage]) -> list[Segment | Stage]:
             groups.append(stage)
             continue
         last = groups[-1] if groups else None
-        if isinstance(last, Segment) and last.forkable == Segment([stage]).forkable:
+        if isinstance(last, Segment) and last.forkable == stage_forkable(stage):
             groups[-1] = Segment([*last.stages, stage])
         else:
             groups.append(Segment([stage]))

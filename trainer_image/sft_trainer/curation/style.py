@@ -381,8 +381,7 @@ class StyleScore(Annotator):
     def __init__(self, cfg: StyleStep | None = None, weights: Path | None = None) -> None:
         super().__init__()
         self.classifier = StyleClassifier(weights)
-        configured = (cfg or StyleStep()).min_words
-        self.min_words = configured if configured is not None else self.classifier.min_words
+        _, self.min_words = _judge_settings(cfg or StyleStep(), weights, self.classifier)
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
         responses = [last_response(c) for c in convs]
@@ -396,11 +395,12 @@ class StyleScore(Annotator):
             convs[i].meta["scores"][SCORE_KEY] = round(float(p), 4)
 
 
-def _judge_settings(cfg: StyleStep, weights: Path | None) -> tuple[float, int]:
-    """(threshold, min_words): the configured values, the shipped calibrated ones where unset."""
+def _judge_settings(cfg: StyleStep, weights: Path | None, shipped: StyleClassifier | None = None) -> tuple[float, int]:
+    """(threshold, min_words): the configured values, the shipped calibrated ones where unset (read from
+    `shipped`, or from the weights when a value is needed and no classifier is loaded)."""
     if cfg.threshold is not None and cfg.min_words is not None:
         return cfg.threshold, cfg.min_words
-    shipped = StyleClassifier(weights)
+    shipped = shipped or StyleClassifier(weights)
     return (
         cfg.threshold if cfg.threshold is not None else shipped.threshold,
         cfg.min_words if cfg.min_words is not None else shipped.min_words,
