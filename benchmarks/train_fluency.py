@@ -16,7 +16,7 @@ Calibration (resources/calibration/fluency.json, read by `coherence` and
   word salad when the two are apart;
 - completeness: `max_end_prob` is the largest threshold with which structure,
   paragraphs cut after a closed sentence (`ends_mid_paragraph`) and (open
-  ending AND end_prob below it) flag at most 1% of clean LIMA.
+  ending AND end_prob below it) flag at most 0.4% of clean LIMA.
 
 LIMA calibration answers are in the counts, so scoring them with the full
 model would flatter them: each calibration LIMA record is scored by a model
@@ -53,7 +53,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESOURCES = REPO / "trainer_image" / "sft_trainer" / "resources"
 MODEL_OUT = RESOURCES / "classifiers" / "fluency.npz"
 CALIBRATION_OUT = RESOURCES / "calibration" / "fluency.json"
-TARGET_FP = {"coherence": 0.005, "completeness": 0.01}
+TARGET_FP = {"coherence": 0.005, "completeness": 0.004}
+"""Share of clean calibration LIMA each fallback judge may flag: the defaults' judges together stay under the 3% goal
+(style 0.8%, these two 0.9%, the surface judges about 1%). Completeness was 1% until its fence cue stopped misreading
+LIMA's code lines: below 1% its end-of-line threshold trades little recall (0.885 -> 0.880 of the planted cuts,
+calibration half) for half of its false cuts (5 -> 2 of 521)."""
 SEED = 0
 
 

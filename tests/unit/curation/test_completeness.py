@@ -43,6 +43,19 @@ def test_structure_alone_catches_cut_code_blocks_and_flags_almost_no_clean_answe
     assert clean_flagged / len(held_out_lima) <= 0.01
 
 
+def test_a_fence_line_may_carry_code_and_a_line_opening_with_inline_code_is_no_fence() -> None:
+    # LIMA's StackExchange answers: code on the opening fence line, single backticks inside it, inline ```x```.
+    closed = [
+        "Run:\n```mysql> select host, user from mysql.user;\n```\nThen check the output.",
+        "Set it:\n```host: `0.0.0.0`\n```\nRestart.",
+        "Use this:\n````-(void)tableView:(UITableView *)tableView`\n```\nIt works.",
+        "```open``` and ```start``` are shell things.\n```subprocess.run(['open', name])\n```",
+    ]
+    assert not any(unclosed_fence(text) for text in closed)
+    assert unclosed_fence("```git``` has three modes:\n```git reset --soft HEAD~1\ngit reset --hard")
+    assert unclosed_fence("Try:\n```host: `0.0.0.0`\nport: 3306")
+
+
 def test_judge_without_scores_uses_structure_only() -> None:
     judge = Completeness(CompletenessStep(max_eos_prob=0.001))
     assert judge.check(conversation("Here is the code:\n```python\nprint(1)\n")) == "truncated"

@@ -8,6 +8,7 @@ from pathlib import Path
 from sft_trainer.config import CurationConfig
 from sft_trainer.curation.artifacts import AI_DISCLAIMER, IDENTITY_CLAIM, KNOWLEDGE_CUTOFF, Artifacts
 from sft_trainer.curation.gptisms import density
+from sft_trainer.curation.length import Length
 from sft_trainer.curation.pipeline import surface_filters
 from sft_trainer.curation.repetition import Repetition
 from sft_trainer.curation.validation import Validation
@@ -45,6 +46,19 @@ def test_validation_passes_lima(data_dir: Path) -> None:
     check = Validation()
     failures = [i for i, r in enumerate(lima) if check(conv(r, i))]
     assert len(failures) / len(lima) < 0.01, failures
+
+
+def test_a_one_word_reply_inside_a_dialogue_is_a_whole_turn_but_a_one_word_request_is_too_short(
+    data_dir: Path,
+) -> None:
+    lima = json.loads((data_dir / "lima_llamafactory.json").read_text(encoding="utf-8"))
+    game = conv(next(r for r in lima if r["history"] and r["history"][0][0].startswith("Let's play 20 Questions")))
+    assert [m.content for m in game.messages if m.role == "user"][1:4] == ["No", "No", "Yes"]
+    check = Length(min_prompt_chars=3, max_prompt_chars=24000, min_response_chars=1, max_response_chars=24000)
+    assert check(game) is None
+    assert check(Conversation([Message("user", "Hi"), Message("assistant", "Hello!")], 1)) == "length.prompt_too_short"
+    empty_follow_up = [Message("user", "Name a colour."), Message("assistant", "Red."), Message("user", " ")]
+    assert check(Conversation([*empty_follow_up, Message("assistant", "Blue.")], 2)) == "length.prompt_too_short"
 
 
 def test_repetition_flags_degenerate_text_but_not_code_or_lists(data_dir: Path) -> None:

@@ -77,6 +77,17 @@ def test_template_rejects_special_tokens_and_overlong_records(tokenizer_view) ->
     }
 
 
+def test_the_token_minimum_of_a_prompt_bounds_the_opening_request_not_a_reply_in_a_dialogue(tokenizer_view) -> None:
+    dialogue = [Message("user", "Think of an animal and I will guess it."), Message("assistant", "Is it a bird?")]
+    convs = [
+        Conversation([*dialogue, Message("user", "No"), Message("assistant", "Is it a fish?")], 0),
+        chat("Hi", "Hello! What can I do for you?", 1),
+    ]
+    assert rejected(run([Tokenize(tokenizer_view), TokenBounds({"prompt": (3, None)})], convs)) == {
+        1: "length.prompt_too_few_tokens"
+    }
+
+
 @pytest.mark.parametrize("template", ["auto", "alpaca"])
 def test_curation_rejects_what_training_rejects_under_the_same_reason(tokenizer_view, template: str) -> None:
     """One implementation of the chat-template rules: the curation step's verdict is the training builder's."""

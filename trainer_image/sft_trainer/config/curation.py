@@ -47,7 +47,7 @@ class LengthStep(WireModel):
     enabled: bool = True
     """Reject records whose turns fall outside the bounds below."""
     min_prompt_chars: int = Field(default=3, ge=0)
-    """Fewest characters in a user turn."""
+    """Fewest characters in the opening user turn; a later user turn in a dialogue ("No", "Ok") needs one."""
     max_prompt_chars: int = Field(default=24000, ge=1)
     """Most characters in a user turn."""
     min_response_chars: int = Field(default=1, ge=0)
@@ -55,7 +55,7 @@ class LengthStep(WireModel):
     max_response_chars: int = Field(default=24000, ge=1)
     """Most characters in an assistant turn."""
     min_prompt_tokens: int | None = Field(default=None, ge=0)
-    """Fewest tokens in a user turn; needs a tokenizer. Unset: no bound."""
+    """Fewest tokens in the opening user turn (a later one needs one); needs a tokenizer. Unset: no bound."""
     max_prompt_tokens: int | None = Field(default=None, ge=1)
     """Most tokens in a user turn; needs a tokenizer. Unset: no bound (the template check still bounds the whole conversation)."""
     min_response_tokens: int | None = Field(default=1, ge=0)

@@ -3,8 +3,8 @@
 Two kinds of evidence:
 
 - structure, which needs no model and always runs: an unclosed code fence
-  (an odd number of fence lines: three backticks and an optional info
-  string, no other backtick; LIMA writes inline code as ```x```), a last character
+  (an odd number of lines opening with three backticks and holding no second
+  three: LIMA writes inline code as ```x```), a last character
   that cannot end a text (a comma, an opening bracket, an operator: `,([{=+&\\`),
   or a last word that cannot end an English sentence (an article, a
   preposition, a conjunction, an auxiliary: "the", "of", "and", "is"...);
@@ -23,9 +23,11 @@ against `max_end_prob` from resources/calibration/fluency.json
 (`benchmarks/train_fluency.py`), and so does a paragraph that stops open
 after closing a sentence on the same line (`ends_mid_paragraph`); with
 neither score, only the structural cues decide. Measured without the LM
-(`benchmarks/train_fluency.py --per-kind 200`): truncated recall 0.885 /
-0.875 (calibration, cross-fitted / held-out half; 0.835 / 0.795 before the
-"open among closed lines" cue), clean LIMA flagged 1.0% / 1.2% of each half.
+(`benchmarks/train_fluency.py --per-kind 200`): truncated recall 0.880 /
+0.870 (calibration, cross-fitted / held-out half; 0.835 / 0.795 before the
+"open among closed lines" cue), clean LIMA flagged 0.4% / 1.0% of each half
+(`max_end_prob` is the largest with which the whole judge flags at most 0.4%
+of the calibration half).
 Measured
 (`benchmarks/calibrate_scorer.py`, resources/calibration/scorer.json): recall
 on planted truncations 0.90 / 0.95 (calibration / held-out half), structure
@@ -47,8 +49,8 @@ from .fluency import LIST_MARKER, fluency_calibration
 from .lm_scores import calibration
 from .text import last_response
 
-FENCE_LINE = re.compile(r"^[ \t]*```[^`\n]*$", re.MULTILINE)
-"""A code fence: a line opening with three backticks and no other backtick (```--hard``` is inline code)."""
+FENCE_LINE = re.compile(r"^[ \t]*`{3,}(?:(?!```)[^\n])*$", re.MULTILINE)
+"""A code fence: a line opening with three backticks and no second three on it (```--hard``` is inline code)."""
 DANGLING_CHARS = frozenset(",([{=+&\\")
 """A text never ends on these (a table row ending `|` or `-` does: those are not here)."""
 OPEN_END = re.compile(r"[\w,;–—-]$")
@@ -135,6 +137,12 @@ MIN_OTHER_LINES = 2
 
 
 def unclosed_fence(text: str) -> bool:
+    """True when the fence lines are odd in number: a code block opened and never closed.
+
+    What follows the backticks on a fence line is an info string or, in LIMA's StackExchange
+    answers, code (```mysql> select ...;, ```host: `0.0.0.0`, ````-(void)...`: single backticks
+    included). A line with a second three backticks opens with an inline span, not a fence.
+    """
     return len(FENCE_LINE.findall(text)) % 2 == 1
 
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 from ..formats import Conversation
 from .base import Filter
 
+FOLLOW_UP_MINIMUM = 1
+"""A user turn after the opening request only has to say something: in a dialogue "No", "Ok" or "?" is a
+whole turn (LIMA's game of 20 Questions answers "No" and "Yes"). The configured minimum is for the request."""
+
+
+def prompt_minimum(low: int, follow_up: bool) -> int:
+    """The lower bound of a user turn: the configured one for the opening request, at most one unit after it."""
+    return min(low, FOLLOW_UP_MINIMUM) if follow_up else low
+
 
 class Length(Filter):
-    """Every user turn and every assistant turn within its character bounds."""
+    """Every user turn and every assistant turn within its character bounds (a follow-up user turn: see
+    `prompt_minimum`)."""
 
     name = "length"
 
@@ -19,11 +29,15 @@ class Length(Filter):
         self.response_bounds = (min_response_chars, max_response_chars)
 
     def check(self, conv: Conversation) -> str | None:
+        users = 0
         for message in conv.messages:
             if message.role == "system":
                 continue
             low, high = self.prompt_bounds if message.role == "user" else self.response_bounds
             kind = "prompt" if message.role == "user" else "response"
+            if kind == "prompt":
+                low = prompt_minimum(low, follow_up=users > 0)
+                users += 1
             size = len(message.content.strip())
             if size < low:
                 return f"{kind}_too_short"
