@@ -71,8 +71,9 @@ def test_judge_reads_eos_prob_only_on_open_endings() -> None:
     open_end = "The best known example is the Eiffel Tower in Paris"
     assert judge.check(conversation(open_end, {"eos_prob": 1e-6})) == "truncated"
     assert judge.check(conversation(open_end, {"eos_prob": 0.2})) is None
-    # Closing punctuation, a closed code block, a table row: a low probability alone does not condemn them.
-    for finished in ("It is in Paris.", "```python\nprint(1)\n```", "| a | b |", 'He said "yes"'):
+    # Closing punctuation, a closed code block, a table row, a link: a low probability alone does not condemn them.
+    links = "It is all explained.\n\nMore here: https://docs.example.org/guide/1iaX_nxas"
+    for finished in ("It is in Paris.", "```python\nprint(1)\n```", "| a | b |", 'He said "yes"', links):
         assert not ends_open(finished)
         assert judge.check(conversation(finished, {"eos_prob": 1e-6})) is None
 

@@ -10,7 +10,7 @@ Two kinds of evidence:
   preposition, a conjunction, an auxiliary: "the", "of", "and", "is"...);
 - the scorer LM's `eos_prob` (probability of end-of-turn right after the
   response, given the prompt): a response whose text ends open (on a letter,
-  digit or comma rather than closing punctuation, a bracket or a code fence)
+  digit or comma rather than closing punctuation, a bracket, a code fence or a link)
   AND whose `eos_prob` is below the calibrated threshold is truncated. The
   open-end condition keeps finished answers that the small model merely did
   not expect to end there (a closing sentence, a signature) from being judged
@@ -55,6 +55,8 @@ DANGLING_CHARS = frozenset(",([{=+&\\")
 """A text never ends on these (a table row ending `|` or `-` does: those are not here)."""
 OPEN_END = re.compile(r"[\w,;–—-]$")
 """Ends on a letter, a digit (any script) or a comma/dash: the sentence may go on."""
+FINAL_URL = re.compile(r"(?:https?://|www\.)\S+$")
+"""A link closes a line the way a full stop does ("More here: https://..."); a cut mid-link ends on it too, rarely."""
 NON_FINAL_WORDS = frozenset(
     [
         "a",
@@ -176,8 +178,9 @@ def ends_open_among_closed_lines(text: str) -> bool:
 
 
 def ends_open(text: str) -> bool:
-    """True when the text ends where a sentence could go on (no closing punctuation, bracket, quote or fence)."""
-    return OPEN_END.search(text.rstrip()) is not None
+    """True when the text ends where a sentence could go on (no closing punctuation, bracket, quote, fence or link)."""
+    end = text.rstrip()
+    return OPEN_END.search(end) is not None and FINAL_URL.search(end) is None
 
 
 def ends_mid_paragraph(text: str) -> bool:
