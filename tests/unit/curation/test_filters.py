@@ -11,6 +11,7 @@ from sft_trainer.curation.gptisms import density
 from sft_trainer.curation.length import Length
 from sft_trainer.curation.pipeline import surface_filters
 from sft_trainer.curation.repetition import Repetition
+from sft_trainer.curation.text import is_code_line, prose_lines
 from sft_trainer.curation.validation import Validation
 from sft_trainer.formats import Conversation, Message, record_to_conversation
 
@@ -70,6 +71,39 @@ def test_repetition_flags_degenerate_text_but_not_code_or_lists(data_dir: Path) 
     assert step.check_text(looping) is not None
     same_items = "\n".join(f"{i}. Buy fresh vegetables at the market" for i in range(1, 8))
     assert step.check_text(same_items) == "duplicate_list_items"
+
+
+def test_inline_code_stays_in_its_sentence_and_fenced_blocks_leave_the_prose() -> None:
+    # LIMA's StackExchange answers write inline code as ```x``` and put code on the opening fence line.
+    answer = (
+        "You are using ```|```, a pipe, to send the output of a command into another command.\n"
+        "```cp a b && rm a\ncp a c\n```\n"
+        "~~~\nrm -rf build\n~~~\n"
+        "To sum up the operators:\n\n"
+        + "".join(
+            f"* ```{op}``` executes the right-hand command of ```{op}``` only if the previous one {outcome}.\n"
+            for op, outcome in (("&&", "succeeded"), ("||", "failed"), (";", "finished"))
+        )
+    )
+    assert prose_lines(answer) == [
+        "You are using ```|```, a pipe, to send the output of a command into another command.",
+        "To sum up the operators:",
+    ]
+    assert prose_lines("Try:\n```host: `0.0.0.0`\nport: 3306") == ["Try:"]  # a block left open runs to the end
+    # The list items are list items, not fragments left over from cutting out inline code: parallel
+    # phrasing in a list is no repetition.
+    assert repetition().check_text(answer * 3) is None
+
+
+def test_a_parenthetical_is_prose_and_a_call_is_code() -> None:
+    prose = [
+        "Neuronal stem cells migrate over long distances in response to injury (Imitola et al., 2004).",
+        "* the staging area (also called the index), which stages changes",
+    ]
+    code = ['print("hi")', "with open(name, 'r') as handle:", "x = f(y)", "main :: IO ()", "    return total"]
+    assert not any(map(is_code_line, prose))
+    assert all(map(is_code_line, code))
+    assert prose_lines("\n".join([prose[0], *code])) == [prose[0]]
 
 
 def test_artifacts_catch_chatbot_text_in_real_data(data_dir: Path) -> None:

@@ -67,7 +67,7 @@ def test_held_out_recall_and_clean_flags_without_the_lm(held_out_lima, scorer) -
         f"({len(truncated)}), clean flagged {clean_flagged}/{len(clean)}"
     )
     assert salad_recall >= 0.8
-    # The goal. benchmarks/train_fluency.py on 200 held-out truncations: 0.870 (calibration half 0.880).
+    # The goal. benchmarks/train_fluency.py on 200 held-out truncations: 0.860 (calibration half 0.880).
     assert truncated_recall >= 0.8
     # Budgets on calibration LIMA: 0.5% (coherence) + 0.4% (completeness, structure included); held out the two
     # flag 1.2% (train_fluency.py: 6/508, mostly structural cues, which no threshold sets).

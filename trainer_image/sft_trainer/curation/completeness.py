@@ -2,9 +2,9 @@
 
 Two kinds of evidence:
 
-- structure, which needs no model and always runs: an unclosed code fence
-  (an odd number of lines opening with three backticks and holding no second
-  three: LIMA writes inline code as ```x```), a last character
+- structure, which needs no model and always runs: a code block opened
+  and never closed (`text.FENCE_LINE`: LIMA writes inline code as ```x```,
+  which is no fence), a last character
   that cannot end a text (a comma, an opening bracket, an operator: `,([{=+&\\`),
   or a last word that cannot end an English sentence (an article, a
   preposition, a conjunction, an auxiliary: "the", "of", "and", "is"...);
@@ -24,7 +24,7 @@ against `max_end_prob` from resources/calibration/fluency.json
 after closing a sentence on the same line (`ends_mid_paragraph`); with
 neither score, only the structural cues decide. Measured without the LM
 (`benchmarks/train_fluency.py --per-kind 200`): truncated recall 0.880 /
-0.870 (calibration, cross-fitted / held-out half; 0.835 / 0.795 before the
+0.860 (calibration, cross-fitted / held-out half; 0.835 / 0.795 before the
 "open among closed lines" cue), clean LIMA flagged 0.4% / 1.0% of each half
 (`max_end_prob` is the largest with which the whole judge flags at most 0.4%
 of the calibration half).
@@ -47,10 +47,8 @@ from ..formats import Conversation
 from .base import Filter
 from .fluency import LIST_MARKER, fluency_calibration
 from .lm_scores import calibration
-from .text import last_response
+from .text import last_response, split_code_blocks
 
-FENCE_LINE = re.compile(r"^[ \t]*`{3,}(?:(?!```)[^\n])*$", re.MULTILINE)
-"""A code fence: a line opening with three backticks and no second three on it (```--hard``` is inline code)."""
 DANGLING_CHARS = frozenset(",([{=+&\\")
 """A text never ends on these (a table row ending `|` or `-` does: those are not here)."""
 OPEN_END = re.compile(r"[\w,;–—-]$")
@@ -139,13 +137,8 @@ MIN_OTHER_LINES = 2
 
 
 def unclosed_fence(text: str) -> bool:
-    """True when the fence lines are odd in number: a code block opened and never closed.
-
-    What follows the backticks on a fence line is an info string or, in LIMA's StackExchange
-    answers, code (```mysql> select ...;, ```host: `0.0.0.0`, ````-(void)...`: single backticks
-    included). A line with a second three backticks opens with an inline span, not a fence.
-    """
-    return len(FENCE_LINE.findall(text)) % 2 == 1
+    """True when a code block opened and never closed (`text.FENCE_LINE` says what a fence line is)."""
+    return split_code_blocks(text)[1]
 
 
 def structurally_cut(text: str) -> bool:

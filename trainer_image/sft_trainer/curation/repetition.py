@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..formats import Conversation
 from .base import Filter
 from .junk import surface_calibration
-from .text import _LIST_ITEM, WORD_RE, prose_lines
+from .text import _LIST_ITEM, WORD_RE, prose_lines, without_code_blocks
 
 # Gopher's statistics were made for web documents; below this many words of
 # prose they flag ordinary style (a poem's refrain, a repeated term), as
@@ -107,9 +107,6 @@ def list_blocks(text: str) -> list[list[str]]:
 
 # A sentence ends at . ! ? followed by space, or at a line end.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-# A fenced code block opens with ``` at the start of a line; LIMA also writes
-# inline code between ``` inside a sentence, and that sentence is prose.
-_FENCED_BLOCK = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\1[^\n]*$", re.S | re.M)
 LOOP_MIN_WORDS = 4
 """A looped sentence has at least this many words: "No." twice, or a refrain's "Oh oh", is not a loop."""
 
@@ -133,11 +130,11 @@ LOOP_MAX_PERIOD = 3
 def longest_sentence_loop(text: str) -> int:
     """Most times a sentence, or a cycle of up to 3, follows itself in a row: what a decoder stuck in a loop writes.
 
-    The cycle must hold LOOP_MIN_WORDS words. Closed fenced code blocks are
-    left out (a program may repeat a statement), and so are list items
+    The cycle must hold LOOP_MIN_WORDS words. Fenced code blocks are left
+    out (a program may repeat a statement), and so are list items
     (repeated items are `duplicate_list_items`).
     """
-    lines = [line for line in _FENCED_BLOCK.sub("\n", text).splitlines() if not _LIST_ITEM.match(line)]
+    lines = [line for line in without_code_blocks(text).splitlines() if not _LIST_ITEM.match(line)]
     keys = [k for k in (" ".join(s.lower().split()) for s in _SENTENCE_END.split("\n".join(lines))) if k]
     best = 1
     for period in range(1, LOOP_MAX_PERIOD + 1):

@@ -8,13 +8,22 @@ from ..formats import Conversation
 
 WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 
-# Fenced code (``` or ~~~), closed or running to the end of the text.
-_FENCED = re.compile(r"(```|~~~).*?(?:\1|\Z)", re.S)
+FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})(?:(?!```)[^\n])*$", re.MULTILINE)
+"""A code fence: a line opening with three backticks (or tildes) and no second three backticks on it.
+
+What follows the opening fence is an info string or, in LIMA's StackExchange answers, code
+(```mysql> select ...;, ```host: `0.0.0.0`: single backticks included). A line with a second three
+backticks opens with an inline span (LIMA writes inline code as ```x```), not a fence.
+"""
 # A list item: bullets, "1." / "1)" / "a)" numbering, or a "Key: value" line.
 _LIST_ITEM = re.compile(r"^\s*(?:[-*•+–]|\(?\d{1,3}[.)]|\(?[a-zA-Z][.)]|[A-Z][\w ]{0,30}:)\s+")
-# A line that reads as code: indented, or dense in symbols programs use and prose does not.
+# A line that reads as code: indented, or dense in symbols programs use and prose does not. A bracket
+# counts when it calls (`f(`, `)(`) or is empty (`()`), never when it opens a parenthetical after a space:
+# half of LIMA's answers have a line such as "(Imitola et al., 2004)" or "(also called the index)".
 _CODE_HINT = re.compile(
-    r"[{};=<>\[\]()#$]|^\s*(def|class|import|from|return|for|while|if|else|elif|print|var|let|const|function|public|private|int|SELECT|FROM|WHERE)\b"
+    r"[{};=<>\[\]#$]|(?<=[\w)(])\(|\(\)"
+    r"|^\s*(def|class|import|from|return|for|foreach|while|with|if|else|elif|print|echo|var|let|const|function|public"
+    r"|private|int|SELECT|FROM|WHERE)\b"
 )
 
 
@@ -36,11 +45,35 @@ def prose_lines(text: str, *, exempt_code_and_lists: bool = True) -> list[str]:
     and an extraction answer lists similar items, neither is degenerate text.
     """
     if exempt_code_and_lists:
-        text = _FENCED.sub("\n", text)
+        text = without_code_blocks(text)
     lines = [line for line in text.splitlines() if line.strip()]
     if not exempt_code_and_lists:
         return lines
     return [line for line in lines if not _LIST_ITEM.match(line) and not is_code_line(line)]
+
+
+def split_code_blocks(text: str) -> tuple[str, bool]:
+    """(`text` without its fenced code blocks, fence lines included; whether the last block is left open).
+
+    A block closes at the next fence line of the same character, or runs to the end of the text. Inline
+    code (```x``` or `x` inside a line) stays: it is part of its sentence, and cutting it out would join
+    the words around it.
+    """
+    kept: list[str] = []
+    fence: str | None = None
+    for line in text.split("\n"):
+        opening = FENCE_LINE.match(line)
+        if fence is None and opening is None:
+            kept.append(line)
+        elif fence is None and opening is not None:
+            fence = opening.group(1)[0]
+        elif opening is not None and opening.group(1)[0] == fence:
+            fence = None
+    return "\n".join(kept), fence is not None
+
+
+def without_code_blocks(text: str) -> str:
+    return split_code_blocks(text)[0]
 
 
 def looks_like_code(text: str) -> bool:
