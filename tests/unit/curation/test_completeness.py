@@ -12,7 +12,13 @@ import pytest
 
 from sft_trainer.config.curation import CompletenessStep
 from sft_trainer.curation import noise
-from sft_trainer.curation.completeness import Completeness, ends_open, structurally_cut, unclosed_fence
+from sft_trainer.curation.completeness import (
+    Completeness,
+    ends_mid_paragraph,
+    ends_open,
+    structurally_cut,
+    unclosed_fence,
+)
 from sft_trainer.formats import Conversation, Message
 
 
@@ -76,6 +82,23 @@ def test_judge_reads_eos_prob_only_on_open_endings() -> None:
     for finished in ("It is in Paris.", "```python\nprint(1)\n```", "| a | b |", 'He said "yes"', links):
         assert not ends_open(finished)
         assert judge.check(conversation(finished, {"eos_prob": 1e-6})) is None
+
+
+def test_a_paragraph_cut_after_a_closed_sentence_is_told_from_initials_numbers_and_abbreviations() -> None:
+    judge = Completeness(CompletenessStep(max_end_prob=0.0))  # only the paragraph's shape can condemn
+    cut = "Gauss proved it in 1796. The proof uses the"
+    assert ends_mid_paragraph(cut) and judge.check(conversation(cut, {"end_prob": 0.5})) == "truncated"
+    # Finished lines without a final full stop, whose inner full stops end no sentence.
+    finished = [
+        "― Roy T. Bennett, The Light in the Heart",
+        "A Visit From St. Nicholas by Clement Clarke Moore",
+        "1. Charades 2. Pictionary 3. Uno",
+        "There are sites that show current values, ie. coinbase",
+        "Use a list (e.g. a stack) as the store",
+    ]
+    for text in finished:
+        assert not ends_mid_paragraph(text), text
+        assert judge.check(conversation(text, {"end_prob": 0.5})) is None
 
 
 def test_reason_is_prefixed_and_counted() -> None:

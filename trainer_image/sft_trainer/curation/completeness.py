@@ -125,8 +125,12 @@ NON_FINAL_WORDS = frozenset(
     ]
 )
 """English words that cannot end a sentence (no pronoun or adverb that can: "though", "her", "you", "I")."""
-INNER_SENTENCE_END = re.compile(r"[.!?][\"')\]]*\s+\S")
-"""A sentence that closes and another that starts, on one line."""
+SENTENCE_BREAK = re.compile(r"(\S*?)([.!?])[\"')\]]*\s+[\"'(\[]*(\S)")
+"""A closing mark, then space and the next word's first character: a sentence break where `closes_a_sentence` agrees."""
+ABBREVIATIONS = frozenset(
+    ["e.g", "i.e", "eg", "ie", "etc", "vs", "cf", "st", "mr", "mrs", "ms", "dr", "prof", "jr", "sr"]
+)
+"""Words whose full stop ends no sentence ("St. Nicholas", "ie. coinbase")."""
 LAST_WORD = re.compile(r"(?<![\w'])([A-Za-z]+)$")
 NOT_PROSE_LINE = re.compile(r"^\s*(?:#|```)")
 """Headings and code fences: how they end says nothing about how the answer's sentences end."""
@@ -183,7 +187,31 @@ def ends_mid_paragraph(text: str) -> bool:
     line); 1 of the 19 clean LIMA calibration answers that end open ends like this.
     """
     last_line = LIST_MARKER.sub("", text.rstrip().rsplit("\n", 1)[-1])
-    return ends_open(text) and INNER_SENTENCE_END.search(last_line) is not None
+    return ends_open(text) and closes_a_sentence(last_line)
+
+
+def closes_a_sentence(line: str) -> bool:
+    """True when a sentence ends inside `line` and another starts after it.
+
+    The next sentence starts with a capital or a digit, and a full stop after an initial ("Roy T.
+    Bennett"), an item number ("3. Charades 4. Uno") or an abbreviation is no sentence end: human answers
+    with such lines and no final full stop were judged cut (two self-instruct outputs, one OpenAssistant
+    reply of the calibration half; no planted cut of it depended on them).
+    """
+    for match in SENTENCE_BREAK.finditer(line):
+        word, mark, next_start = match.groups()
+        if not (next_start.isupper() or next_start.isdigit()):
+            continue
+        word = word.lstrip("\"'([").lower()
+        if mark == "." and (len(word) <= 1 or is_item_number(word) or word in ABBREVIATIONS):
+            continue
+        return True
+    return False
+
+
+def is_item_number(word: str) -> bool:
+    """A list's item number ("3." before "Charades"); a year ("in 1796.") ends a sentence."""
+    return word.isdigit() and len(word) <= 2
 
 
 class Completeness(Filter):
