@@ -54,10 +54,11 @@ RESOURCES = REPO / "trainer_image" / "sft_trainer" / "resources"
 MODEL_OUT = RESOURCES / "classifiers" / "fluency.npz"
 CALIBRATION_OUT = RESOURCES / "calibration" / "fluency.json"
 TARGET_FP = {"coherence": 0.005, "completeness": 0.004}
-"""Share of clean calibration LIMA each fallback judge may flag. The defaults' judges are budgeted to add up to under
-the 3% goal (style 0.8%, these two 0.9%, off-topic and echo 0.5% each, the surface judges the rest). Completeness was 1% until its fence cue stopped misreading
-LIMA's code lines: below 1% its end-of-line threshold trades little recall (0.885 -> 0.880 of the planted cuts,
-calibration half) for half of its false cuts (5 -> 2 of 521)."""
+"""Share of clean calibration LIMA each fallback judge may flag. The defaults' judges are budgeted to add up to
+under the 3% goal (style 0.8%, these two 0.9%, off-topic and echo 0.5% each, the surface judges the rest).
+Completeness was 1% until its fence cue stopped misreading LIMA's code lines: below 1% its end-of-line threshold
+trades little recall (0.885 -> 0.880 of the planted cuts, calibration half) for half of its false cuts (5 -> 2 of
+521)."""
 SEED = 0
 
 

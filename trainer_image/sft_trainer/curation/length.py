@@ -15,6 +15,11 @@ def prompt_minimum(low: int, follow_up: bool) -> int:
     return min(low, FOLLOW_UP_MINIMUM) if follow_up else low
 
 
+def opening_request(conv: Conversation) -> int:
+    """The position of the conversation's first user turn (-1 without one): the turn `prompt_minimum` bounds fully."""
+    return next((i for i, message in enumerate(conv.messages) if message.role == "user"), -1)
+
+
 class Length(Filter):
     """Every user turn and every assistant turn within its character bounds (a follow-up user turn: see
     `prompt_minimum`)."""
@@ -29,15 +34,14 @@ class Length(Filter):
         self.response_bounds = (min_response_chars, max_response_chars)
 
     def check(self, conv: Conversation) -> str | None:
-        users = 0
-        for message in conv.messages:
+        opening = opening_request(conv)
+        for i, message in enumerate(conv.messages):
             if message.role == "system":
                 continue
             low, high = self.prompt_bounds if message.role == "user" else self.response_bounds
             kind = "prompt" if message.role == "user" else "response"
             if kind == "prompt":
-                low = prompt_minimum(low, follow_up=users > 0)
-                users += 1
+                low = prompt_minimum(low, follow_up=i != opening)
             size = len(message.content.strip())
             if size < low:
                 return f"{kind}_too_short"

@@ -8,7 +8,7 @@ from ..formats import Conversation
 
 WORD_RE = re.compile(r"\w+(?:['’]\w+)*")
 
-FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})(?:(?!```)[^\n])*$", re.MULTILINE)
+FENCE_LINE = re.compile(r"^[ \t]*(`{3,}|~{3,})(?:(?!```)[^\n])*$")
 """A code fence: a line opening with three backticks (or tildes) and no second three backticks on it.
 
 What follows the opening fence is an info string or, in LIMA's StackExchange answers, code

@@ -24,7 +24,7 @@ from ..formats import Conversation, Message
 from ..runconfig import ConfigError
 from ..training.masking import OVERLONG, Rejection, Sample
 from .base import Annotator, Filter, SetStep
-from .length import prompt_minimum
+from .length import opening_request, prompt_minimum
 
 # Records of each skeleton that are also built exactly, to prove the estimate right.
 EXACT_BUILD_SAMPLE = 8
@@ -178,15 +178,14 @@ class TokenBounds(Filter):
         self.bounds = bounds
 
     def check(self, conv: Conversation) -> str | None:
-        users = 0
-        for message, message_ids in zip(conv.messages, _token_ids(conv), strict=True):
+        opening = opening_request(conv)
+        for i, (message, message_ids) in enumerate(zip(conv.messages, _token_ids(conv), strict=True)):
             kind = {"user": "prompt", "assistant": "response"}.get(message.role)
             if kind is None:
                 continue
             low, high = self.bounds.get(kind, (None, None))
-            if kind == "prompt":
-                low = None if low is None else prompt_minimum(low, follow_up=users > 0)
-                users += 1
+            if kind == "prompt" and low is not None:
+                low = prompt_minimum(low, follow_up=i != opening)
             if low is not None and len(message_ids) < low:
                 return f"{kind}_too_few_tokens"
             if high is not None and len(message_ids) > high:
