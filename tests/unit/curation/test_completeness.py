@@ -95,10 +95,33 @@ def test_a_paragraph_cut_after_a_closed_sentence_is_told_from_initials_numbers_a
         "1. Charades 2. Pictionary 3. Uno",
         "There are sites that show current values, ie. coinbase",
         "Use a list (e.g. a stack) as the store",
+        "1. Werewolf 2. Who Am I?  3. Charades 4. Uno",
+        '"I thought that no one but myself . . ." -C.S. Lewis',
+        "Stick with it, and you'll improve over time. Best of luck! - Harry",
+        "We are committed to doing better. Yours sincerely, [Your Name], CEO",
     ]
     for text in finished:
         assert not ends_mid_paragraph(text), text
         assert judge.check(conversation(text, {"end_prob": 0.5})) is None
+    # A signature-like word after the break is still a sentence when it goes on.
+    assert ends_mid_paragraph("We are committed to doing better. Best of all, the")
+
+
+def test_letters_suffixes_and_hashtags_end_finished_texts() -> None:
+    """Endings that look open or dangling but finish the text (human self-instruct outputs showed each)."""
+    judge = Completeness(CompletenessStep(max_end_prob=0.0))
+    finished = [
+        "Hi there,\n\nI'm inviting you over for dinner on Friday.\n\nLooking forward to seeing you,",
+        "Thanks for the update.\n\nBest regards,",
+        "Rating: Mature 17+",
+        "Languages I know:\n1. Java\n2. Python\n3. C++",
+        "Make lasting memories. #travel #Wanderlust140",
+    ]
+    for text in finished:
+        assert not structurally_cut(text), text
+        assert judge.check(conversation(text, {"end_prob": 0.5})) is None
+    for cut in ("The total is 2 +", "Apples, pears,", "Best regards, and see you at the next meeting,"):
+        assert structurally_cut(cut), cut
 
 
 def test_reason_is_prefixed_and_counted() -> None:

@@ -50,11 +50,23 @@ from .lm_scores import calibration
 from .text import last_response, split_code_blocks
 
 DANGLING_CHARS = frozenset(",([{=+&\\")
-"""A text never ends on these (a table row ending `|` or `-` does: those are not here)."""
+"""A text never ends on these (a table row ending `|` or `-` does: those are not here); but see `dangles`."""
+SIGN_OFF = re.compile(
+    r"\s*(?:(?:best|kind|warm|warmest)(?: regards| wishes)?|regards|sincerely(?: yours)?|"
+    r"yours(?: truly| sincerely| faithfully)?|cheers|thanks(?: again)?|many thanks|thank you|love|respectfully|"
+    r"cordially|take care|all the best|with (?:respect|love|gratitude)[\w ]*|looking forward to [\w' ]+|"
+    r"see you [\w' ]+),",
+    re.I,
+)
+"""A letter's closing words: their comma ends a letter signed with no name ("Best regards,"), and with a name
+they are a signature, not a sentence ("Yours sincerely, Ann")."""
+ATTRIBUTION = re.compile(r"[-–—―]+\s*\w")
+"""A quote's or a note's author after a dash ("- Harry", "―Roy T. Bennett")."""
 OPEN_END = re.compile(r"[\w,;–—-]$")
 """Ends on a letter, a digit (any script) or a comma/dash: the sentence may go on."""
-FINAL_URL = re.compile(r"(?:https?://|www\.)\S+$")
-"""A link closes a line the way a full stop does ("More here: https://..."); a cut mid-link ends on it too, rarely."""
+FINAL_LINK = re.compile(r"(?:(?:https?://|www\.)\S+|#\w+)$")
+"""A link or a hashtag closes a line the way a full stop does ("More here: https://...", a post's "#PuppyLove");
+a cut mid-link ends on it too, rarely."""
 NON_FINAL_WORDS = frozenset(
     [
         "a",
@@ -125,12 +137,16 @@ NON_FINAL_WORDS = frozenset(
     ]
 )
 """English words that cannot end a sentence (no pronoun or adverb that can: "though", "her", "you", "I")."""
-SENTENCE_BREAK = re.compile(r"(\S*?)([.!?])[\"')\]]*\s+[\"'(\[]*(\S)")
-"""A closing mark, then space and the next word's first character: a sentence break where `closes_a_sentence` agrees."""
+SENTENCE_BREAK = re.compile(r"(\S*?)([.!?])[\"')\]]*\s+[\"'(\[]*")
+"""A closing mark, then space: a sentence break where `last_sentence` agrees (it reads the word before and after)."""
 ABBREVIATIONS = frozenset(
     ["e.g", "i.e", "eg", "ie", "etc", "vs", "cf", "st", "mr", "mrs", "ms", "dr", "prof", "jr", "sr"]
 )
 """Words whose full stop ends no sentence ("St. Nicholas", "ie. coinbase")."""
+INITIALS = re.compile(r"[a-z]?(?:\.[a-z])*")
+"""A person's initials before their full stop ("Roy T. Bennett", "C.S. Lewis"), or no word at all."""
+ITEM_NUMBER = re.compile(r"\d{1,2}[.)](?:\s|$)")
+"""The next list item's number in a one-line list ("Who Am I? 3. Charades"): no new sentence starts there."""
 LAST_WORD = re.compile(r"(?<![\w'])([A-Za-z]+)$")
 NOT_PROSE_LINE = re.compile(r"^\s*(?:#|```)")
 """Headings and code fences: how they end says nothing about how the answer's sentences end."""
@@ -151,10 +167,25 @@ def structurally_cut(text: str) -> bool:
     end = text.rstrip()
     if not end:
         return False
-    if unclosed_fence(end) or end[-1] in DANGLING_CHARS:
+    if unclosed_fence(end) or dangles(end):
         return True
     word = LAST_WORD.search(end)
     return (word is not None and word.group(1).lower() in NON_FINAL_WORDS) or ends_open_among_closed_lines(end)
+
+
+def dangles(end: str) -> bool:
+    """True when the text ends on a character no finished text ends on (`DANGLING_CHARS`).
+
+    Two endings look like it and are finished: a plus attached to a word is a suffix ("C++", "Mature 17+"),
+    and a comma after a letter's closing line ("Looking forward to seeing you,") ends a letter signed with
+    no name. Both were judged cut in human-written self-instruct outputs.
+    """
+    last = end[-1]
+    if last not in DANGLING_CHARS:
+        return False
+    if last == "+" and (end[-2:-1].isalnum() or end[-2:-1] == "+"):
+        return False
+    return not (last == "," and SIGN_OFF.fullmatch(end.rsplit("\n", 1)[-1]))
 
 
 def ends_open_among_closed_lines(text: str) -> bool:
@@ -175,38 +206,45 @@ def ends_open_among_closed_lines(text: str) -> bool:
 
 
 def ends_open(text: str) -> bool:
-    """True when the text ends where a sentence could go on (no closing punctuation, bracket, quote, fence or link)."""
+    """True when the text ends where a sentence could go on (no closing punctuation, bracket, quote, fence, link or
+    hashtag)."""
     end = text.rstrip()
-    return OPEN_END.search(end) is not None and FINAL_URL.search(end) is None
+    return OPEN_END.search(end) is not None and FINAL_LINK.search(end) is None
 
 
 def ends_mid_paragraph(text: str) -> bool:
     """True when the last line closed a sentence and then stops open: a paragraph cut inside its next sentence.
 
     Finished answers that end open end on a line of their own (a list item, a signature, a poem
-    line); 1 of the 19 clean LIMA calibration answers that end open ends like this.
+    line); 1 of the 19 clean LIMA calibration answers that end open ends like this. A signature on the
+    last line ("Best of luck! - Harry", "... again. Yours sincerely, Ann") is no sentence.
     """
     last_line = LIST_MARKER.sub("", text.rstrip().rsplit("\n", 1)[-1])
-    return ends_open(text) and closes_a_sentence(last_line)
+    tail = last_sentence(last_line)
+    return ends_open(text) and tail is not None and not (ATTRIBUTION.match(tail) or SIGN_OFF.match(tail))
 
 
-def closes_a_sentence(line: str) -> bool:
-    """True when a sentence ends inside `line` and another starts after it.
+def last_sentence(line: str) -> str | None:
+    """What follows the last sentence that ends inside `line`, or None when no sentence ends there.
 
-    The next sentence starts with a capital or a digit, and a full stop after an initial ("Roy T.
-    Bennett"), an item number ("3. Charades 4. Uno") or an abbreviation is no sentence end: human answers
-    with such lines and no final full stop were judged cut (two self-instruct outputs, one OpenAssistant
-    reply of the calibration half; no planted cut of it depended on them).
+    The next sentence starts with a capital, a digit or an author's dash but not with an item number ("Who Am I? 3.
+    Charades"), and a full stop after initials ("Roy T. Bennett", "-C.S. Lewis"), an item number ("3.
+    Charades 4. Uno") or an abbreviation is no sentence end: human answers with such lines and no final
+    full stop were judged cut (self-instruct outputs and an OpenAssistant reply; no planted cut of the
+    calibration half depended on them).
     """
+    start = None
     for match in SENTENCE_BREAK.finditer(line):
-        word, mark, next_start = match.groups()
-        if not (next_start.isupper() or next_start.isdigit()):
+        word, mark = match.groups()
+        after = line[match.end() :]
+        starts = after[:1].isupper() or after[:1].isdigit() or ATTRIBUTION.match(after)
+        if not starts or ITEM_NUMBER.match(after):
             continue
-        word = word.lstrip("\"'([").lower()
-        if mark == "." and (len(word) <= 1 or is_item_number(word) or word in ABBREVIATIONS):
+        word = word.lstrip("\"'([-–—―").lower()
+        if mark == "." and (INITIALS.fullmatch(word) or is_item_number(word) or word in ABBREVIATIONS):
             continue
-        return True
-    return False
+        start = match.end()
+    return None if start is None else line[start:]
 
 
 def is_item_number(word: str) -> bool:
