@@ -1,12 +1,13 @@
-"""Calibrate the surface judges (junk, repetition loops) and measure them with the arithmetic checker.
+"""Calibrate the surface judges (junk, repetition loops, duplicated 5-grams) and measure them with the arithmetic checker.
 
     SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/calibrate_surface.py [--write] [--alpaca]
 
 Bounds are fitted on the calibration half only (`noise.calibration_half`):
 each is the largest value clean text shows there (LIMA's human answers and
 prompts, and four chat models' AlpacaEval answers, which are clean of
-encoding junk whatever their style), never below a floor that what people
-legitimately write needs. Then, on both halves, it prints the recall of each
+encoding junk and decoding loops whatever their style), never below a floor:
+what people legitimately write needs, or for duplicated 5-grams Gopher's
+bound (tables, parallel how-to steps and songs repeat more). Then, on both halves, it prints the recall of each
 noise kind this family owns (ood_junk, repetition_loop, wrong_arithmetic)
 and the share of clean LIMA the surface judges (validation, repetition,
 artifacts, junk, facts) stop, by reason. `--write` stores the bounds and the
@@ -32,7 +33,14 @@ from sft_trainer.curation.artifacts import Artifacts
 from sft_trainer.curation.base import Filter
 from sft_trainer.curation.facts import Facts
 from sft_trainer.curation.junk import Junk, JunkBounds, densest_window
-from sft_trainer.curation.repetition import Repetition, longest_sentence_loop
+from sft_trainer.curation.repetition import MIN_WORDS as MIN_PROSE_WORDS
+from sft_trainer.curation.repetition import (
+    NGRAM,
+    Repetition,
+    duplicate_ngram_fraction,
+    longest_sentence_loop,
+    measured_prose,
+)
 from sft_trainer.curation.validation import Validation
 from sft_trainer.formats import Conversation
 
@@ -46,6 +54,8 @@ WINDOW = 64
 FLOORS = {"max_mojibake": 0, "max_replacement_chars": 1, "max_invisible_run": 2, "max_odd_chars": 5}
 MIN_SENTENCE_REPEATS = 2
 """A sentence said twice in a row can be emphasis; three times never was, in any clean sample."""
+GOPHER_DUPLICATE_NGRAMS = 0.2
+"""The floor of the duplicated-5-gram bound: Gopher's web-document bound (0.15), as loosened for short answers."""
 ARITHMETIC_RECORDS = 600
 KINDS = ("ood_junk", "repetition_loop", "wrong_arithmetic")
 INVISIBLE = regex.compile("[\u200b-\u200f\u2060-\u2064\ufeff]+")
@@ -65,7 +75,18 @@ def fit(clean: list[str]) -> dict:
     }
     junk = {k: max(v, FLOORS[k]) for k, v in stats.items()} | {"window": WINDOW}
     repeats = max(MIN_SENTENCE_REPEATS, max(longest_sentence_loop(t) for t in clean))
-    return {"junk": junk, "repetition": {"max_sentence_repeats": repeats}, "clean_maxima": stats}
+    stats["max_duplicate_ngram_fraction"] = max(map(judged_duplicate_ngram_fraction, clean))
+    repetition = {
+        "max_sentence_repeats": repeats,
+        "max_duplicate_ngram_fraction": round(max(stats["max_duplicate_ngram_fraction"], GOPHER_DUPLICATE_NGRAMS), 4),
+    }
+    return {"junk": junk, "repetition": repetition, "clean_maxima": stats}
+
+
+def judged_duplicate_ngram_fraction(text: str) -> float:
+    """The share of the text's prose in repeated 5-grams, over the slack its bound gets (0 when too short to judge)."""
+    _, words, slack = measured_prose(text)
+    return duplicate_ngram_fraction(words, NGRAM) / slack if len(words) >= MIN_PROSE_WORDS else 0.0
 
 
 def judges(bounds: dict) -> dict[str, Filter]:
@@ -77,7 +98,7 @@ def judges(bounds: dict) -> dict[str, Filter]:
         ),
         "repetition": Repetition(
             max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
-            max_duplicate_ngram_fraction=cfg.repetition.max_duplicate_ngram_fraction,
+            max_duplicate_ngram_fraction=bounds["repetition"]["max_duplicate_ngram_fraction"],
             max_top_ngram_share=cfg.repetition.max_top_ngram_share,
             exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
             max_sentence_repeats=bounds["repetition"]["max_sentence_repeats"],

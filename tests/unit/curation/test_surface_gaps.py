@@ -17,7 +17,7 @@ from sft_trainer.curation.artifacts import Artifacts
 from sft_trainer.curation.base import Filter
 from sft_trainer.curation.dedup import ExactDedup, NearDedup
 from sft_trainer.curation.facts import Facts
-from sft_trainer.curation.junk import Junk, junk_penalty
+from sft_trainer.curation.junk import Junk, junk_penalty, surface_calibration
 from sft_trainer.curation.quality import quality_score
 from sft_trainer.curation.repetition import Repetition
 from sft_trainer.formats import Conversation
@@ -65,6 +65,39 @@ def test_forms_repeating_their_options_per_question_are_not_duplicate_lists() ->
     assert repetition().check_text(poll) is None
     same = "\n".join("* Buy fresh vegetables today" for _ in range(6))
     assert repetition().check_text(same) == "duplicate_list_items"
+
+
+def test_parallel_steps_repeat_5_grams_and_pass_but_a_text_said_three_times_does_not() -> None:
+    step = repetition()
+    assert step.max_dup_ngrams == surface_calibration()["repetition"]["max_duplicate_ngram_fraction"] >= 0.2
+    # Over Gopher's 0.2 (0.21 of the words are in repeated 5-grams), as in a clean calibration answer about git.
+    parallel = "\n\n".join(
+        f"To see {what}, you can use the following command in the terminal: {command}. {note}"
+        for what, command, note in (
+            (
+                "the branch named main",
+                "git checkout main",
+                "Your working tree then matches the newest commit of that branch, and new commits go on top of it.",
+            ),
+            (
+                "the tag named v1.2",
+                "git checkout v1.2",
+                "Git leaves you on a detached head, so make a branch first if you mean to commit anything there.",
+            ),
+            (
+                "the remote branches",
+                "git branch -r",
+                "It lists what the last fetch saw; run git fetch before it when the list looks stale or short.",
+            ),
+        )
+    )
+    assert step.check_text(parallel) is None
+    story = (
+        "We walked along the river until the sun went down behind the old mill. Nobody said a word about the "
+        "letter, but everyone knew what it meant for the farm and for the family that had worked it for a century. "
+    )
+    said_three_times = "\n\n".join(f"{story}{aside}" for aside in ("Then it rained.", "Later we ate.", "So it ended."))
+    assert step.check_text(said_three_times) == "duplicate_ngrams"
 
 
 def test_clean_lima_is_rarely_judged_noisy(held_out: list[Conversation]) -> None:

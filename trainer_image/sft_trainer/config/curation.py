@@ -69,8 +69,8 @@ class RepetitionStep(WireModel):
     """Reject responses that repeat themselves (Gopher-style fractions)."""
     max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
     """Largest fraction of lines that are duplicates of an earlier line."""
-    max_duplicate_ngram_fraction: float = Field(default=0.2, ge=0, le=1)
-    """Largest fraction of characters inside duplicated word 5-grams."""
+    max_duplicate_ngram_fraction: float | None = Field(default=None, ge=0, le=1)
+    """Largest fraction of characters inside duplicated word 5-grams. Unset: the calibrated bound, the largest fraction clean calibration answers show, never below 0.2 (Gopher's bound for web pages is 0.15): tables, parallel how-to steps and songs repeat 5-grams legitimately."""
     max_top_ngram_share: float = Field(default=0.2, ge=0, le=1)
     """Largest share of characters taken by the most frequent word 2-gram."""
     exempt_code_and_lists: bool = True

@@ -36,9 +36,19 @@ VERSE_MAX_WORDS_PER_LINE = 10
 VERSE_SLACK = 2.5
 
 
+NGRAM = 5
+"""The duplicated n-grams' length (Gopher measures 5 to 10; 5 is the strictest)."""
+
+
 def is_verse(lines: list[str]) -> bool:
     short = sum(1 for line in lines if len(line.split()) <= VERSE_MAX_WORDS_PER_LINE)
     return len(lines) >= VERSE_MIN_LINES and short >= 0.8 * len(lines)
+
+
+def measured_prose(text: str, exempt_code_and_lists: bool = True) -> tuple[list[str], list[str], float]:
+    """(prose lines, their lower-cased words, the slack of their bounds): what the Gopher statistics read."""
+    lines = prose_lines(text, exempt_code_and_lists=exempt_code_and_lists)
+    return lines, WORD_RE.findall(" ".join(lines).lower()), VERSE_SLACK if is_verse(lines) else 1.0
 
 
 @dataclass(slots=True)
@@ -159,19 +169,23 @@ class Repetition(Filter):
         self,
         *,
         max_duplicate_line_fraction: float,
-        max_duplicate_ngram_fraction: float,
+        max_duplicate_ngram_fraction: float | None,
         max_top_ngram_share: float,
         exempt_code_and_lists: bool = True,
         max_sentence_repeats: int | None = None,
     ) -> None:
+        """Bounds left None are the calibrated ones (`junk.surface_calibration`)."""
         super().__init__()
+        calibrated = surface_calibration()["repetition"]
         self.max_sentence_repeats = (
-            max_sentence_repeats
-            if max_sentence_repeats is not None
-            else int(surface_calibration()["repetition"]["max_sentence_repeats"])
+            max_sentence_repeats if max_sentence_repeats is not None else int(calibrated["max_sentence_repeats"])
         )
         self.max_dup_lines = max_duplicate_line_fraction
-        self.max_dup_ngrams = max_duplicate_ngram_fraction
+        self.max_dup_ngrams = (
+            max_duplicate_ngram_fraction
+            if max_duplicate_ngram_fraction is not None
+            else float(calibrated["max_duplicate_ngram_fraction"])
+        )
         # Gopher lowers the bound by 0.02 per extra word of n-gram length.
         self.max_top_share = {2: max_top_ngram_share, 3: max_top_ngram_share - 0.02, 4: max_top_ngram_share - 0.04}
         self.exempt = exempt_code_and_lists
@@ -190,16 +204,14 @@ class Repetition(Filter):
         # back to back (calibrated).
         if longest_sentence_loop(text) > self.max_sentence_repeats:
             return "looped_sentence"
-        lines = prose_lines(text, exempt_code_and_lists=self.exempt)
-        tokens = WORD_RE.findall(" ".join(lines).lower())
+        lines, tokens, slack = measured_prose(text, self.exempt)
         if len(tokens) >= MIN_WORDS:
-            slack = VERSE_SLACK if is_verse(lines) else 1.0
             if len(lines) >= MIN_LINES and duplicate_line_fraction(lines) > self.max_dup_lines * slack:
                 return "duplicate_lines"
             for n, bound in self.max_top_share.items():
                 if top_ngram_share(tokens, n) > bound * slack:
                     return "top_ngram"
-            if duplicate_ngram_fraction(tokens, 5) > self.max_dup_ngrams * slack:
+            if duplicate_ngram_fraction(tokens, NGRAM) > self.max_dup_ngrams * slack:
                 return "duplicate_ngrams"
         if self.exempt:
             for block in list_blocks(text):
