@@ -32,14 +32,21 @@ RATE_TOLERANCE = 0.1
 
 
 @pytest.fixture(scope="module")
-def held_out(data_dir: Path) -> tuple[list[Conversation], list[Conversation]]:
-    """(clean LIMA, planted assistant_style) records of the held-out half, SAMPLE of each."""
+def whole_held_out(data_dir: Path) -> tuple[list[Conversation], list[Conversation]]:
+    """(clean LIMA, planted assistant_style) records of the held-out half: all of them."""
     lima = [c for c in noise.load_lima(data_dir) if not noise.calibration_half(c)]
     planted = [
         c
         for c in noise.plant("assistant_style", lima * 4, random.Random(7), shared_dir=data_dir)
         if not noise.calibration_half(c)
     ]
+    return lima, planted
+
+
+@pytest.fixture(scope="module")
+def held_out(whole_held_out) -> tuple[list[Conversation], list[Conversation]]:
+    """SAMPLE of each of `whole_held_out`."""
+    lima, planted = whole_held_out
     rng = random.Random(0)
     return rng.sample(lima, SAMPLE), rng.sample(planted, SAMPLE)
 
@@ -91,10 +98,13 @@ def test_judge_reproduces_the_reported_recall_and_false_positives(scored) -> Non
 
 @pytest.mark.xfail(
     strict=True,
-    reason="goal not reached yet: the shipped classifier's held-out recall is about 0.76 with 1.4% of LIMA flagged",
+    reason="goal not reached yet: the shipped classifier's held-out recall is about 0.77 with 1.2% of LIMA flagged",
 )
-def test_goal_recall_at_one_percent_of_lima(scored) -> None:
-    human, chat = scored
+def test_goal_recall_at_one_percent_of_lima(whole_held_out) -> None:
+    """On the whole held-out half: a 200-record sample moves by more than the gap to the goal."""
+    human, chat = whole_held_out
+    for convs in whole_held_out:
+        _scores(convs)
     assert _flagged(chat) >= 0.8 and _flagged(human) <= 0.01
 
 

@@ -30,15 +30,16 @@ LIMA from chat-model answers at an out-of-fold AUC of 0.71-0.90, from it at
 chat answers are left to the GPT-ism phrase step.
 
 Held-out half (`make classifiers` prints it): the noise kit's long
-chat-model answers are caught 0.76 of the time with 1.4% of clean LIMA
-flagged (AUC 0.980), short of the 0.8-at-1% goal: LIMA itself holds answers
+chat-model answers are caught 0.77 of the time with 1.2% of clean LIMA
+flagged (AUC 0.977), short of the 0.8-at-1% goal: LIMA itself holds answers
 written in the assistant style ("Here is an example email invitation...",
 recipes with Ingredients and Instructions headings), which score as high as
 a chat model's and set the threshold.
 
 `benchmarks/train_classifiers.py` (`make classifiers`) fits the model with
-scikit-learn on the calibration half of human answers (LIMA, OpenAssistant,
-self-instruct) and chat-model answers (AlpacaEval gpt4 / gpt-3.5 / claude-2 /
+scikit-learn on the calibration half of LIMA, all of the other human answers
+(OpenAssistant, self-instruct: no test scores them) and the calibration half
+of chat-model answers (AlpacaEval gpt4 / gpt-3.5 / claude-2 /
 llama-2-70b-chat, GPT-4 Alpaca, GPTeacher role-play), chooses the threshold
 on out-of-fold scores (folds grouped by prompt), and ships the trees as
 `resources/classifiers/style.npz` and the word model as `style_words.npz`;
