@@ -7,6 +7,7 @@ scorer in tests/trainer/test_scorer.py.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -84,6 +85,14 @@ def test_judge_reads_eos_prob_only_on_open_endings() -> None:
         assert judge.check(conversation(finished, {"eos_prob": 1e-6})) is None
 
 
+def assert_judged_finished(texts: list[str], cue: Callable[[str], bool]) -> None:
+    """Neither `cue` nor the judge (whose end probability threshold is 0: only shape condemns) calls these cut."""
+    judge = Completeness(CompletenessStep(max_end_prob=0.0))
+    for text in texts:
+        assert not cue(text), text
+        assert judge.check(conversation(text, {"end_prob": 0.5})) is None, text
+
+
 def test_a_paragraph_cut_after_a_closed_sentence_is_told_from_initials_numbers_and_abbreviations() -> None:
     judge = Completeness(CompletenessStep(max_end_prob=0.0))  # only the paragraph's shape can condemn
     cut = "Gauss proved it in 1796. The proof uses the"
@@ -100,16 +109,13 @@ def test_a_paragraph_cut_after_a_closed_sentence_is_told_from_initials_numbers_a
         "Stick with it, and you'll improve over time. Best of luck! - Harry",
         "We are committed to doing better. Yours sincerely, [Your Name], CEO",
     ]
-    for text in finished:
-        assert not ends_mid_paragraph(text), text
-        assert judge.check(conversation(text, {"end_prob": 0.5})) is None
+    assert_judged_finished(finished, ends_mid_paragraph)
     # A signature-like word after the break is still a sentence when it goes on.
     assert ends_mid_paragraph("We are committed to doing better. Best of all, the")
 
 
 def test_letters_suffixes_and_hashtags_end_finished_texts() -> None:
     """Endings that look open or dangling but finish the text (human self-instruct outputs showed each)."""
-    judge = Completeness(CompletenessStep(max_end_prob=0.0))
     finished = [
         "Hi there,\n\nI'm inviting you over for dinner on Friday.\n\nLooking forward to seeing you,",
         "Thanks for the update.\n\nBest regards,",
@@ -117,9 +123,7 @@ def test_letters_suffixes_and_hashtags_end_finished_texts() -> None:
         "Languages I know:\n1. Java\n2. Python\n3. C++",
         "Make lasting memories. #travel #Wanderlust140",
     ]
-    for text in finished:
-        assert not structurally_cut(text), text
-        assert judge.check(conversation(text, {"end_prob": 0.5})) is None
+    assert_judged_finished(finished, structurally_cut)
     for cut in ("The total is 2 +", "Apples, pears,", "Best regards, and see you at the next meeting,"):
         assert structurally_cut(cut), cut
 
