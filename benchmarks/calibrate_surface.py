@@ -1,4 +1,4 @@
-"""Calibrate the surface judges (junk, repetition loops, duplicated 5-grams) and measure them with the arithmetic checker.
+"""Calibrate the surface judges (junk, loops, duplicated 5-grams) and measure them with the arithmetic checker.
 
     SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/calibrate_surface.py [--write] [--alpaca]
 
@@ -6,11 +6,11 @@ Bounds are fitted on the calibration half only (`noise.calibration_half`):
 each is the largest value clean text shows there (LIMA's human answers and
 prompts, and four chat models' AlpacaEval answers, which are clean of
 encoding junk and decoding loops whatever their style), never below a floor:
-what people legitimately write needs, or for duplicated 5-grams Gopher's
-bound (tables, parallel how-to steps and songs repeat more). Then, on both halves, it prints the recall of each
-noise kind this family owns (ood_junk, repetition_loop, wrong_arithmetic)
-and the share of clean LIMA the surface judges (validation, repetition,
-artifacts, junk, facts) stop, by reason. `--write` stores the bounds and the
+what people legitimately write needs, or for duplicated 5-grams 0.2 (tables,
+parallel how-to steps and songs repeat more). Then, on both halves, it
+prints the recall of each noise kind this family owns (ood_junk,
+repetition_loop, wrong_arithmetic) and the share of clean LIMA the surface
+judges (validation, repetition, artifacts, junk, facts) stop, by reason. `--write` stores the bounds and the
 figures in trainer_image/sft_trainer/resources/calibration/surface.json;
 `--alpaca` also counts the raw Alpaca records the arithmetic checker flags.
 """

@@ -37,7 +37,7 @@ VERSE_SLACK = 2.5
 
 
 NGRAM = 5
-"""The duplicated n-grams' length (Gopher measures 5 to 10; 5 is the strictest)."""
+"""The duplicated n-grams' length (Gopher's shortest: it measures 5- to 10-grams)."""
 
 
 def is_verse(lines: list[str]) -> bool:
