@@ -45,7 +45,9 @@ The threshold is the lowest at which at most `HUMAN_FP_TARGET` of the
 calibration half's out-of-fold LIMA scores exceed it, counting only the
 answers long enough to be judged; the learning rate is
 the one whose out-of-fold scores put the most long chat-model answers (the
-noise kit's assistant_style donors) above that threshold.
+noise kit's assistant_style donors) above that threshold. Where that cut
+lands on answers the model never saw, `benchmarks/nested_style_cut.py` tells
+from the same rows (`fit_style` on four fifths, judged on the fifth).
 
 **Task labels** (`tasks.npz`, read by `curation/tasks.LearnedTaskLabeller`):
 multinomial logistic regression over the prompt and response embeddings,
@@ -72,6 +74,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -337,9 +340,52 @@ def lima_cut(pred: np.ndarray, long_enough: np.ndarray, is_lima: np.ndarray) -> 
     return float(np.quantile(judged[is_lima], 1 - HUMAN_FP_TARGET, method="higher"))
 
 
-def train_style(data: Path) -> dict:
-    rng = random.Random(SEED)
-    sources = style_sources(data, rng)
+@dataclass
+class StyleRows:
+    """The style model's training rows, with the masks the goal reads: LIMA, the kit's sources, the kit-like
+    (long) chat answers."""
+
+    texts: list[str]
+    features: np.ndarray
+    labels: np.ndarray
+    prompt_groups: np.ndarray
+    words: np.ndarray
+    is_lima: np.ndarray
+    is_kit_source: np.ndarray
+    kit_like: np.ndarray
+
+    def subset(self, index: np.ndarray) -> StyleRows:
+        arrays = (self.features, self.labels, self.prompt_groups, self.words, self.is_lima, self.is_kit_source)
+        return StyleRows([self.texts[i] for i in index], *(a[index] for a in arrays), self.kit_like[index])
+
+
+@dataclass
+class StyleFit:
+    """A fitted stack (word model, trees) with the threshold, judged length and learning rate chosen out of fold."""
+
+    word_model: Any
+    trees: Any
+    train_inputs: np.ndarray
+    """The trees' training rows: the features and the out-of-fold word logits."""
+    chosen: dict
+    """learning_rate, threshold, min_words and the out-of-fold figures they were chosen by."""
+
+    def probabilities(self, texts: Sequence[str], features: np.ndarray) -> np.ndarray:
+        return self.trees.predict_proba(np.column_stack([features, self.word_model.decision_function(texts)]))[:, 1]
+
+
+@dataclass
+class StyleData:
+    sources: list[Source]
+    labelled: list[Source]
+    halves: dict[bool, dict[str, list[Conversation]]]
+    """True: the training part of each source (its calibration half, or all of it), False: its held-out half."""
+    rows: StyleRows
+    """The training part's rows."""
+
+
+def style_data(data: Path) -> StyleData:
+    sources = style_sources(data, random.Random(SEED))
     halves: dict[bool, dict[str, list[Conversation]]] = {True: {}, False: {}}
     for src in sources:
         for half in (True, False):
@@ -348,13 +394,8 @@ def train_style(data: Path) -> dict:
             halves[False][src.name] = []
     labelled = [s for s in sources if s.label is not None]
     cal = [c for s in labelled for c in halves[True][s.name]]
-    texts_cal = [last_response(c) for c in cal]
-    features_cal = style.feature_matrix([last_user_turn(c) for c in cal], texts_cal)
-    words_cal = np.array([style.word_count(t) for t in texts_cal])
-    y_cal = np.concatenate([np.full(len(halves[True][s.name]), s.label) for s in labelled])
+    texts = [last_response(c) for c in cal]
     group = np.concatenate([np.full(len(halves[True][s.name]), i) for i, s in enumerate(labelled)])
-    prompt_groups = np.unique([prompt_text(c) for c in cal], return_inverse=True)[1]
-
     # The goal's terms on the calibration half: the noise kit plants long chat-model answers.
     kit_like = np.array(
         [
@@ -363,38 +404,61 @@ def train_style(data: Path) -> dict:
             for c in halves[True][s.name]
         ]
     )
-    is_lima = group == [s.name for s in labelled].index("lima")
-    is_kit_source = np.isin(group, [i for i, s in enumerate(labelled) if s.name in KIT_SOURCES])
+    rows = StyleRows(
+        texts=texts,
+        features=style.feature_matrix([last_user_turn(c) for c in cal], texts),
+        labels=np.concatenate([np.full(len(halves[True][s.name]), s.label) for s in labelled]),
+        prompt_groups=np.unique([prompt_text(c) for c in cal], return_inverse=True)[1],
+        words=np.array([style.word_count(t) for t in texts]),
+        is_lima=group == [s.name for s in labelled].index("lima"),
+        is_kit_source=np.isin(group, [i for i, s in enumerate(labelled) if s.name in KIT_SOURCES]),
+        kit_like=kit_like,
+    )
+    return StyleData(sources, labelled, halves, rows)
+
+
+def fit_style(rows: StyleRows) -> StyleFit:
+    """Choose the learning rate, judged length and threshold on out-of-fold scores, then fit the stack on all rows."""
+    texts, y = rows.texts, rows.labels
     # Out-of-fold scores of the whole stack: in each outer fold the word model's logits that
     # the trees train on are themselves out-of-fold within the training part.
-    folds = prompt_folds(y_cal, prompt_groups)
+    folds = prompt_folds(y, rows.prompt_groups)
     stacked = []
     for train, test in folds:
-        train_texts = [texts_cal[i] for i in train]
-        inner = out_of_fold_word_logits(train_texts, y_cal[train], prompt_groups[train])
-        outer = fit_word_model(train_texts, y_cal[train]).decision_function([texts_cal[i] for i in test])
-        stacked.append((np.column_stack([features_cal[train], inner]), np.column_stack([features_cal[test], outer])))
+        train_texts = [texts[i] for i in train]
+        inner = out_of_fold_word_logits(train_texts, y[train], rows.prompt_groups[train])
+        outer = fit_word_model(train_texts, y[train]).decision_function([texts[i] for i in test])
+        stacked.append((np.column_stack([rows.features[train], inner]), np.column_stack([rows.features[test], outer])))
         print(f"  word model: fold {len(stacked)}/{FOLDS} done", flush=True)
     best: dict = {"kit_recall": -1.0}
     for c in STYLE_LEARNING_RATES:
-        pred = np.zeros(len(y_cal))
+        pred = np.zeros(len(y))
         for (train, test), (x_train, x_test) in zip(folds, stacked, strict=True):
-            pred[test] = style_estimator(c).fit(x_train, y_cal[train]).predict_proba(x_test)[:, 1]
-        by_length = auc_by_length(words_cal, pred, is_lima, is_kit_source)
+            pred[test] = style_estimator(c).fit(x_train, y[train]).predict_proba(x_test)[:, 1]
+        by_length = auc_by_length(rows.words, pred, rows.is_lima, rows.is_kit_source)
         min_words = shortest_separated_length(by_length)
-        threshold = lima_cut(pred, words_cal >= min_words, is_lima)
-        recall = float((pred[kit_like] > threshold).mean())
+        threshold = lima_cut(pred, rows.words >= min_words, rows.is_lima)
+        recall = float((pred[rows.kit_like] > threshold).mean())
         print(
-            f"  style learning rate {c}: out-of-fold AUC {roc_auc(y_cal, pred):.4f}, judged from {min_words} words"
+            f"  style learning rate {c}: out-of-fold AUC {roc_auc(y, pred):.4f}, judged from {min_words} words"
             f" (LIMA vs chat AUC by length {by_length}), long chat answers above the LIMA cut {recall:.3f}"
         )
         if recall > best["kit_recall"]:
-            best = {"learning_rate": c, "kit_recall": recall, "auc": roc_auc(y_cal, pred), "min_words": min_words,
-                    "threshold": threshold, "auc_by_length": by_length}  # fmt: skip
+            lima_flagged = float(np.mean((pred[rows.is_lima] > threshold) & (rows.words[rows.is_lima] >= min_words)))
+            best = {"learning_rate": c, "kit_recall": recall, "auc": roc_auc(y, pred), "min_words": min_words,
+                    "threshold": threshold, "auc_by_length": by_length, "lima_flagged": lima_flagged}  # fmt: skip
+    x_train = np.column_stack([rows.features, out_of_fold_word_logits(texts, y, rows.prompt_groups)])
+    trees = style_estimator(best["learning_rate"]).fit(x_train, y)
+    return StyleFit(fit_word_model(texts, y), trees, x_train, best)
+
+
+def train_style(data: Path) -> dict:
+    prepared = style_data(data)
+    sources, labelled, halves = prepared.sources, prepared.labelled, prepared.halves
+    fit = fit_style(prepared.rows)
+    best, word_model, model = fit.chosen, fit.word_model, fit.trees
     threshold, min_words = best["threshold"], best["min_words"]
-    word_model = fit_word_model(texts_cal, y_cal)
-    x_cal = np.column_stack([features_cal, out_of_fold_word_logits(texts_cal, y_cal, prompt_groups)])
-    model = style_estimator(best["learning_rate"]).fit(x_cal, y_cal)
+    texts_cal, x_cal = prepared.rows.texts, fit.train_inputs
 
     def stack_inputs(convs: Sequence[Conversation]) -> np.ndarray:
         texts = [last_response(c) for c in convs]
