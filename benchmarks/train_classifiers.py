@@ -460,14 +460,13 @@ def train_style(data: Path) -> dict:
     threshold, min_words = best["threshold"], best["min_words"]
     texts_cal, x_cal = prepared.rows.texts, fit.train_inputs
 
-    def stack_inputs(convs: Sequence[Conversation]) -> np.ndarray:
+    def scores(convs: Sequence[Conversation]) -> np.ndarray:
         texts = [last_response(c) for c in convs]
-        features = style.feature_matrix([last_user_turn(c) for c in convs], texts)
-        return np.column_stack([features, word_model.decision_function(texts)])
+        return fit.probabilities(texts, style.feature_matrix([last_user_turn(c) for c in convs], texts))
 
     def probs(name: str, half: bool) -> np.ndarray:
         convs = halves[half][name]
-        return model.predict_proba(stack_inputs(convs))[:, 1] if convs else np.zeros(0)
+        return scores(convs) if convs else np.zeros(0)
 
     def judged(convs: Sequence[Conversation], p: np.ndarray) -> np.ndarray:
         """What StyleJudge rejects with the shipped defaults: long enough and above the threshold."""
@@ -509,7 +508,7 @@ def train_style(data: Path) -> dict:
     donors = [c for s in sources if s.name.startswith("alpaca_eval_") and s.label == 1 for c in s.convs]
     planted = noise.plant("assistant_style", lima_held * 4, random.Random(1), chat_answers=donors)
     planted = [c for c in planted if not noise.calibration_half(c)]
-    p_planted = model.predict_proba(stack_inputs(planted))[:, 1]
+    p_planted = scores(planted)
     p_lima = probs("lima", False)
     flag_planted, flag_lima = judged(planted, p_planted), judged(lima_held, p_lima)
     gptisms_planted = np.array([gptisms.response_density(c) > GPTISM_MAX_DENSITY for c in planted])
