@@ -106,6 +106,7 @@ def test_a_paragraph_cut_after_a_closed_sentence_is_told_from_initials_numbers_a
         "Use a list (e.g. a stack) as the store",
         "1. Werewolf 2. Who Am I?  3. Charades 4. Uno",
         '"I thought that no one but myself . . ." -C.S. Lewis',
+        "\"One says to another, 'What! You too? I thought that no one but myself . . .'\" -C.S. Lewis",
         "Stick with it, and you'll improve over time. Best of luck! - Harry",
         "We are committed to doing better. Yours sincerely, [Your Name], CEO",
     ]

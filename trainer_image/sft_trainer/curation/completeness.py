@@ -143,8 +143,9 @@ ABBREVIATIONS = frozenset(
     ["e.g", "i.e", "eg", "ie", "etc", "vs", "cf", "st", "mr", "mrs", "ms", "dr", "prof", "jr", "sr"]
 )
 """Words whose full stop ends no sentence ("St. Nicholas", "ie. coinbase")."""
-INITIALS = re.compile(r"[a-z]?(?:\.[a-z])*")
-"""A person's initials before their full stop ("Roy T. Bennett", "C.S. Lewis"), or no word at all."""
+INITIALS = re.compile(r"[a-z](?:\.[a-z])*")
+"""A person's initials before their full stop ("Roy T. Bennett", "C.S. Lewis"). A stop after a space is a sentence
+end: the last dot of a spaced ellipsis closing a quote ("myself . . .' -C.S. Lewis")."""
 ITEM_NUMBER = re.compile(r"\d{1,2}[.)](?:\s|$)")
 """The next list item's number in a one-line list ("Who Am I? 3. Charades"): no new sentence starts there."""
 LAST_WORD = re.compile(r"(?<![\w'])([A-Za-z]+)$")
