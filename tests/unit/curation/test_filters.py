@@ -106,6 +106,30 @@ def test_a_parenthetical_is_prose_and_a_call_is_code() -> None:
     assert prose_lines("\n".join([prose[0], *code])) == [prose[0]]
 
 
+def test_a_table_is_no_prose_and_its_repeated_cells_are_no_repetition() -> None:
+    """A schedule's rows repeat their cells ("| 2011 | 1:00 PM |"): Gopher's n-gram statistics rejected such
+    tables in a human self-instruct output and in chat-model answers while they read them as sentences."""
+    teams = [
+        "Bengals",
+        "Texans",
+        "Jets",
+        "Cardinals",
+        "49ers",
+        "Browns",
+        "Colts",
+        "Steelers",
+        "Chargers",
+        "Rams",
+        "Seahawks",
+    ]
+    rows = [f"| 2011 | 1:00 PM | Ravens vs. {team} | Ravens won |" for team in teams]
+    table = "\n".join(["Here are the games:", "| Season | Local Time | Game | Result |", "|---|---|---|---|", *rows])
+    assert prose_lines(table) == ["Here are the games:"]
+    assert prose_lines("Cats | dogs | birds") == []
+    assert prose_lines("Pick one option | not both.") == ["Pick one option | not both."]
+    assert repetition().check_text(table) is None
+
+
 def test_artifacts_catch_chatbot_text_in_real_data(data_dir: Path) -> None:
     safety = json.loads((data_dir / "safety/safety_tuned_llamas_safety_only_data_Instructions.json").read_text())
     step = Artifacts()

@@ -23,7 +23,7 @@ against `max_end_prob` from resources/calibration/fluency.json
 (`benchmarks/train_fluency.py`), and so does a paragraph that stops open
 after closing a sentence on the same line (`ends_mid_paragraph`); with
 neither score, only the structural cues decide. Measured without the LM
-(`benchmarks/train_fluency.py --per-kind 200`): truncated recall 0.880 /
+(`benchmarks/train_fluency.py --per-kind 200`): truncated recall 0.885 /
 0.860 (calibration, cross-fitted / held-out half; 0.835 / 0.795 before the
 "open among closed lines" cue), clean LIMA flagged 0.4% / 1.0% of each half
 (`max_end_prob` is the largest with which the whole judge flags at most 0.4%

@@ -27,6 +27,10 @@ _CODE_HINT = re.compile(
 )
 
 
+_TABLE_ROW = re.compile(r"\|[^|\n]*\|")
+"""A table row: cells between pipes ("| 2011 | 1:00 PM | Ravens vs. Bengals |", "a | b | c"); prose has no two pipes."""
+
+
 def words(text: str) -> list[str]:
     return WORD_RE.findall(text.lower())
 
@@ -39,17 +43,20 @@ def is_code_line(line: str) -> bool:
 
 
 def prose_lines(text: str, *, exempt_code_and_lists: bool = True) -> list[str]:
-    """The non-empty lines of `text`, without code blocks, code lines and list items.
+    """The non-empty lines of `text`, without code blocks, code lines, list items and table rows.
 
-    Repetition statistics are meant for prose: code repeats tokens by nature
-    and an extraction answer lists similar items, neither is degenerate text.
+    Repetition statistics are meant for prose: code repeats tokens by nature,
+    an extraction answer lists similar items and a table repeats its cells
+    ("| 2011 | 1:00 PM |" on every row), none of them is degenerate text.
     """
     if exempt_code_and_lists:
         text = without_code_blocks(text)
     lines = [line for line in text.splitlines() if line.strip()]
     if not exempt_code_and_lists:
         return lines
-    return [line for line in lines if not _LIST_ITEM.match(line) and not is_code_line(line)]
+    return [
+        line for line in lines if not _LIST_ITEM.match(line) and not is_code_line(line) and not _TABLE_ROW.search(line)
+    ]
 
 
 def split_code_blocks(text: str) -> tuple[str, bool]:
