@@ -74,7 +74,7 @@ class RepetitionStep(WireModel):
     max_top_ngram_share: float = Field(default=0.2, ge=0, le=1)
     """Largest share of characters taken by the most frequent word 2-gram."""
     exempt_code_and_lists: bool = True
-    """Skip code blocks and list items when measuring, so code and extraction answers survive."""
+    """Skip code blocks, list items and table rows when measuring, so code, extraction answers and tables survive."""
 
 
 class ArtifactStep(WireModel):
