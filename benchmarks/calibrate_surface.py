@@ -1,13 +1,17 @@
-"""Calibrate the surface judges (junk, loops, duplicated 5-grams) and measure them with the arithmetic checker.
+"""Calibrate the surface judges (junk, loops, Gopher's repetition statistics) and measure them with the arithmetic
+checker.
 
     SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/calibrate_surface.py [--write] [--alpaca]
 
-Bounds are fitted on the calibration half only (`noise.calibration_half`):
-each is the largest value clean text shows there (LIMA's human answers and
-prompts, and four chat models' AlpacaEval answers, which are clean of
-encoding junk and decoding loops whatever their style), never below a floor:
-what people legitimately write needs, or for duplicated 5-grams 0.2 (tables,
-parallel how-to steps and songs repeat more). Then, on both halves, it
+Bounds are fitted on text no test scores: each is the largest value clean
+text shows there (the calibration half, `noise.calibration_half`, of LIMA's
+human answers and prompts and of four chat models' AlpacaEval answers, which
+are clean of encoding junk and decoding loops whatever their style, and every
+human OpenAssistant message, whose weekly plans repeat lines and 5-grams the
+others do not), never below a floor:
+what people legitimately write needs, or for Gopher's statistics its own
+bounds (duplicated lines 0.3, top 2-gram 0.2, duplicated 5-grams 0.2:
+parallel how-to steps, weekly plans and songs repeat more). Then, on both halves, it
 prints the recall of each noise kind this family owns (ood_junk,
 repetition_loop, wrong_arithmetic) and the share of clean LIMA the surface
 judges (validation, repetition, artifacts, junk, facts) stop, by reason. `--write` stores the bounds and the
@@ -19,12 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import sys
 from collections import Counter
 from pathlib import Path
 
 import regex
+from curation_corpora import oasst_human_texts
 from ftfy.badness import badness
 
 from sft_trainer.config import CurationConfig
@@ -33,13 +39,17 @@ from sft_trainer.curation.artifacts import Artifacts
 from sft_trainer.curation.base import Filter
 from sft_trainer.curation.facts import Facts
 from sft_trainer.curation.junk import Junk, JunkBounds, densest_window
+from sft_trainer.curation.repetition import MIN_LINES as MIN_PROSE_LINES
 from sft_trainer.curation.repetition import MIN_WORDS as MIN_PROSE_WORDS
 from sft_trainer.curation.repetition import (
     NGRAM,
     Repetition,
+    duplicate_line_fraction,
     duplicate_ngram_fraction,
     longest_sentence_loop,
     measured_prose,
+    top_ngram_bounds,
+    top_ngram_share,
 )
 from sft_trainer.curation.validation import Validation
 from sft_trainer.formats import Conversation
@@ -56,6 +66,10 @@ MIN_SENTENCE_REPEATS = 2
 """A sentence said twice in a row can be emphasis; three times never was, in any clean sample."""
 GOPHER_DUPLICATE_NGRAMS = 0.2
 """The floor of the duplicated-5-gram bound: Gopher's web-document bound (0.15), as loosened for short answers."""
+GOPHER_DUPLICATE_LINES = 0.3
+"""The floor of the duplicated-line bound: Gopher's."""
+GOPHER_TOP_NGRAM = 0.2
+"""The floor of the top-2-gram bound: Gopher's."""
 ARITHMETIC_RECORDS = 600
 KINDS = ("ood_junk", "repetition_loop", "wrong_arithmetic")
 INVISIBLE = regex.compile("[\u200b-\u200f\u2060-\u2064\ufeff]+")
@@ -75,18 +89,43 @@ def fit(clean: list[str]) -> dict:
     }
     junk = {k: max(v, FLOORS[k]) for k, v in stats.items()} | {"window": WINDOW}
     repeats = max(MIN_SENTENCE_REPEATS, max(longest_sentence_loop(t) for t in clean))
+    stats["max_duplicate_line_fraction"] = max(map(judged_duplicate_line_fraction, clean))
     stats["max_duplicate_ngram_fraction"] = max(map(judged_duplicate_ngram_fraction, clean))
+    stats["max_top_ngram_share"] = max(map(judged_top_ngram_share, clean))
     repetition = {
         "max_sentence_repeats": repeats,
-        "max_duplicate_ngram_fraction": round(max(stats["max_duplicate_ngram_fraction"], GOPHER_DUPLICATE_NGRAMS), 4),
+        "max_duplicate_line_fraction": upper_bound(stats["max_duplicate_line_fraction"], GOPHER_DUPLICATE_LINES),
+        "max_duplicate_ngram_fraction": upper_bound(stats["max_duplicate_ngram_fraction"], GOPHER_DUPLICATE_NGRAMS),
+        "max_top_ngram_share": upper_bound(stats["max_top_ngram_share"], GOPHER_TOP_NGRAM),
     }
     return {"junk": junk, "repetition": repetition, "clean_maxima": stats}
+
+
+def upper_bound(largest: float, floor: float) -> float:
+    """`largest` rounded up to 4 decimals (so the text that showed it still passes), at least `floor`."""
+    return max(math.ceil(largest * 10_000) / 10_000, floor)
+
+
+def judged_duplicate_line_fraction(text: str) -> float:
+    """The share of the text's prose lines that repeat an earlier one, over its slack (0 when too short to judge)."""
+    lines, words, slack = measured_prose(text)
+    judged = len(words) >= MIN_PROSE_WORDS and len(lines) >= MIN_PROSE_LINES
+    return duplicate_line_fraction(lines) / slack if judged else 0.0
 
 
 def judged_duplicate_ngram_fraction(text: str) -> float:
     """The share of the text's prose in repeated 5-grams, over the slack its bound gets (0 when too short to judge)."""
     _, words, slack = measured_prose(text)
     return duplicate_ngram_fraction(words, NGRAM) / slack if len(words) >= MIN_PROSE_WORDS else 0.0
+
+
+def judged_top_ngram_share(text: str) -> float:
+    """The smallest 2-gram bound within which the text's top 2-, 3- and 4-grams all stay (0 when too short)."""
+    _, words, slack = measured_prose(text)
+    if len(words) < MIN_PROSE_WORDS:
+        return 0.0
+    offsets = top_ngram_bounds(0.0)  # each n-gram length's bound less the 2-gram's
+    return max(top_ngram_share(words, n) / slack - offset for n, offset in offsets.items())
 
 
 def judges(bounds: dict) -> dict[str, Filter]:
@@ -97,9 +136,9 @@ def judges(bounds: dict) -> dict[str, Filter]:
             reject_unseeable_inputs=cfg.validation.reject_unseeable_inputs,
         ),
         "repetition": Repetition(
-            max_duplicate_line_fraction=cfg.repetition.max_duplicate_line_fraction,
+            max_duplicate_line_fraction=bounds["repetition"]["max_duplicate_line_fraction"],
             max_duplicate_ngram_fraction=bounds["repetition"]["max_duplicate_ngram_fraction"],
-            max_top_ngram_share=cfg.repetition.max_top_ngram_share,
+            max_top_ngram_share=bounds["repetition"]["max_top_ngram_share"],
             exempt_code_and_lists=cfg.repetition.exempt_code_and_lists,
             max_sentence_repeats=bounds["repetition"]["max_sentence_repeats"],
         ),
@@ -170,8 +209,8 @@ def main() -> int:
     args = parser.parse_args()
     lima, chat = noise.load_lima(), noise.load_chat_answers()
     calibration_clean = [c for c in lima + chat if noise.calibration_half(c)]
-    bounds = fit(clean_texts(calibration_clean))
-    print("bounds (calibration half):", json.dumps({k: bounds[k] for k in ("junk", "repetition")}))
+    bounds = fit(clean_texts(calibration_clean) + oasst_human_texts(replies_only=False))
+    print("bounds (clean text no test scores):", json.dumps({k: bounds[k] for k in ("junk", "repetition")}))
     print("clean maxima:", json.dumps(bounds["clean_maxima"]))
     steps = judges(bounds)
     figures = [measure(half, lima, chat, steps) for half in (True, False)]

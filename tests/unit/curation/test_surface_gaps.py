@@ -100,6 +100,46 @@ def test_parallel_steps_repeat_5_grams_and_pass_but_a_text_said_three_times_does
     assert step.check_text(said_three_times) == "duplicate_ngrams"
 
 
+def test_a_weekly_plan_repeats_lines_and_passes_but_half_its_lines_said_again_do_not() -> None:
+    step = repetition()
+    calibrated = surface_calibration()["repetition"]
+    assert step.max_dup_lines == calibrated["max_duplicate_line_fraction"] >= 0.3
+    assert step.max_top_share[2] == calibrated["max_top_ngram_share"] >= 0.2
+    days = (
+        (
+            "Monday opens the week with the heaviest work for your legs",
+            "Squats, 5 sets of 5 reps at 80% of your max, resting two minutes between the sets",
+        ),
+        (
+            "Tuesday moves the load to the chest, shoulders and arms",
+            "Bench press, 5 sets of 5 reps, then three sets of barbell rows for the upper back",
+        ),
+        (
+            "Wednesday gives the muscles time to recover and grow back stronger",
+            "Rest day, or an easy walk of about thirty minutes if your legs feel stiff",
+        ),
+        (
+            "Thursday trains the back and hips, which carry most of the lifts",
+            "Deadlifts, 3 sets of 5 reps, then walking lunges with light dumbbells in each hand",
+        ),
+        (
+            "Friday ends the week with presses above the head and pulling",
+            "Overhead press, 5 sets of 5 reps, then as many pull-ups as you can do with good form",
+        ),
+    )
+
+    def plan(routine: str) -> str:
+        return "Here is a weekly split for building strength.\n\n" + "\n\n".join(
+            f"{day}\n{routine}\n{work}" for day, work in days
+        )
+
+    # 8 of 21 lines (0.38) repeat an earlier one, over Gopher's 0.3, as in OpenAssistant's training plans.
+    assert step.check_text(plan("Warm up for ten minutes.\nCool down and stretch.")) is None
+    # 12 of 26 (0.46): more than any clean calibration answer repeats.
+    repeated = plan("Warm up for ten minutes.\nCool down and stretch.\nDrink some water.")
+    assert step.check_text(repeated) == "duplicate_lines"
+
+
 def test_clean_lima_is_rarely_judged_noisy(held_out: list[Conversation]) -> None:
     steps: list[Filter] = [repetition(), Artifacts(), Junk(), Facts()]
     flagged = [c.source_index for c in held_out if any(step.check(c) for step in steps)]

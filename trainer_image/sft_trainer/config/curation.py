@@ -67,12 +67,12 @@ class LengthStep(WireModel):
 class RepetitionStep(WireModel):
     enabled: bool = True
     """Reject responses that repeat themselves (Gopher-style fractions)."""
-    max_duplicate_line_fraction: float = Field(default=0.3, ge=0, le=1)
-    """Largest fraction of lines that are duplicates of an earlier line."""
+    max_duplicate_line_fraction: float | None = Field(default=None, ge=0, le=1)
+    """Largest fraction of prose lines (and of a list's items) that repeat an earlier one. Unset: the calibrated bound, the largest fraction clean answers that no test scores show (calibration-half LIMA and chat answers, OpenAssistant), never below Gopher's 0.3: weekly plans and forms repeat lines legitimately."""
     max_duplicate_ngram_fraction: float | None = Field(default=None, ge=0, le=1)
-    """Largest fraction of characters inside duplicated word 5-grams. Unset: the calibrated bound, the largest fraction clean calibration answers show, never below 0.2 (Gopher's bound for web pages is 0.15): tables, parallel how-to steps and songs repeat 5-grams legitimately."""
-    max_top_ngram_share: float = Field(default=0.2, ge=0, le=1)
-    """Largest share of characters taken by the most frequent word 2-gram."""
+    """Largest fraction of characters inside duplicated word 5-grams. Unset: the calibrated bound, the largest fraction clean answers that no test scores show, never below 0.2 (Gopher's bound for web pages is 0.15): parallel how-to steps, weekly plans and songs repeat 5-grams legitimately."""
+    max_top_ngram_share: float | None = Field(default=None, ge=0, le=1)
+    """Largest share of characters taken by the most frequent word 2-gram (for 3- and 4-grams 0.02 and 0.04 less, as in Gopher). Unset: the calibrated bound, the smallest that no clean answer untouched by tests exceeds, never below Gopher's 0.2."""
     exempt_code_and_lists: bool = True
     """Skip code blocks, list items and table rows when measuring, so code, extraction answers and tables survive."""
 

@@ -3,8 +3,11 @@
 Rae et al. (2021, "Scaling Language Models", appendix A) drop documents whose
 duplicated lines, duplicated n-grams or most frequent n-gram take too large a
 share of the text. Responses are much shorter than web pages, so statistics
-start at MIN_WORDS words, and code blocks and list items are measured apart
-(code repeats tokens by nature; an extraction answer lists similar items).
+start at MIN_WORDS words, and code blocks, list items and table rows are
+measured apart (code repeats tokens by nature; an extraction answer lists
+similar items; a table repeats its cells). Each bound is the largest value
+that clean text no test scores shows, never below Gopher's
+(`benchmarks/calibrate_surface.py`, resources/calibration/surface.json).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ VERSE_SLACK = 2.5
 
 NGRAM = 5
 """The duplicated n-grams' length (Gopher's shortest: it measures 5- to 10-grams)."""
+TOP_NGRAM_STEP = 0.02
+"""How much Gopher lowers the top-n-gram bound per extra word of n-gram length."""
 
 
 def is_verse(lines: list[str]) -> bool:
@@ -82,6 +87,11 @@ def top_ngram_share(tokens: list[str], n: int) -> float:
         return 0.0
     total = sum(map(len, tokens))
     return min(1.0, count * sum(map(len, gram)) / total) if total else 0.0
+
+
+def top_ngram_bounds(two_gram_bound: float) -> dict[int, float]:
+    """The bound of each n-gram length from the 2-gram's: Gopher lowers it by 0.02 per extra word."""
+    return {n: two_gram_bound - TOP_NGRAM_STEP * (n - 2) for n in (2, 3, 4)}
 
 
 def duplicate_ngram_fraction(tokens: list[str], n: int) -> float:
@@ -168,9 +178,9 @@ class Repetition(Filter):
     def __init__(
         self,
         *,
-        max_duplicate_line_fraction: float,
+        max_duplicate_line_fraction: float | None,
         max_duplicate_ngram_fraction: float | None,
-        max_top_ngram_share: float,
+        max_top_ngram_share: float | None,
         exempt_code_and_lists: bool = True,
         max_sentence_repeats: int | None = None,
     ) -> None:
@@ -180,14 +190,18 @@ class Repetition(Filter):
         self.max_sentence_repeats = (
             max_sentence_repeats if max_sentence_repeats is not None else int(calibrated["max_sentence_repeats"])
         )
-        self.max_dup_lines = max_duplicate_line_fraction
+        self.max_dup_lines = (
+            max_duplicate_line_fraction
+            if max_duplicate_line_fraction is not None
+            else float(calibrated["max_duplicate_line_fraction"])
+        )
         self.max_dup_ngrams = (
             max_duplicate_ngram_fraction
             if max_duplicate_ngram_fraction is not None
             else float(calibrated["max_duplicate_ngram_fraction"])
         )
-        # Gopher lowers the bound by 0.02 per extra word of n-gram length.
-        self.max_top_share = {2: max_top_ngram_share, 3: max_top_ngram_share - 0.02, 4: max_top_ngram_share - 0.04}
+        top = max_top_ngram_share if max_top_ngram_share is not None else float(calibrated["max_top_ngram_share"])
+        self.max_top_share = top_ngram_bounds(top)
         self.exempt = exempt_code_and_lists
 
     def check(self, conv: Conversation) -> str | None:
