@@ -3,15 +3,14 @@ checker.
 
     SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/calibrate_surface.py [--write] [--alpaca]
 
-Bounds are fitted on text no test scores: each is the largest value clean
-text shows there (the calibration half, `noise.calibration_half`, of LIMA's
-human answers and prompts and of four chat models' AlpacaEval answers, which
-are clean of encoding junk and decoding loops whatever their style, and every
-human OpenAssistant message, whose weekly plans repeat lines and 5-grams the
-others do not), never below a floor:
-what people legitimately write needs, or for Gopher's statistics its own
-bounds (duplicated lines 0.3, top 2-gram 0.2, duplicated 5-grams 0.2:
-parallel how-to steps, weekly plans and songs repeat more). Then, on both halves, it
+Bounds are fitted on clean text that no test scores: the calibration half
+(`noise.calibration_half`) of LIMA's human answers and prompts and of four
+chat models' AlpacaEval answers (clean of encoding junk and decoding loops
+whatever their style), and every human OpenAssistant message (whose weekly
+plans repeat lines and 5-grams as the others do not). Each bound is the
+largest value that text shows, never below a floor: what people legitimately
+write needs, or for Gopher's statistics Gopher's own bounds (duplicated lines
+0.3, top 2-gram 0.2, duplicated 5-grams 0.2). Then, on both halves, it
 prints the recall of each noise kind this family owns (ood_junk,
 repetition_loop, wrong_arithmetic) and the share of clean LIMA the surface
 judges (validation, repetition, artifacts, junk, facts) stop, by reason. `--write` stores the bounds and the
