@@ -88,9 +88,7 @@ def fit(clean: list[str]) -> dict:
     }
     junk = {k: max(v, FLOORS[k]) for k, v in stats.items()} | {"window": WINDOW}
     repeats = max(MIN_SENTENCE_REPEATS, max(longest_sentence_loop(t) for t in clean))
-    stats["max_duplicate_line_fraction"] = max(map(judged_duplicate_line_fraction, clean))
-    stats["max_duplicate_ngram_fraction"] = max(map(judged_duplicate_ngram_fraction, clean))
-    stats["max_top_ngram_share"] = max(map(judged_top_ngram_share, clean))
+    stats |= repetition_maxima(clean)
     repetition = {
         "max_sentence_repeats": repeats,
         "max_duplicate_line_fraction": upper_bound(stats["max_duplicate_line_fraction"], GOPHER_DUPLICATE_LINES),
@@ -105,26 +103,24 @@ def upper_bound(largest: float, floor: float) -> float:
     return max(math.ceil(largest * 10_000) / 10_000, floor)
 
 
-def judged_duplicate_line_fraction(text: str) -> float:
-    """The share of the text's prose lines that repeat an earlier one, over its slack (0 when too short to judge)."""
-    lines, words, slack = measured_prose(text)
-    judged = len(words) >= MIN_PROSE_WORDS and len(lines) >= MIN_PROSE_LINES
-    return duplicate_line_fraction(lines) / slack if judged else 0.0
-
-
-def judged_duplicate_ngram_fraction(text: str) -> float:
-    """The share of the text's prose in repeated 5-grams, over the slack its bound gets (0 when too short to judge)."""
-    _, words, slack = measured_prose(text)
-    return duplicate_ngram_fraction(words, NGRAM) / slack if len(words) >= MIN_PROSE_WORDS else 0.0
-
-
-def judged_top_ngram_share(text: str) -> float:
-    """The smallest 2-gram bound within which the text's top 2-, 3- and 4-grams all stay (0 when too short)."""
-    _, words, slack = measured_prose(text)
-    if len(words) < MIN_PROSE_WORDS:
-        return 0.0
+def repetition_maxima(clean: list[str]) -> dict[str, float]:
+    """The largest value of each Gopher statistic over `clean`, over its slack, as `Repetition.check_text` reads them
+    (one prose measurement per text; a text with too little prose is not judged)."""
     offsets = top_ngram_bounds(0.0)  # each n-gram length's bound less the 2-gram's
-    return max(top_ngram_share(words, n) / slack - offset for n, offset in offsets.items())
+    lines_max = ngrams_max = top_max = 0.0
+    for text in clean:
+        lines, words, slack = measured_prose(text)
+        if len(words) < MIN_PROSE_WORDS:
+            continue
+        if len(lines) >= MIN_PROSE_LINES:
+            lines_max = max(lines_max, duplicate_line_fraction(lines) / slack)
+        ngrams_max = max(ngrams_max, duplicate_ngram_fraction(words, NGRAM) / slack)
+        top_max = max(top_max, *(top_ngram_share(words, n) / slack - offset for n, offset in offsets.items()))
+    return {
+        "max_duplicate_line_fraction": lines_max,
+        "max_duplicate_ngram_fraction": ngrams_max,
+        "max_top_ngram_share": top_max,
+    }
 
 
 def judges(bounds: dict) -> dict[str, Filter]:

@@ -90,7 +90,7 @@ def top_ngram_share(tokens: list[str], n: int) -> float:
 
 
 def top_ngram_bounds(two_gram_bound: float) -> dict[int, float]:
-    """The bound of each n-gram length from the 2-gram's: Gopher lowers it by 0.02 per extra word."""
+    """The bound of each n-gram length from the 2-gram's: Gopher lowers it by TOP_NGRAM_STEP per extra word."""
     return {n: two_gram_bound - TOP_NGRAM_STEP * (n - 2) for n in (2, 3, 4)}
 
 
@@ -187,21 +187,14 @@ class Repetition(Filter):
         """Bounds left None are the calibrated ones (`junk.surface_calibration`)."""
         super().__init__()
         calibrated = surface_calibration()["repetition"]
-        self.max_sentence_repeats = (
-            max_sentence_repeats if max_sentence_repeats is not None else int(calibrated["max_sentence_repeats"])
-        )
-        self.max_dup_lines = (
-            max_duplicate_line_fraction
-            if max_duplicate_line_fraction is not None
-            else float(calibrated["max_duplicate_line_fraction"])
-        )
-        self.max_dup_ngrams = (
-            max_duplicate_ngram_fraction
-            if max_duplicate_ngram_fraction is not None
-            else float(calibrated["max_duplicate_ngram_fraction"])
-        )
-        top = max_top_ngram_share if max_top_ngram_share is not None else float(calibrated["max_top_ngram_share"])
-        self.max_top_share = top_ngram_bounds(top)
+
+        def given_or_calibrated(value: float | None, key: str) -> float:
+            return value if value is not None else float(calibrated[key])
+
+        self.max_sentence_repeats = int(given_or_calibrated(max_sentence_repeats, "max_sentence_repeats"))
+        self.max_dup_lines = given_or_calibrated(max_duplicate_line_fraction, "max_duplicate_line_fraction")
+        self.max_dup_ngrams = given_or_calibrated(max_duplicate_ngram_fraction, "max_duplicate_ngram_fraction")
+        self.max_top_share = top_ngram_bounds(given_or_calibrated(max_top_ngram_share, "max_top_ngram_share"))
         self.exempt = exempt_code_and_lists
 
     def check(self, conv: Conversation) -> str | None:
