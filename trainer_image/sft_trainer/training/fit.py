@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import checkpoints as ckpt
+from .guards import flat_metrics
 from .loop import (
     RunState,
     Stopwatch,
@@ -39,6 +40,7 @@ from .loop import (
     total_optimizer_steps,
 )
 from .parallel import Parallel
+from .result import RunResult
 from .session import Session
 
 if TYPE_CHECKING:
@@ -208,3 +210,19 @@ def environment(session: Session, parallel: Parallel, fitted: Fitted) -> dict[st
         "trainableParameters": fitted.trainable_parameters,
         "totalParameters": fitted.total_parameters,
     }
+
+
+def run_result(
+    method: str, session: Session, parallel: Parallel, fitted: Fitted, probes: dict[str, Any], exports: dict[str, str]
+) -> RunResult:
+    """What a recipe hands back once it has trained, probed and exported: the same fields for full and LoRA."""
+    return RunResult(
+        method=method,
+        state=fitted.state,
+        data=session.data.summary(),
+        probes={**probes, "metrics": flat_metrics(probes)},
+        exports=exports,
+        environment=environment(session, parallel, fitted),
+        model_folder=str(session.model_folder),
+        held_out=list(session.data.eval_conversations),
+    )

@@ -20,8 +20,8 @@ import logging
 
 from ..config import TrainRunConfig
 from .export import export_full_model, generation_config
-from .fit import environment, final_model, fit
-from .guards import flat_metrics, probes_after
+from .fit import final_model, fit, run_result
+from .guards import probes_after
 from .modeling import load_model
 from .result import RunResult
 from .session import Reporter, open_session
@@ -61,13 +61,4 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
             export, session.output_dir / "model", session.tokenizer, session.template, generation, session.dtype
         )
         exports["model"] = str(folder)
-    return RunResult(
-        method="full",
-        state=fitted.state,
-        data=session.data.summary(),
-        probes={**probe_results, "metrics": flat_metrics(probe_results)},
-        exports=exports,
-        environment=environment(session, parallel, fitted),
-        model_folder=str(session.model_folder),
-        held_out=list(session.data.eval_conversations),
-    )
+    return run_result("full", session, parallel, fitted, probe_results, exports)

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 from ..config import TrainRunConfig
 from .export import export_adapter, export_merged, generation_config
-from .fit import environment, final_model, fit
-from .guards import flat_metrics, probes_after
+from .fit import final_model, fit, run_result
+from .guards import probes_after
 from .modeling import load_model
 from .result import RunResult
 from .session import Reporter, open_session
@@ -88,13 +88,4 @@ def run(cfg: TrainRunConfig, reporter: Reporter) -> RunResult:
                 generation,
             )
             exports["merged"] = str(merged)
-    return RunResult(
-        method="lora",
-        state=fitted.state,
-        data=session.data.summary(),
-        probes={**probe_results, "metrics": flat_metrics(probe_results)},
-        exports=exports,
-        environment=environment(session, parallel, fitted),
-        model_folder=str(session.model_folder),
-        held_out=list(session.data.eval_conversations),
-    )
+    return run_result("lora", session, parallel, fitted, probe_results, exports)
