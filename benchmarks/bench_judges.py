@@ -1,6 +1,6 @@
 """How much planted noise the default curation catches, and how much clean LIMA it stops.
 
-    SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/bench_judges.py [--half test] [--json PATH]
+    SFT_SHARED_DATA=../shared/data .venv/bin/python benchmarks/bench_judges.py [--half test] [--scorer-on-cpu] [--json PATH]
 
 Clean LIMA records of one half (by default the held-out half that no
 threshold was calibrated on) plus `--per-kind` planted records of every
@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from sft_trainer.config import CurationConfig
+from sft_trainer.config.curation import ScorerStep
 from sft_trainer.cpus import usable_cpus
 from sft_trainer.curation.noise import CLEAN, judged_mix, judgement_table
 from sft_trainer.curation.pipeline import curate
@@ -40,12 +41,20 @@ def main() -> None:
         "clean ones: about 108 on the test half with --clean 400, so a rate is known to about +-0.04)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scorer-on-cpu",
+        action="store_true",
+        help="run the scorer LM here whatever the set's size (curation.scorer.maxRecordsOnCpu unset), as the "
+        "defaults do on a GPU: coherence and completeness read the LM, style reads its perplexity (about 1 "
+        "record/s on 2 CPU cores)",
+    )
     parser.add_argument("--json", type=Path, help="write the table here")
     args = parser.parse_args()
 
     convs, kinds = judged_mix(args.half, clean_count=args.clean, per_kind=args.per_kind, seed=args.seed)
     started = time.perf_counter()
-    result = curate(convs, CurationConfig(), workers=usable_cpus())
+    config = CurationConfig(scorer=ScorerStep(max_records_on_cpu=None)) if args.scorer_on_cpu else CurationConfig()
+    result = curate(convs, config, workers=usable_cpus())
     seconds = time.perf_counter() - started
     rejected = {r.source_index: r.reasons for r in result.rejected}
     held = {c.source_index: reasons for c, reasons in result.review}

@@ -45,7 +45,13 @@ The threshold is the lowest at which at most `HUMAN_FP_TARGET` of the
 calibration half's out-of-fold LIMA scores exceed it, counting only the
 answers long enough to be judged; the learning rate is
 the one whose out-of-fold scores put the most long chat-model answers (the
-noise kit's assistant_style donors) above that threshold. Where that cut
+noise kit's assistant_style donors) above that threshold. The perplexity
+blend (`style.PerplexityBlend`, read when the packaged scorer LM ran) is
+fitted the same way: the long calibration rows are scored by the scorer at
+its default windows (cached in `.cache/scorer_scores.jsonl`: about 30 min
+on 2 CPU cores the first time), and of `PERPLEXITY_WEIGHTS` the weight that
+puts the most long chat answers above the LIMA cut of the blended
+out-of-fold scores is kept. Where that cut
 lands on answers the model never saw, `benchmarks/nested_style_cut.py` tells
 from the same rows (`fit_style` on four fifths, judged on the fifth).
 
@@ -109,6 +115,11 @@ STYLE_WORD_C = 3.0
 """Inverse regularisation of the word n-gram model (the better of 3 and 10 on out-of-fold scores)."""
 STYLE_WORD_VOCABULARY = 30_000
 """The most frequent cased word unigrams and bigrams kept (the shipped vocabulary)."""
+PERPLEXITY_WEIGHTS = (0.25, 0.5, 0.75, 1.0)
+"""Weights tried for the scorer LM's perplexity term in the style logit (`style.PerplexityBlend`)."""
+SCORER_CACHE = ROOT / ".cache" / "scorer_scores.jsonl"
+"""The packaged scorer's scores of the long style rows, by content (`calibrate_scorer.score_all`): 2 CPU cores
+score about one record a second, so only the first `make classifiers` pays for them."""
 KIT_SOURCES = frozenset(f"alpaca_eval_{m}" for m in noise.CHAT_MODELS)
 """The sources the noise kit's assistant_style plants come from (its donors)."""
 TASK_C_GRID = (0.01, 0.03)
@@ -369,6 +380,8 @@ class StyleFit:
     """The trees' training rows: the features and the out-of-fold word logits."""
     chosen: dict
     """learning_rate, threshold, min_words and the out-of-fold figures they were chosen by."""
+    out_of_fold: np.ndarray
+    """The whole stack's out-of-fold probabilities at the chosen learning rate."""
 
     def probabilities(self, texts: Sequence[str], features: np.ndarray) -> np.ndarray:
         return self.trees.predict_proba(np.column_stack([features, self.word_model.decision_function(texts)]))[:, 1]
@@ -447,9 +460,62 @@ def fit_style(rows: StyleRows) -> StyleFit:
             lima_flagged = float(np.mean((pred[rows.is_lima] > threshold) & (rows.words[rows.is_lima] >= min_words)))
             best = {"learning_rate": c, "kit_recall": recall, "auc": roc_auc(y, pred), "min_words": min_words,
                     "threshold": threshold, "auc_by_length": by_length, "lima_flagged": lima_flagged}  # fmt: skip
+            out_of_fold = pred
     x_train = np.column_stack([rows.features, out_of_fold_word_logits(texts, y, rows.prompt_groups)])
     trees = style_estimator(best["learning_rate"]).fit(x_train, y)
-    return StyleFit(fit_word_model(texts, y), trees, x_train, best)
+    return StyleFit(fit_word_model(texts, y), trees, x_train, best, out_of_fold)
+
+
+def scorer_perplexities(convs: Sequence[Conversation]) -> np.ndarray:
+    """The packaged scorer's `cond_ppl` of each record at the default windows, as curation computes it (NaN: none)."""
+    import calibrate_scorer  # benchmarks/ is this script's folder
+
+    from sft_trainer.models.scorer import ScorerLM
+
+    if convs:
+        calibrate_scorer.score_all(ScorerLM.load(None), convs, SCORER_CACHE)
+    values = [c.meta["scores"]["cond_ppl"] for c in convs]
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def long_perplexities(convs: Sequence[Conversation], min_words: int) -> np.ndarray:
+    """`scorer_perplexities` of the records the judge decides on (at least `min_words` words); NaN for the others."""
+    out = np.full(len(convs), np.nan)
+    long = [i for i, c in enumerate(convs) if style.word_count(last_response(c)) >= min_words]
+    out[long] = scorer_perplexities([convs[i] for i in long])
+    return out
+
+
+def fit_perplexity_blend(rows: StyleRows, fit: StyleFit, perplexity: np.ndarray) -> tuple[style.PerplexityBlend, dict]:
+    """The perplexity term's weight, chosen like the learning rate: the one whose blended out-of-fold scores put
+    the most long chat answers above the LIMA cut; the offset moves that cut onto the shipped threshold."""
+    long_enough = rows.words >= fit.chosen["min_words"]
+    log_ppl = np.log(perplexity)
+    usable = long_enough & np.isfinite(log_ppl) & (perplexity >= 1.0)
+    mean, scale = float(log_ppl[usable].mean()), float(log_ppl[usable].std())
+    logits = logit(fit.out_of_fold)
+    term = np.where(usable, (mean - np.where(usable, log_ppl, 0.0)) / scale, 0.0)
+    by_weight = {}
+    for weight in PERPLEXITY_WEIGHTS:
+        pred = linear.sigmoid(logits + weight * term)
+        cut = lima_cut(pred, long_enough, rows.is_lima)
+        by_weight[weight] = (float((pred[rows.kit_like] > cut).mean()), cut)
+    weight = max(by_weight, key=lambda w: by_weight[w][0])
+    recall, cut = by_weight[weight]
+    blend = style.PerplexityBlend(
+        weight, mean, scale, float(logit(np.array(fit.chosen["threshold"])) - logit(np.array(cut)))
+    )
+    figures = {
+        "weight": weight, "mean_log_ppl": mean, "scale": scale, "offset": blend.offset,
+        "cv_auc_ppl_alone": roc_auc(rows.kit_like[usable & (rows.is_lima | rows.kit_like)], -log_ppl[usable & (rows.is_lima | rows.kit_like)]),
+        "cv_kit_recall_by_weight": {str(w): r for w, (r, _) in by_weight.items()},
+    }  # fmt: skip
+    return blend, figures
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(clipped / (1 - clipped))
 
 
 def train_style(data: Path) -> dict:
@@ -459,10 +525,15 @@ def train_style(data: Path) -> dict:
     best, word_model, model = fit.chosen, fit.word_model, fit.trees
     threshold, min_words = best["threshold"], best["min_words"]
     texts_cal, x_cal = prepared.rows.texts, fit.train_inputs
+    calibration = [c for s in labelled for c in halves[True][s.name]]  # the rows' order
+    blend, blend_figures = fit_perplexity_blend(prepared.rows, fit, long_perplexities(calibration, min_words))
 
-    def scores(convs: Sequence[Conversation]) -> np.ndarray:
+    def scores(convs: Sequence[Conversation], perplexity: np.ndarray | None = None) -> np.ndarray:
         texts = [last_response(c) for c in convs]
-        return fit.probabilities(texts, style.feature_matrix([last_user_turn(c) for c in convs], texts))
+        p = fit.probabilities(texts, style.feature_matrix([last_user_turn(c) for c in convs], texts))
+        if perplexity is None:
+            return p
+        return linear.sigmoid(logit(p) + np.array([blend.shift(None if np.isnan(v) else v) for v in perplexity]))
 
     def probs(name: str, half: bool) -> np.ndarray:
         convs = halves[half][name]
@@ -525,6 +596,14 @@ def train_style(data: Path) -> dict:
         "lima_flagged": float(flag_lima.mean()),
         "auc": roc_auc(np.r_[np.ones(len(p_planted)), np.zeros(len(p_lima))], np.r_[p_planted, p_lima]),
     }
+    # The same with the scorer LM's perplexity, as curation scores when the LM runs (a GPU, by default).
+    flag_planted = judged(planted, scores(planted, long_perplexities(planted, min_words)))
+    flag_lima = judged(lima_held, scores(lima_held, long_perplexities(lima_held, min_words)))
+    blend_figures["noise_kit"] = {
+        "assistant_style_recall": float(flag_planted.mean()),
+        "lima_flagged": float(flag_lima.mean()),
+    }
+    report["perplexity_blend"] = blend_figures
     save_word_model(style.WORD_WEIGHTS, word_model)
     save_trees(
         style.STYLE_WEIGHTS,
@@ -535,6 +614,7 @@ def train_style(data: Path) -> dict:
             "feature_names": list(style.MODEL_INPUTS),
             "heldout_auc": report["held_out"]["auc"],
             "noise_kit_auc": report["noise_kit"]["auc"],
+            **{f"lm_{k}": v for k, v in vars(blend).items()},
             "report": json.dumps(report),
         },
     )
@@ -544,6 +624,10 @@ def train_style(data: Path) -> dict:
         raise SystemExit("the numpy word model disagrees with scikit-learn's: the export is broken")
     if not np.allclose(shipped.model.raw_scores(x_cal), model.decision_function(x_cal), atol=1e-6):
         raise SystemExit("the numpy trees disagree with scikit-learn's model: the export is broken")
+    if shipped.blend != blend:
+        raise SystemExit(
+            f"the shipped perplexity blend {shipped.blend} is not the fitted {blend}: the export is broken"
+        )
     return report
 
 
@@ -568,6 +652,13 @@ def print_style(report: dict) -> None:
         f"  noise kit (held-out): assistant_style recall {k['assistant_style_recall']:.3f} (n={k['assistant_style_n']}),"
         f" clean LIMA flagged {k['lima_flagged']:.4f} (n={k['lima_n']}), precision {k['assistant_style_precision']:.3f},"
         f" AUC {k['auc']:.4f}"
+    )
+    b = report["perplexity_blend"]
+    print(
+        f"  with the scorer LM's perplexity (weight {b['weight']}; perplexity alone: out-of-fold AUC"
+        f" {b['cv_auc_ppl_alone']:.3f}, long LIMA vs long chat): long chat answers above the LIMA cut out of fold"
+        f" {b['cv_kit_recall_by_weight']} by weight; noise kit (held-out) recall"
+        f" {b['noise_kit']['assistant_style_recall']:.3f}, clean LIMA flagged {b['noise_kit']['lima_flagged']:.4f}"
     )
     print(
         f"  beside it, the GPT-ism step (max density {GPTISM_MAX_DENSITY}): recall {k['gptisms_recall']:.3f},"

@@ -3,7 +3,7 @@
 Every record here comes from LIMA's held-out half (`noise.calibration_half`
 False): the thresholds shipped in resources/calibration/scorer.json were
 calibrated on the other half by benchmarks/calibrate_scorer.py. Samples are
-short answers, so the module runs in well under a minute on 2 CPU cores.
+short answers, except the style blend's 60 long ones, so the module runs in about two minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from sft_trainer.config.curation import CoherenceStep, CompletenessStep, ScorerStep
-from sft_trainer.curation import noise
+from sft_trainer.config import CurationConfig
+from sft_trainer.config.curation import CoherenceStep, CompletenessStep, ScorerStep, StyleStep
+from sft_trainer.curation import noise, style
 from sft_trainer.curation.coherence import Coherence
 from sft_trainer.curation.completeness import Completeness
-from sft_trainer.curation.lm_scores import SCORE_KEYS, LmScores, exchange, skip_note
+from sft_trainer.curation.lm_scores import OTHER_SCORER_NOTE, SCORE_KEYS, LmScores, exchange, skip_note
+from sft_trainer.curation.pipeline import curate
+from sft_trainer.curation.style import StyleClassifier, StyleJudge, StyleScore
 from sft_trainer.formats import Conversation, Message
 from sft_trainer.models.scorer import FIELD, ScorerLM
 from sft_trainer.runconfig import ConfigError
@@ -152,3 +155,48 @@ def test_the_last_assistant_turn_is_scored_after_the_whole_conversation() -> Non
     context, response = exchange(conv)
     assert [m.content for m in context] == ["a", "b", "c"] and response == "d"
     assert exchange(Conversation([Message("user", "only")], 1)) == ([Message("user", "only")], "")
+
+
+def test_style_blends_in_the_packaged_scorers_perplexity(scorer, shared_data: Path) -> None:
+    """Long held-out LIMA answers and planted long chat answers, scored by the LM: the blend widens the gap
+    between the two (chat answers are text the LM finds predictable), and the judge's rate on each stays near
+    what `make classifiers` reported for the whole held-out half with the LM."""
+    lima = [c for c in noise.load_lima(shared_data) if not noise.calibration_half(c)]
+    long_lima = [c for c in lima if style.word_count(noise._last_response(c)) >= 150]
+    planted = [
+        c
+        for c in noise.plant("assistant_style", lima * 4, random.Random(7), shared_dir=shared_data)
+        if not noise.calibration_half(c)
+    ]
+    rng = random.Random(3)
+    human, chat = rng.sample(long_lima, 30), rng.sample(planted, 30)
+    scored(scorer, human + chat)
+    logits = {}
+    for read in (False, True):
+        StyleScore(StyleStep(), read_perplexity=read)(human + chat)
+        scores = [min(max(c.meta["scores"]["style"], 1e-4), 1 - 1e-4) for c in human + chat]  # 4 decimals kept
+        logits[read] = [math.log(p / (1 - p)) for p in scores]
+    gap = {read: sum(v[30:]) / 30 - sum(v[:30]) / 30 for read, v in logits.items()}
+    judge = StyleJudge(StyleStep())
+    recall = sum(judge(c) == "style.assistant" for c in chat) / len(chat)
+    flagged = sum(judge(c) == "style.assistant" for c in human) / len(human)
+    reported = json.loads(StyleClassifier().model.meta["meta_report"])["perplexity_blend"]["noise_kit"]
+    print(
+        f"\nlogit gap chat - LIMA: {gap}; with the LM: recall {recall:.2f}, long LIMA flagged {flagged:.2f}; {reported}"
+    )
+    assert all(c.meta["scores"]["cond_ppl"] is not None for c in human + chat)
+    assert gap[True] > gap[False]
+    # 30 records: about three binomial standard deviations around the whole half's figures.
+    assert recall == pytest.approx(reported["assistant_style_recall"], abs=0.22)
+    assert flagged <= 0.1
+
+
+def test_another_scorer_is_recorded_but_not_read_against_the_shipped_thresholds(held_out_short) -> None:
+    """A model named by its folder is, for the calibration, another model: its scores are recorded (IFD for
+    selection), the report says the LM judges do not read them, and the style step runs without the blend."""
+    convs = [Conversation(list(c.messages), i) for i, c in enumerate(held_out_short[24:27])]
+    config = CurationConfig(scorer=ScorerStep(model=str(SMOLLM2_DIR), max_records_on_cpu=None))
+    result = curate(convs, config)
+    assert OTHER_SCORER_NOTE in result.notes
+    assert result.stats["step_reports"]["style_score"] == {"readsScorerPerplexity": False}
+    assert all(c.meta["scores"]["ifd"] is not None for c in result.curated)

@@ -123,3 +123,22 @@ def test_lm_scores_take_precedence_over_the_fallback() -> None:
     assert coherence.check(conv) is None and completeness.check(conv) is None
     conv.meta["scores"] = {"cond_ppl": None, "fluency": -5.0, "eos_prob": None, "end_prob": 0.01}
     assert coherence.check(conv) == "incoherent" and completeness.check(conv) == "truncated"
+
+
+def test_another_scorers_lm_scores_are_read_only_against_thresholds_set_for_it() -> None:
+    """The shipped `max_cond_ppl` and `max_eos_prob` were calibrated on the packaged scorer at its default windows:
+    with another model (`calibrated_scorer=False`) the judges fall back to the n-gram scores unless the config sets
+    the LM thresholds for that model."""
+    fluent_but_unlikely = Conversation(
+        [Message("user", "Describe the view."), Message("assistant", "The hills roll gently down to a quiet harbour")],
+        0,
+        {"scores": {"cond_ppl": 5000.0, "eos_prob": 1e-9, "fluency": 10.0, "end_prob": 0.9}},
+    )
+    assert Coherence(CoherenceStep()).check(fluent_but_unlikely) == "incoherent"
+    assert Completeness(CompletenessStep()).check(fluent_but_unlikely) == "truncated"
+    assert Coherence(CoherenceStep(), calibrated_scorer=False).check(fluent_but_unlikely) is None
+    assert Completeness(CompletenessStep(), calibrated_scorer=False).check(fluent_but_unlikely) is None
+    set_for_it = Coherence(CoherenceStep(max_perplexity=1000.0), calibrated_scorer=False)
+    assert set_for_it.check(fluent_but_unlikely) == "incoherent"
+    ending_set = Completeness(CompletenessStep(max_eos_prob=1e-6), calibrated_scorer=False)
+    assert ending_set.check(fluent_but_unlikely) == "truncated"

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sft_trainer.config.curation import StyleStep
+from sft_trainer.config.curation import ScorerStep, StyleStep
 from sft_trainer.curation import noise
+from sft_trainer.curation.lm_scores import default_scorer
 from sft_trainer.curation.style import (
     ECHO_FEATURES,
     STYLE_WEIGHTS,
@@ -209,3 +210,36 @@ def test_echo_features_read_how_a_reply_leans_on_its_prompt() -> None:
     ):
         assert echo[name] > plain[name], name
     assert all(math.isfinite(v) for v in echo_features("", "")), "empty prompt and reply still give finite features"
+
+
+def test_the_scorers_perplexity_moves_the_score_only_when_the_step_reads_it() -> None:
+    """A lower perplexity given the prompt (text the LM finds predictable) raises the style score; a missing,
+    non-finite or impossible (< 1) perplexity leaves the score as it is without the LM."""
+    blend = StyleClassifier().blend
+    assert blend is not None and blend.weight > 0 and blend.scale > 0
+    for unusable in (None, math.nan, math.inf, 0.5):
+        assert blend.shift(unusable) == 0.0
+    assert blend.shift(3.0) > blend.shift(30.0)
+    reply = "Sure! Here are some tips:\n\n1. **Plan ahead**: Make a list.\n\nI hope this helps!"
+
+    def score(perplexity: float | None, read: bool) -> float:
+        conv = Conversation([Message("user", "Give me tips for packing."), Message("assistant", reply)], 3)
+        conv.meta["scores"] = {} if perplexity is None else {"cond_ppl": perplexity}
+        step = StyleScore(StyleStep(min_words=0), read_perplexity=read)
+        step([conv])
+        assert step.report() == {"readsScorerPerplexity": read}
+        return conv.meta["scores"]["style"]
+
+    plain = score(None, read=False)
+    assert score(None, read=True) == plain == score(3.0, read=False)
+    assert score(3.0, read=True) > score(30.0, read=True)
+    assert score(math.nan, read=True) == plain
+
+
+def test_only_the_packaged_scorer_at_its_default_windows_feeds_the_blend() -> None:
+    """The blend was calibrated on that model's perplexities: another model or window is on another scale."""
+    assert default_scorer(ScorerStep())
+    assert default_scorer(ScorerStep(max_records_on_cpu=None, batch_size=8))
+    assert not default_scorer(ScorerStep(model="/models/my-base"))
+    assert not default_scorer(ScorerStep(max_response_tokens=128))
+    assert not default_scorer(ScorerStep(max_prompt_tokens=32))

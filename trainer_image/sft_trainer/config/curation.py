@@ -185,7 +185,7 @@ class CoherenceStep(WireModel):
     enabled: bool = True
     """Reject responses that are not fluent language (word salad, garbled text): the scorer LM's perplexity, else the word-bigram fluency score."""
     max_perplexity: float | None = Field(default=None, gt=1)
-    """Perplexity of the response given its prompt (the scorer's `cond_ppl`) above which it is incoherent. Unset: the calibrated default shipped in the package."""
+    """Perplexity of the response given its prompt (the scorer's `cond_ppl`) above which it is incoherent. Unset: the calibrated default shipped in the package, which holds for the packaged scorer at its default windows only; with another `scorer.model` or window, unset means the judge reads the n-gram fluency instead."""
     min_fluency: float | None = None
     """When the scorer LM did not run: mean word-bigram PMI of the response's prose (the `fluency` score) below which it is incoherent. Unset: the calibrated default shipped in the package."""
 
@@ -194,7 +194,7 @@ class CompletenessStep(WireModel):
     enabled: bool = True
     """Reject responses cut off mid-sentence, mid-list or mid-code block."""
     max_eos_prob: float | None = Field(default=None, ge=0, le=1)
-    """End-of-turn probability (from the scorer) below which a response that ends without closing punctuation is truncated. Unset: the calibrated default shipped in the package."""
+    """End-of-turn probability (from the scorer) below which a response that ends without closing punctuation is truncated. Unset: the calibrated default shipped in the package, which holds for the packaged scorer at its default windows only; with another `scorer.model` or window, unset means the judge reads the n-gram end probability instead."""
     max_end_prob: float | None = Field(default=None, ge=0, le=1)
     """When the scorer LM did not run: probability that a sentence ends after the response's last two words (the `end_prob` score, word-bigram model) below which a response that ends without closing punctuation is truncated. Unset: the calibrated default shipped in the package."""
 

@@ -49,8 +49,12 @@ class Coherence(Filter):
 
     name = "coherence"
 
-    def __init__(self, config: CoherenceStep) -> None:
+    def __init__(self, config: CoherenceStep, calibrated_scorer: bool = True) -> None:
+        """`calibrated_scorer`: the scorer is the packaged model at its default windows (`lm_scores.default_scorer`),
+        the one the shipped `max_cond_ppl` was calibrated on; another model's perplexities are on another scale, so
+        without a configured `max_perplexity` the judge reads the n-gram fluency instead."""
         super().__init__()
+        self.reads_lm = calibrated_scorer or config.max_perplexity is not None
         self.max_perplexity = (
             config.max_perplexity if config.max_perplexity is not None else calibration()["coherence"]["max_cond_ppl"]
         )
@@ -62,7 +66,7 @@ class Coherence(Filter):
         scores = conv.meta.get("scores", {})
         if len(last_response(conv).split()) < MIN_WORDS:
             return None
-        cond_ppl = scores.get("cond_ppl")
+        cond_ppl = scores.get("cond_ppl") if self.reads_lm else None
         if cond_ppl is not None:
             return "incoherent" if cond_ppl > self.max_perplexity else None
         fluency = scores.get("fluency")

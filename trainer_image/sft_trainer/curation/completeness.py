@@ -258,8 +258,11 @@ class Completeness(Filter):
 
     name = "completeness"
 
-    def __init__(self, config: CompletenessStep) -> None:
+    def __init__(self, config: CompletenessStep, calibrated_scorer: bool = True) -> None:
+        """`calibrated_scorer`: as `coherence.Coherence`'s; another scorer's `eos_prob` is read only against a
+        configured `max_eos_prob`."""
         super().__init__()
+        self.reads_lm = calibrated_scorer or config.max_eos_prob is not None
         self.max_eos_prob = (
             config.max_eos_prob if config.max_eos_prob is not None else calibration()["completeness"]["max_eos_prob"]
         )
@@ -274,7 +277,7 @@ class Completeness(Filter):
         if structurally_cut(text):
             return "truncated"
         scores = conv.meta.get("scores", {})
-        eos_prob, end_prob = scores.get("eos_prob"), scores.get("end_prob")
+        eos_prob, end_prob = scores.get("eos_prob") if self.reads_lm else None, scores.get("end_prob")
         if eos_prob is not None:
             return "truncated" if eos_prob < self.max_eos_prob and ends_open(text) else None
         if end_prob is None:

@@ -48,6 +48,25 @@ def exchange(conv: Conversation) -> Exchange:
     return messages, ""
 
 
+OTHER_SCORER_NOTE = (
+    "The scorer LM is not the packaged SmolLM2-135M-Instruct at its default windows, on which the LM judges were "
+    "calibrated: its perplexities and end-of-turn probabilities are on another scale. Its scores (IFD for "
+    "selection among them) are recorded; coherence and completeness judge with the n-gram model unless "
+    "coherence.maxPerplexity / completeness.maxEosProb are set, and style without the LM's perplexity."
+)
+
+
+def default_scorer(config: ScorerStep) -> bool:
+    """Whether the scorer is the packaged model at the default windows: the only one whose scores the shipped
+    LM thresholds (coherence, completeness) and the style blend (`style.PerplexityBlend`) were calibrated on."""
+    defaults = ScorerStep()
+    return (
+        config.model is None
+        and config.max_prompt_tokens == defaults.max_prompt_tokens
+        and config.max_response_tokens == defaults.max_response_tokens
+    )
+
+
 def skip_note(config: ScorerStep, records: int, device_type: str) -> str | None:
     """Why the LM judges will not run on this set here, or None when they will."""
     if not config.enabled:

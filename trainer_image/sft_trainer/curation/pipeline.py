@@ -49,7 +49,7 @@ from .fluency import FluencyScores
 from .gptisms import Gptisms
 from .junk import Junk
 from .length import Length, Overlength
-from .lm_scores import LmScores, skip_note
+from .lm_scores import OTHER_SCORER_NOTE, LmScores, default_scorer, skip_note
 from .quality import QualityScore
 from .relevance import EchoScores, Relevance, RelevanceScores
 from .relevance import skip_note as relevance_skip_note
@@ -249,10 +249,13 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
     steps: list[Step] = []
     device = inference_device()[0].type
     scorer_skipped = skip_note(cfg.scorer, records, device)
+    calibrated_scorer = default_scorer(cfg.scorer)
     if scorer_skipped:
         notes.append(scorer_skipped)
     else:
         steps.append(LmScores(cfg.scorer))
+        if not calibrated_scorer:
+            notes.append(OTHER_SCORER_NOTE)
     if cfg.relevance.enabled:
         off_topic_skipped = relevance_skip_note(cfg.relevance, records, device)
         if off_topic_skipped:
@@ -265,14 +268,15 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
             steps.append(relevance)
         steps.append(Relevance(cfg.relevance, embedder_name))
     if cfg.style.enabled:
-        steps += [StyleScore(cfg.style), StyleJudge(cfg.style)]
+        read_perplexity = scorer_skipped is None and calibrated_scorer
+        steps += [StyleScore(cfg.style, read_perplexity=read_perplexity), StyleJudge(cfg.style)]
     if cfg.coherence.enabled or cfg.completeness.enabled:
         # Cheap (thousands of records/s): the judges' fallback wherever the LM did not score.
         steps.append(FluencyScores())
     if cfg.coherence.enabled:
-        steps.append(Coherence(cfg.coherence))
+        steps.append(Coherence(cfg.coherence, calibrated_scorer))
     if cfg.completeness.enabled:
-        steps.append(Completeness(cfg.completeness))
+        steps.append(Completeness(cfg.completeness, calibrated_scorer))
     return steps
 
 

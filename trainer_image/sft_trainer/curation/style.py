@@ -36,12 +36,22 @@ written in the assistant style ("Here is an example email invitation...",
 recipes with Ingredients and Instructions headings), which score as high as
 a chat model's and set the threshold.
 
+With the scorer LM (on a GPU by default; on a CPU when `scorer.maxRecordsOnCpu`
+allows), the score also reads its perplexity of the response given the prompt
+(`PerplexityBlend`: one weighted term added to the trees' logit, re-centred so
+the same threshold holds). Held-out half: the kit's long chat answers caught
+0.823 instead of 0.771, with 1.4% of clean LIMA flagged instead of 1.2% (7 and
+6 of 508). Out of fold the weight of 1.0 put 0.856 of the long chat answers
+above the 0.8% LIMA cut, against 0.824 without. The same LM signals as tree
+features (perplexity, entropy, rank, their ratio) lowered that figure to 0.72:
+the trees overfit the few hundred long human answers on them.
+
 `benchmarks/train_classifiers.py` (`make classifiers`) fits the model with
 scikit-learn on the calibration half of LIMA, all of the other human answers
 (OpenAssistant, self-instruct: no test scores them) and the calibration half
 of chat-model answers (AlpacaEval gpt4 / gpt-3.5 / claude-2 /
 llama-2-70b-chat, GPT-4 Alpaca, GPTeacher role-play), chooses the threshold
-on out-of-fold scores (folds grouped by prompt), and ships the trees as
+and the perplexity weight on out-of-fold scores (folds grouped by prompt), and ships the trees as
 `resources/classifiers/style.npz` and the word model as `style_words.npz`;
 inference is numpy only (`curation/trees.py`, `curation/linear.py`).
 
@@ -58,6 +68,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +348,42 @@ def judged_assistant_style(text: str, probability: float, threshold: float, min_
     return word_count(text) >= min_words and probability > threshold
 
 
+PERPLEXITY_KEY = "cond_ppl"
+"""The scorer LM's perplexity of the response given its prompt (`lm_scores`), which the blend reads."""
+
+
+@dataclass(frozen=True)
+class PerplexityBlend:
+    """How the scorer LM's perplexity moves the style logit, when the LM scored the record.
+
+    A chat model writes text that a small LM finds predictable: on long calibration answers the
+    packaged SmolLM2's `cond_ppl` alone tells LIMA from chat answers at AUC 0.93. Fed to the trees as
+    one more feature it overfits the few hundred long human answers; added to their logit as one
+    weighted term it lifts the long chat answers caught at the same LIMA budget (module docstring).
+    The term is `weight * (mean - log cond_ppl) / scale + offset`; the offset puts the blended score's
+    calibrated cut on the shipped threshold, so one threshold serves scores with and without the LM.
+    Calibrated for the packaged scorer at its default windows only: another model's perplexities
+    are on another scale, so the pipeline does not pass them (`lm_scores.default_scorer`).
+    """
+
+    weight: float
+    mean: float
+    scale: float
+    offset: float
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> PerplexityBlend | None:
+        if "meta_lm_weight" not in meta:
+            return None
+        return cls(*(float(meta[f"meta_lm_{k}"]) for k in ("weight", "mean", "scale", "offset")))
+
+    def shift(self, perplexity: float | None) -> float:
+        """The logit term for one record: 0 where the LM gave no usable perplexity (None, non-finite, < 1)."""
+        if perplexity is None or not math.isfinite(perplexity) or perplexity < 1.0:
+            return 0.0
+        return self.weight * (self.mean - math.log(perplexity)) / self.scale + self.offset
+
+
 class StyleClassifier:
     """The shipped style model: probability that a response is in the chatbot/assistant style.
 
@@ -350,17 +397,24 @@ class StyleClassifier:
         self.words = WordModel(words)
         self.threshold = float(self.model.meta["meta_threshold"])
         self.min_words = int(self.model.meta["meta_min_words"])
+        self.blend = PerplexityBlend.from_meta(self.model.meta)
         if self.model.n_features != len(MODEL_INPUTS):
             raise ValueError(
                 f"{self.model.path}: {self.model.n_features} features, the code computes {len(MODEL_INPUTS)}: "
                 "retrain with `make classifiers`"
             )
 
-    def probabilities(self, prompts: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        """P(assistant style) per response, each read beside the prompt it answers."""
+    def probabilities(
+        self, prompts: Sequence[str], texts: Sequence[str], perplexities: Sequence[float | None] | None = None
+    ) -> np.ndarray:
+        """P(assistant style) per response, each read beside the prompt it answers; with `perplexities`
+        (the packaged scorer's `cond_ppl` per response, None where it gave none) through the blend."""
         if not texts:
             return np.zeros(0)
-        return sigmoid(self.model.raw_scores(model_inputs(prompts, texts, self.words)))
+        logits = self.model.raw_scores(model_inputs(prompts, texts, self.words))
+        if perplexities is not None and self.blend is not None:
+            logits = logits + np.array([self.blend.shift(p) for p in perplexities])
+        return sigmoid(logits)
 
     def judged(self, text: str, probability: float) -> bool:
         """Whether curation with the shipped defaults rejects this response as `style.assistant`."""
@@ -379,21 +433,30 @@ class StyleScore(Annotator):
     name = "style_score"
     forkable = True
 
-    def __init__(self, cfg: StyleStep | None = None, weights: Path | None = None) -> None:
+    def __init__(
+        self, cfg: StyleStep | None = None, weights: Path | None = None, read_perplexity: bool = False
+    ) -> None:
         super().__init__()
         self.classifier = StyleClassifier(weights)
         _, self.min_words = _judge_settings(cfg or StyleStep(), weights, self.classifier)
+        self.read_perplexity = read_perplexity
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
         responses = [last_response(c) for c in convs]
         judged = [i for i, text in enumerate(responses) if word_count(text) >= self.min_words]
+        perplexities = (
+            [convs[i].meta.get("scores", {}).get(PERPLEXITY_KEY) for i in judged] if self.read_perplexity else None
+        )
         probs = self.classifier.probabilities(
-            [last_user_turn(convs[i]) for i in judged], [responses[i] for i in judged]
+            [last_user_turn(convs[i]) for i in judged], [responses[i] for i in judged], perplexities
         )
         for conv in convs:
             conv.meta.setdefault("scores", {})[SCORE_KEY] = None
         for i, p in zip(judged, probs, strict=True):
             convs[i].meta["scores"][SCORE_KEY] = round(float(p), 4)
+
+    def report(self) -> dict[str, Any]:
+        return {"readsScorerPerplexity": self.read_perplexity and self.classifier.blend is not None}
 
 
 def _judge_settings(cfg: StyleStep, weights: Path | None, shipped: StyleClassifier | None = None) -> tuple[float, int]:
