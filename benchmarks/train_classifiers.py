@@ -72,6 +72,7 @@ never read here: `benchmarks/curation_audit.py` and the tests measure on it.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
@@ -466,14 +467,20 @@ def fit_style(rows: StyleRows) -> StyleFit:
     return StyleFit(fit_word_model(texts, y), trees, x_train, best, out_of_fold)
 
 
+@functools.cache
+def packaged_scorer():  # noqa: ANN201
+    """The packaged scorer at its default windows, loaded once for the three sets `train_style` scores."""
+    from sft_trainer.models.scorer import ScorerLM
+
+    return ScorerLM.load(None)
+
+
 def scorer_perplexities(convs: Sequence[Conversation]) -> np.ndarray:
     """The packaged scorer's `cond_ppl` of each record at the default windows, as curation computes it (NaN: none)."""
     import calibrate_scorer  # benchmarks/ is this script's folder
 
-    from sft_trainer.models.scorer import ScorerLM
-
     if convs:
-        calibrate_scorer.score_all(ScorerLM.load(None), convs, SCORER_CACHE)
+        calibrate_scorer.score_all(packaged_scorer(), convs, SCORER_CACHE)
     values = [c.meta["scores"]["cond_ppl"] for c in convs]
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
@@ -533,7 +540,7 @@ def train_style(data: Path) -> dict:
         p = fit.probabilities(texts, style.feature_matrix([last_user_turn(c) for c in convs], texts))
         if perplexity is None:
             return p
-        return linear.sigmoid(logit(p) + np.array([blend.shift(None if np.isnan(v) else v) for v in perplexity]))
+        return linear.sigmoid(logit(p) + blend.shifts(perplexity))
 
     def probs(name: str, half: bool) -> np.ndarray:
         convs = halves[half][name]

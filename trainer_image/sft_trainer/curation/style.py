@@ -385,6 +385,10 @@ class PerplexityBlend:
             return 0.0
         return self.weight * (self.mean - math.log(perplexity)) / self.scale + self.offset
 
+    def shifts(self, perplexities: Sequence[float | None]) -> np.ndarray:
+        """`shift` of each record (NaN, like None, gives 0)."""
+        return np.array([self.shift(p) for p in perplexities], dtype=float)
+
 
 class StyleClassifier:
     """The shipped style model: probability that a response is in the chatbot/assistant style.
@@ -415,7 +419,7 @@ class StyleClassifier:
             return np.zeros(0)
         logits = self.model.raw_scores(model_inputs(prompts, texts, self.words))
         if perplexities is not None and self.blend is not None:
-            logits = logits + np.array([self.blend.shift(p) for p in perplexities])
+            logits = logits + self.blend.shifts(perplexities)
         return sigmoid(logits)
 
     def judged(self, text: str, probability: float) -> bool:
