@@ -7,7 +7,7 @@ Clean LIMA answers and planted noise (`sft_trainer.curation.noise`: word_salad,
 truncated, off_topic, prompt_echo) of the calibration half are scored with the
 packaged SmolLM2-135M-Instruct at the default windows; each threshold flags
 at most TARGET_FP of the clean calibration answers and sits midway (log scale)
-between them and the planted kind it targets when the two are apart. The
+between them and the nearest planted record of the kind it targets beyond them. The
 figures (recall per noise kind, false positives on clean LIMA) are printed for
 the calibration AND the held-out half (which no threshold saw), plus what
 `ifd`, `eos_prob` and the perplexities do on off_topic and prompt_echo, and
@@ -183,20 +183,25 @@ def coherence_signal(conv: Conversation) -> float | None:
     return conv.meta["scores"].get("cond_ppl")
 
 
-def between(clean_edge: float, noise_edge: float, noise_above: bool) -> float:
+def between(clean_edge: float, planted: Sequence[float], noise_above: bool) -> float:
     """The threshold: midway in log scale between the clean edge (the most extreme clean value the
-    false-positive budget allows) and the nearest planted value, when they are apart (the widest margin
-    on both sides, as held-out data will spread); else the clean edge itself."""
-    apart = noise_edge > clean_edge if noise_above else noise_edge < clean_edge
-    return significant(math.sqrt(clean_edge * noise_edge)) if apart else clean_edge
+    false-positive budget allows) and the nearest planted value beyond it (the widest margin on both
+    sides, as held-out data will spread); else the clean edge itself. A planted value on the clean side
+    of the edge is missed whatever the threshold, so it sets no margin: with the whole calibration half,
+    one word salad of mostly code sits among the clean answers and would pin the threshold to the edge."""
+    beyond = [v for v in planted if (v > clean_edge if noise_above else v < clean_edge)]
+    if not beyond:
+        return clean_edge
+    nearest = min(beyond) if noise_above else max(beyond)
+    return significant(math.sqrt(clean_edge * nearest))
 
 
 def pick_coherence(clean: Sequence[Conversation], salad: Sequence[Conversation]) -> float:
     """Highest cond_ppl kept: between the clean values (at most TARGET_FP above) and the word salad."""
     values = sorted(v for v in map(coherence_signal, clean) if v is not None)
     clean_edge = values[len(values) - 1 - int(TARGET_FP["coherence"] * len(values))]
-    lowest_salad = min(v for v in map(coherence_signal, salad) if v is not None)
-    return between(clean_edge, lowest_salad, noise_above=True)
+    salad_values = [v for v in map(coherence_signal, salad) if v is not None]
+    return between(clean_edge, salad_values, noise_above=True)
 
 
 def open_eos(records: Sequence[Conversation]) -> list[float]:
@@ -238,7 +243,7 @@ def pick_completeness(
         else len(clean_eos)
     )
     clean_edge = clean_eos[allowed] if allowed < len(clean_eos) else 1.0
-    return between(clean_edge, max(open_eos(truncated)), noise_above=False)
+    return between(clean_edge, open_eos(truncated), noise_above=False)
 
 
 def coherence_flags(conv: Conversation, threshold: float) -> bool:
@@ -306,7 +311,9 @@ def speed(n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="write resources/calibration/scorer.json")
-    parser.add_argument("--clean", type=int, default=100, help="clean LIMA answers per half")
+    parser.add_argument(
+        "--clean", type=int, default=521, help="clean LIMA answers per half (521: all of the calibration half)"
+    )
     parser.add_argument("--per-kind", type=int, default=25, help="planted records per kind and half")
     parser.add_argument("--per-relevance-kind", type=int, default=15, help="off_topic and prompt_echo per half")
     parser.add_argument("--extra", type=int, default=10, help="clean code answers measured for false positives")
