@@ -7,7 +7,11 @@ Clean LIMA answers and planted noise (`sft_trainer.curation.noise`: word_salad,
 truncated, off_topic, prompt_echo) of the calibration half are scored with the
 packaged SmolLM2-135M-Instruct at the default windows; each threshold flags
 at most TARGET_FP of the clean calibration answers and sits midway (log scale)
-between them and the nearest planted record of the kind it targets beyond them. The
+between them and the nearest planted record of the kind it targets beyond them.
+Coherence has two: the perplexity floor above which a response's word order is
+tested (the top ORDER_TEST_SHARE of clean answers) and the order gain
+(`lm_scores.order_gains`) under which it is word salad; the bound sits between
+the clean and the salad gains above the floor. The
 figures (recall per noise kind, false positives on clean LIMA) are printed for
 the calibration AND the held-out half (which no threshold saw), plus what
 `ifd`, `eos_prob` and the perplexities do on off_topic and prompt_echo, and
@@ -37,7 +41,7 @@ from typing import Any
 from sft_trainer.config.curation import CompletenessStep, ScorerStep
 from sft_trainer.curation import noise
 from sft_trainer.curation.completeness import Completeness, ends_open, structurally_cut
-from sft_trainer.curation.lm_scores import exchange
+from sft_trainer.curation.lm_scores import exchange, order_gains
 from sft_trainer.formats import Conversation, Message
 from sft_trainer.models.scorer import ScorerLM, significant
 
@@ -47,6 +51,9 @@ MODEL = REPO / ".cache" / "models" / "smollm2-135m-instruct"
 KINDS = ("word_salad", "truncated", "off_topic", "prompt_echo")
 JUDGED = {"word_salad": "coherence", "truncated": "completeness"}
 TARGET_FP = {"coherence": 0.005, "completeness": 0.01}
+ORDER_TEST_SHARE = 0.1
+"""Share of clean calibration answers above the coherence floor, whose word order is tested (one more LM pass each):
+the floor is the clean 90th percentile of `cond_ppl`, below the planted word salad."""
 """Most of the clean calibration half each judge may flag (the project's budget over all judges is 3%).
 Completeness gets 1%: the answers it can only judge by eos_prob (open endings, 4-6% of LIMA) overlap
 the truncated ones (a poem line or a last list item without a full stop), and at 0.5% its recall on
@@ -157,19 +164,39 @@ def score_all(scorer: ScorerLM, convs: Sequence[Conversation], cache: Path, chun
             entry = json.loads(line)
             known[entry["key"]] = entry["scores"]
     todo = [c for c in convs if key(c, scorer) not in known]
+    _score_missing(todo, known, cache, lambda part: [s.as_dict() for s in scorer.score([exchange(c) for c in part])],
+                   lambda c: key(c, scorer), chunk)  # fmt: skip
+    for conv in convs:
+        conv.meta["scores"] = dict(known[key(conv, scorer)])
+    # The order test (coherence), measured on every record with a perplexity so that any floor can be calibrated.
+    testable = [c for c in convs if c.meta["scores"]["cond_ppl"] is not None]
+    todo = [c for c in testable if "order:" + key(c, scorer) not in known]
+    _score_missing(todo, known, cache, lambda part: [{"order_gain": g} for g in order_gains(scorer, part)],
+                   lambda c: "order:" + key(c, scorer), chunk)  # fmt: skip
+    for conv in testable:
+        conv.meta["scores"].update(known["order:" + key(conv, scorer)])
+
+
+def _score_missing(
+    todo: Sequence[Conversation],
+    known: dict[str, dict[str, Any]],
+    cache: Path,
+    measure: Callable[[Sequence[Conversation]], list[dict[str, Any]]],
+    key_of: Callable[[Conversation], str],
+    chunk: int,
+) -> None:
+    """Measure `todo` in chunks into `known` and append each result to the cache as it comes."""
     started = time.monotonic()
     with cache.open("a", encoding="utf-8") as out:
         for i in range(0, len(todo), chunk):
             part = todo[i : i + chunk]
-            for conv, scores in zip(part, scorer.score([exchange(c) for c in part]), strict=True):
-                known[key(conv, scorer)] = scores.as_dict()
-                out.write(json.dumps({"key": key(conv, scorer), "scores": scores.as_dict()}) + "\n")
+            for conv, scores in zip(part, measure(part), strict=True):
+                known[key_of(conv)] = scores
+                out.write(json.dumps({"key": key_of(conv), "scores": scores}) + "\n")
             out.flush()
             done = i + len(part)
             rate = done / (time.monotonic() - started)
             print(f"  scored {done}/{len(todo)} ({rate:.2f} records/s)", file=sys.stderr, flush=True)
-    for conv in convs:
-        conv.meta["scores"] = dict(known[key(conv, scorer)])
 
 
 # -- thresholds and figures ----------------------------------------------------
@@ -196,12 +223,21 @@ def between(clean_edge: float, planted: Sequence[float], noise_above: bool) -> f
     return significant(math.sqrt(clean_edge * nearest))
 
 
-def pick_coherence(clean: Sequence[Conversation], salad: Sequence[Conversation]) -> float:
-    """Highest cond_ppl kept: between the clean values (at most TARGET_FP above) and the word salad."""
+def pick_coherence(clean: Sequence[Conversation], salad: Sequence[Conversation]) -> dict[str, float]:
+    """The perplexity floor above which the order test runs (the clean value ORDER_TEST_SHARE from the top) and
+    the order gain under which a response there is incoherent: between the clean gains (at most TARGET_FP of
+    all clean answers under it) and the word salad's."""
     values = sorted(v for v in map(coherence_signal, clean) if v is not None)
-    clean_edge = values[len(values) - 1 - int(TARGET_FP["coherence"] * len(values))]
-    salad_values = [v for v in map(coherence_signal, salad) if v is not None]
-    return between(clean_edge, salad_values, noise_above=True)
+    floor = significant(values[int((1 - ORDER_TEST_SHARE) * len(values))])
+    clean_gains = sorted(order_gain(c) for c in clean if (coherence_signal(c) or 0) > floor and order_gain(c))
+    allowed = int(TARGET_FP["coherence"] * len(values))
+    clean_edge = clean_gains[allowed] if allowed < len(clean_gains) else max(clean_gains, default=1.0)
+    salad_gains = [order_gain(c) for c in salad if (coherence_signal(c) or 0) > floor and order_gain(c)]
+    return {"max_cond_ppl": floor, "min_order_gain": between(clean_edge, salad_gains, noise_above=False)}
+
+
+def order_gain(conv: Conversation) -> float | None:
+    return conv.meta["scores"].get("order_gain")
 
 
 def open_eos(records: Sequence[Conversation]) -> list[float]:
@@ -246,9 +282,15 @@ def pick_completeness(
     return between(clean_edge, open_eos(truncated), noise_above=False)
 
 
-def coherence_flags(conv: Conversation, threshold: float) -> bool:
-    value = coherence_signal(conv)
-    return value is not None and value > threshold
+def coherence_flags(conv: Conversation, thresholds: dict[str, float]) -> bool:
+    """The judge's LM rule (`coherence.Coherence`): above the floor and an order gain under the bound."""
+    value, gain = coherence_signal(conv), order_gain(conv)
+    return (
+        value is not None
+        and value > thresholds["max_cond_ppl"]
+        and gain is not None
+        and gain < thresholds["min_order_gain"]
+    )
 
 
 def rates(records: Sequence[Conversation], flagged: Callable[[Conversation], bool]) -> dict[str, dict[str, float]]:
@@ -346,14 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     clean_cal = [c for c in cal if kind(c) == "clean"]
     planted_cal = {name: [c for c in cal if kind(c) == name] for name in JUDGED}
     thresholds = {
-        "coherence": {"max_cond_ppl": pick_coherence(clean_cal, planted_cal["word_salad"])},
+        "coherence": pick_coherence(clean_cal, planted_cal["word_salad"]),
         "completeness": {
             "max_eos_prob": pick_completeness(halves["calibration"], opens["calibration"], planted_cal["truncated"])
         },
     }
     completeness = Completeness(CompletenessStep(max_eos_prob=thresholds["completeness"]["max_eos_prob"]))
     judges: dict[str, Callable[[Conversation], bool]] = {
-        "coherence": lambda c: coherence_flags(c, thresholds["coherence"]["max_cond_ppl"]),
+        "coherence": lambda c: coherence_flags(c, thresholds["coherence"]),
         "completeness": lambda c: completeness.check(c) is not None,
         "completeness_structural_only": lambda c: structurally_cut(noise._last_response(c)),
     }

@@ -21,7 +21,14 @@ from sft_trainer.config.curation import CoherenceStep, CompletenessStep, ScorerS
 from sft_trainer.curation import noise, style
 from sft_trainer.curation.coherence import Coherence
 from sft_trainer.curation.completeness import Completeness
-from sft_trainer.curation.lm_scores import OTHER_SCORER_NOTE, SCORE_KEYS, LmScores, exchange, skip_note
+from sft_trainer.curation.lm_scores import (
+    OTHER_SCORER_NOTE,
+    SCORE_KEYS,
+    LmScores,
+    exchange,
+    order_gains,
+    skip_note,
+)
 from sft_trainer.curation.pipeline import curate
 from sft_trainer.curation.style import StyleClassifier, StyleJudge, StyleScore
 from sft_trainer.formats import Conversation, Message
@@ -55,7 +62,7 @@ def held_out_short(shared_data: Path) -> list[Conversation]:
 
 
 def scored(scorer: ScorerLM, convs: list[Conversation]) -> list[Conversation]:
-    LmScores(ScorerStep(), scorer)(convs)
+    LmScores(ScorerStep(), scorer, order_check_above=Coherence(CoherenceStep()).order_check_above)(convs)
     return convs
 
 
@@ -93,6 +100,19 @@ def test_judges_meet_the_recall_goal_on_held_out_noise(scorer, held_out_short) -
     assert clean_flagged <= 1
 
 
+def test_shuffling_words_multiplies_the_perplexity_of_fluent_answers_not_of_word_salad(scorer, held_out_short) -> None:
+    clean = held_out_short[24:34]
+    salad = noise.plant("word_salad", clean, random.Random(6))
+    scored(scorer, clean + salad)
+    gains = order_gains(scorer, clean + salad)
+    bound = Coherence(CoherenceStep()).min_order_gain
+    clean_gains, salad_gains = gains[: len(clean)], gains[len(clean) :]
+    print(f"\norder gain: clean {sorted(clean_gains)}, word salad {sorted(salad_gains)}, bound {bound}")
+    assert sum(g is not None and g >= bound for g in clean_gains) >= len(clean) - 1
+    assert sum(g is not None and g < bound for g in salad_gains) >= 0.8 * len(salad)
+    assert order_gains(scorer, salad[:3]) == salad_gains[:3]  # seeded by the text: the same shuffle every run
+
+
 def test_odd_responses_go_through(scorer, held_out_short) -> None:
     """Empty, huge (100k tokens), non-English and code-only responses: scored, no crash, finite or None."""
     text = " ".join(noise._last_response(c) for c in held_out_short)
@@ -122,7 +142,7 @@ def test_non_finite_model_output_becomes_none_and_the_judges_keep_the_record(sco
     nan_scorer = ScorerLM(broken, scorer.tokenizer)
     conv = Conversation([Message("user", "Hi"), Message("assistant", "Hello there, how can I help you today")], 0)
     LmScores(ScorerStep(), nan_scorer)([conv])
-    assert conv.meta["scores"] == {"ppl": None, "cond_ppl": None, "ifd": None, "eos_prob": None}
+    assert conv.meta["scores"] == {"ppl": None, "cond_ppl": None, "ifd": None, "eos_prob": None, "order_gain": None}
     json.dumps(conv.meta["scores"], allow_nan=False)
     assert Coherence(CoherenceStep()).check(conv) is None
     assert Completeness(CompletenessStep()).check(conv) is None

@@ -18,6 +18,7 @@ from sft_trainer.curation.coherence import Coherence
 from sft_trainer.curation.completeness import Completeness
 from sft_trainer.curation.fluency import BIGRAM_BUCKETS, FluencyScores, fluency_calibration, packaged_model
 from sft_trainer.formats import Conversation, Message
+from sft_trainer.models.scorer import shuffled_words
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,31 @@ def test_lm_scores_take_precedence_over_the_fallback() -> None:
     assert coherence.check(conv) == "incoherent" and completeness.check(conv) == "truncated"
 
 
+def test_the_order_test_shuffles_words_on_their_lines_the_same_way_every_time() -> None:
+    text = "one two three four five\nsix seven eight\nnine"
+    shuffled = shuffled_words(text)
+    assert shuffled == shuffled_words(text) and shuffled != text
+    assert [sorted(line.split()) for line in shuffled.split("\n")] == [
+        sorted(line.split()) for line in text.split("\n")
+    ]
+    assert shuffled_words("我的家乡有着美丽的自然风景") is None  # no spaces: no word order to test
+    assert shuffled_words("one\ntwo") is None
+
+
+def test_above_the_perplexity_floor_the_word_order_decides() -> None:
+    """A response the LM finds hard is incoherent only when shuffling its words barely raises its perplexity;
+    where the order could not be tested (no `order_gain`), the n-gram fluency decides."""
+    coherence = Coherence(CoherenceStep(max_perplexity=100, min_order_gain=2.0, min_fluency=0.0))
+    conv = conversation("Roses bloom where winter slept, and the thaw runs quick beneath the old stone wall")
+    verdicts = {}
+    for gain, fluency in ((8.0, -5.0), (1.2, 5.0), (None, 5.0), (None, -5.0)):
+        conv.meta["scores"] = {"cond_ppl": 300.0, "order_gain": gain, "fluency": fluency}
+        verdicts[(gain, fluency)] = coherence.check(conv)
+    assert verdicts == {(8.0, -5.0): None, (1.2, 5.0): "incoherent", (None, 5.0): None, (None, -5.0): "incoherent"}
+    assert coherence.order_check_above == 100
+    assert Coherence(CoherenceStep(), calibrated_scorer=False).order_check_above is None
+
+
 def test_another_scorers_lm_scores_are_read_only_against_thresholds_set_for_it() -> None:
     """The shipped `max_cond_ppl` and `max_eos_prob` were calibrated on the packaged scorer at its default windows:
     with another model (`calibrated_scorer=False`) the judges fall back to the n-gram scores unless the config sets
@@ -132,7 +158,7 @@ def test_another_scorers_lm_scores_are_read_only_against_thresholds_set_for_it()
     fluent_but_unlikely = Conversation(
         [Message("user", "Describe the view."), Message("assistant", "The hills roll gently down to a quiet harbour")],
         0,
-        {"scores": {"cond_ppl": 5000.0, "eos_prob": 1e-9, "fluency": 10.0, "end_prob": 0.9}},
+        {"scores": {"cond_ppl": 5000.0, "order_gain": 1.1, "eos_prob": 1e-9, "fluency": 10.0, "end_prob": 0.9}},
     )
     assert Coherence(CoherenceStep()).check(fluent_but_unlikely) == "incoherent"
     assert Completeness(CompletenessStep()).check(fluent_but_unlikely) == "truncated"

@@ -185,7 +185,9 @@ class CoherenceStep(WireModel):
     enabled: bool = True
     """Reject responses that are not fluent language (word salad, garbled text): the scorer LM's perplexity, else the word-bigram fluency score."""
     max_perplexity: float | None = Field(default=None, gt=1)
-    """Perplexity of the response given its prompt (the scorer's `cond_ppl`) above which it is incoherent. Unset: the calibrated default shipped in the package, which holds for the packaged scorer at its default windows only; with another `scorer.model` or window, unset means the judge reads the n-gram fluency instead."""
+    """Perplexity of the response given its prompt (the scorer's `cond_ppl`) above which it is incoherent unless its word order matters (`minOrderGain`). Unset: the calibrated default shipped in the package, which holds for the packaged scorer at its default windows only; with another `scorer.model` or window, unset means the judge reads the n-gram fluency instead."""
+    min_order_gain: float | None = Field(default=None, gt=0)
+    """For a response above `maxPerplexity`: how many times its perplexity must rise when its words are shuffled (on their lines) for it to count as fluent text the model merely finds hard (a poem, a lipogram) rather than word salad. The scorer shuffles only these responses (one more pass for each). Unset: the calibrated default."""
     min_fluency: float | None = None
     """When the scorer LM did not run: mean word-bigram PMI of the response's prose (the `fluency` score) below which it is incoherent. Unset: the calibrated default shipped in the package."""
 

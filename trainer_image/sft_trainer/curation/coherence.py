@@ -1,7 +1,7 @@
 """Coherence: reject responses that are not fluent language (`coherence.incoherent`).
 
 Word salad, garbled or machine-mangled text is text a language model cannot
-predict: its per-token perplexity is many times that of any fluent answer.
+predict: its per-token perplexity is many times that of a fluent answer.
 The judge reads the scorer's `cond_ppl` (perplexity of the response given its
 prompt) rather than the bare `ppl`, because the prompt is what makes unusual
 but fluent answers predictable: a translation asked for in French, a code
@@ -10,18 +10,31 @@ is a per-token mean, so it does not grow with length; only answers too short
 to measure (fewer than `MIN_WORDS` words, where one rare name decides the
 mean) are not judged.
 
-The threshold flags at most 0.5% of the 521 clean LIMA answers of the
-calibration half and sits midway (log scale) between the clean edge that
-budget allows (123.9) and the lowest word salad above it (229.0)
-(`benchmarks/calibrate_scorer.py`; shipped: 168.4). Measured: word-salad
-recall 0.96 / 0.92 (25 per calibration / held-out half; the calibration
-miss is an answer the LM finds hard even unshuffled: keyboard shortcuts
-written as HTML entities, "⌘+&#x21E7;+3"), clean
-LIMA flagged 1/521 and 5/508 (the clean tail overlaps the salad's lowest
-values, and it is heavier in the held-out half), and 0 of 10 code answers, 8
-non-English answers (Chinese, Spanish, German, French) and 10 short answers.
-Until 2026-12 the threshold (179.6) came from 60 clean answers per half,
-too few to place a 0.5% bound. A record
+Perplexity alone cannot tell word salad from fluent text the small LM finds
+hard: LIMA's writing prompts ("in only 26 words, going down the alphabet,
+write a murder", a story without the letter "a", poems) reach 120-220, as
+high as a short salad. So above a floor the judge asks a second question:
+does the text's word order matter to the LM? The scorer shuffles the words
+of each line of the response's window and measures `cond_ppl` again
+(`lm_scores.order_gains`); fluent text, however unusual, becomes several
+times harder to predict (calibration clean answers above the floor: a gain
+of 1.9 to 38, median 14.6), while text whose order carries nothing
+barely moves (word salad: 0.5-1.8, median 1.1). Incoherent = `cond_ppl` above
+`max_perplexity` AND `order_gain` below `min_order_gain`. The floor is the
+clean calibration 90th percentile (52.0: the order test costs one more LM
+pass for about a tenth of the records, and all 25 planted calibration salads
+are above it); the bound flags at most 0.5% of the 521 clean calibration
+answers and sits midway (log scale) between that clean edge (3.80) and the
+highest salad gain (1.84): 2.642 (`benchmarks/calibrate_scorer.py`).
+Measured: word-salad recall 1.00 / 0.96 (25 per calibration / held-out
+half), clean LIMA flagged 2/521 and 1/508, and 0 of 10 code answers, 8
+non-English answers (Chinese, Spanish, German, French) and 10 short
+answers. With perplexity alone (above 168.4, calibrated the same way):
+recall 0.96 / 0.92, clean 1/521 and 5/508. A response above the floor
+whose order cannot be tested (no line with two words, such as Chinese) is
+judged like one without the LM.
+
+A record
 without `cond_ppl` (scorer skipped, empty response, non-finite score: see
 `models.scorer`) is judged by the word-bigram `fluency` score instead
 (`fluency.FluencyScores`: mean PMI of adjacent words, no LM) against
@@ -49,7 +62,8 @@ MIN_WORDS = 6
 
 
 class Coherence(Filter):
-    """`coherence.incoherent`: the response's prompt-conditioned perplexity is above the threshold."""
+    """`coherence.incoherent`: the response's prompt-conditioned perplexity is above the threshold and shuffling its
+    words barely raises it (its word order carries nothing)."""
 
     name = "coherence"
 
@@ -59,19 +73,26 @@ class Coherence(Filter):
         without a configured `max_perplexity` the judge reads the n-gram fluency instead."""
         super().__init__()
         self.reads_lm = calibrated_scorer or config.max_perplexity is not None
-        self.max_perplexity = (
-            config.max_perplexity if config.max_perplexity is not None else calibration()["coherence"]["max_cond_ppl"]
-        )
+        shipped = calibration()["coherence"]
+        self.max_perplexity = config.max_perplexity if config.max_perplexity is not None else shipped["max_cond_ppl"]
+        self.min_order_gain = config.min_order_gain if config.min_order_gain is not None else shipped["min_order_gain"]
         self.min_fluency = (
             config.min_fluency if config.min_fluency is not None else fluency_calibration()["coherence"]["min_fluency"]
         )
+
+    @property
+    def order_check_above(self) -> float | None:
+        """The `cond_ppl` above which the scorer must measure `order_gain` for this judge (None: it reads no LM)."""
+        return self.max_perplexity if self.reads_lm else None
 
     def check(self, conv: Conversation) -> str | None:
         scores = conv.meta.get("scores", {})
         if len(last_response(conv).split()) < MIN_WORDS:
             return None
         cond_ppl = scores.get("cond_ppl") if self.reads_lm else None
-        if cond_ppl is not None:
-            return "incoherent" if cond_ppl > self.max_perplexity else None
+        order_gain = scores.get("order_gain")
+        if cond_ppl is not None and (cond_ppl <= self.max_perplexity or order_gain is not None):
+            incoherent = cond_ppl > self.max_perplexity and order_gain < self.min_order_gain
+            return "incoherent" if incoherent else None
         fluency = scores.get("fluency")
         return "incoherent" if fluency is not None and fluency < self.min_fluency else None

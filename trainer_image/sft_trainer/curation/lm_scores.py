@@ -3,7 +3,9 @@
 `LmScores` is an `Annotator`: it stops nothing and writes, for the last
 assistant turn of each record (the conversation before it is the prompt),
 `conv.meta["scores"]` `ppl`, `cond_ppl`, `ifd` and `eos_prob` (definitions,
-windows and None for undefined values: `sft_trainer.models.scorer`). The
+windows and None for undefined values: `sft_trainer.models.scorer`), and
+`order_gain` (`order_gains`: one more pass, only for the responses whose
+`cond_ppl` is above the coherence judge's floor; None elsewhere). The
 judges that decide on them are `coherence.Coherence` and
 `completeness.Completeness` (and the lead's selection reads `ifd`).
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from ..config.curation import ScorerStep
 from ..formats import Conversation, Message
-from ..models.scorer import Exchange, ScorerLM, describe
+from ..models.scorer import Exchange, ScorerLM, describe, significant
 from .base import Annotator
 
 SCORE_KEYS: tuple[str, ...] = ("ppl", "cond_ppl", "ifd", "eos_prob")
@@ -46,6 +48,19 @@ def exchange(conv: Conversation) -> Exchange:
         if messages[i].role == "assistant":
             return messages[:i], messages[i].content
     return messages, ""
+
+
+def order_gains(scorer: ScorerLM, convs: Sequence[Conversation]) -> list[float | None]:
+    """How many times `cond_ppl` rises when the words of each response's window are shuffled on their lines
+    (`models.scorer.shuffled_words`). Fluent text the LM finds hard (a lipogram, a poem, an invented
+    vocabulary) still depends on its word order, so shuffling it multiplies its perplexity; text whose order
+    carries nothing (word salad, garbled text) barely moves. None where there is no order to test or no
+    finite perplexity. Needs `cond_ppl` in each record's scores."""
+    shuffled = scorer.shuffled_cond_ppl([exchange(conv) for conv in convs])
+    return [
+        significant(after / conv.meta["scores"]["cond_ppl"]) if after is not None else None
+        for conv, after in zip(convs, shuffled, strict=True)
+    ]
 
 
 OTHER_SCORER_NOTE = (
@@ -83,12 +98,16 @@ def skip_note(config: ScorerStep, records: int, device_type: str) -> str | None:
 
 
 class LmScores(Annotator):
-    """Writes `ppl`, `cond_ppl`, `ifd`, `eos_prob` into `conv.meta["scores"]` (None where undefined)."""
+    """Writes `ppl`, `cond_ppl`, `ifd`, `eos_prob` into `conv.meta["scores"]` (None where undefined), and
+    `order_gain` (see `order_gains`) for the responses whose `cond_ppl` is above `order_check_above`."""
 
     name = "scorer"
     batch_size = 64
 
-    def __init__(self, config: ScorerStep, scorer: ScorerLM | None = None) -> None:
+    def __init__(
+        self, config: ScorerStep, scorer: ScorerLM | None = None, order_check_above: float | None = None
+    ) -> None:
+        """`order_check_above`: the `cond_ppl` above which the coherence judge reads `order_gain` (None: never)."""
         super().__init__()
         self.scorer = scorer or ScorerLM.load(
             config.model,
@@ -96,11 +115,18 @@ class LmScores(Annotator):
             max_response_tokens=config.max_response_tokens,
             batch_size=config.batch_size,
         )
+        self.order_check_above = order_check_above
+        self.order_tested = 0
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
         results = self.scorer.score([exchange(conv) for conv in convs])
         for conv, scores in zip(convs, results, strict=True):
-            conv.meta.setdefault("scores", {}).update(scores.as_dict())
+            conv.meta.setdefault("scores", {}).update(scores.as_dict(), order_gain=None)
+        if self.order_check_above is not None:
+            tested = [c for c in convs if (c.meta["scores"]["cond_ppl"] or 0.0) > self.order_check_above]
+            self.order_tested += len(tested)
+            for conv, gain in zip(tested, order_gains(self.scorer, tested), strict=True):
+                conv.meta["scores"]["order_gain"] = gain
 
     def report(self) -> dict[str, Any]:
-        return describe(self.scorer)
+        return describe(self.scorer) | {"orderCheckAbove": self.order_check_above, "orderTested": self.order_tested}

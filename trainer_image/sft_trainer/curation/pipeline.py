@@ -250,10 +250,11 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
     device = inference_device()[0].type
     scorer_skipped = skip_note(cfg.scorer, records, device)
     calibrated_scorer = default_scorer(cfg.scorer)
+    coherence = Coherence(cfg.coherence, calibrated_scorer) if cfg.coherence.enabled else None
     if scorer_skipped:
         notes.append(scorer_skipped)
     else:
-        steps.append(LmScores(cfg.scorer))
+        steps.append(LmScores(cfg.scorer, order_check_above=coherence.order_check_above if coherence else None))
         if not calibrated_scorer:
             notes.append(OTHER_SCORER_NOTE)
     if cfg.relevance.enabled:
@@ -273,8 +274,8 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
     if cfg.coherence.enabled or cfg.completeness.enabled:
         # Cheap (thousands of records/s): the judges' fallback wherever the LM did not score.
         steps.append(FluencyScores())
-    if cfg.coherence.enabled:
-        steps.append(Coherence(cfg.coherence, calibrated_scorer))
+    if coherence:
+        steps.append(coherence)
     if cfg.completeness.enabled:
         steps.append(Completeness(cfg.completeness, calibrated_scorer))
     return steps

@@ -20,6 +20,10 @@ For every (context, response) pair, `ScorerLM.score` measures:
   after the response, given the prompt. A response that stops mid-sentence
   gets a tiny one (typically below 1e-3); a finished answer a large one.
 
+`ScorerLM.shuffled_cond_ppl` measures `cond_ppl` once more with the words of
+the response's window shuffled on their lines (`shuffled_words`): the
+coherence judge's word-order test (`curation.lm_scores.order_gains`).
+
 Windows: the prompt's turns keep at most `max_prompt_tokens` tokens of
 content in all (each turn its share, as head and tail halves around an
 ellipsis; the chat template's own tokens come on top) and the perplexities read the first `max_response_tokens` response tokens. A
@@ -54,7 +58,9 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import tempfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +106,18 @@ class ResponseScores:
         """JSON-safe, 4 significant digits, None where undefined (written as null)."""
         values = {"ppl": self.ppl, "cond_ppl": self.cond_ppl, "ifd": self.ifd, "eos_prob": self.eos_prob}
         return {key: None if value is None else significant(value) for key, value in values.items()}
+
+
+def shuffled_words(text: str) -> str | None:
+    """`text` with the words of each line in a random order seeded by the text (the same text, the same order);
+    None when no line has two words to swap (a text without spaces, such as Chinese, has no word order to test)."""
+    lines = [line.split() for line in text.split("\n")]
+    if not any(len(words) >= 2 for words in lines):
+        return None
+    rng = random.Random(zlib.crc32(text.encode("utf-8", "surrogatepass")))
+    for words in lines:
+        rng.shuffle(words)
+    return "\n".join(" ".join(words) for words in lines)
 
 
 def _finite(value: float) -> float | None:
@@ -279,10 +297,30 @@ class ScorerLM:
 
     def score(self, exchanges: Sequence[Exchange]) -> list[ResponseScores]:
         """Scores of each (context, response), in order."""
+        rows = [row for i, (context, response) in enumerate(exchanges) for row in self._rows(i, context, response)]
+        nll, eos = self._run(rows)
+        return [self._scores(nll.get((i, "uncond")), nll.get((i, "cond")), eos.get(i)) for i in range(len(exchanges))]
+
+    def shuffled_cond_ppl(self, exchanges: Sequence[Exchange]) -> list[float | None]:
+        """`cond_ppl` of each response's window with its words shuffled (`shuffled_words`): the same words, no
+        order. None where the window has fewer than two words on a line or the result is not finite."""
+        rows = []
+        for i, (context, response) in enumerate(exchanges):
+            ids = self.tokenizer(response, add_special_tokens=False).input_ids
+            shuffled = shuffled_words(self.tokenizer.decode(ids[: self.max_response_tokens]))
+            if shuffled is not None:
+                rows += [row for row in self._rows(i, context, shuffled) if row.kind == "cond" and row.targets]
+        nll, _ = self._run(rows)
+        return [
+            _finite(math.exp(min(nll[(i, "cond")], 700.0))) if (i, "cond") in nll else None
+            for i in range(len(exchanges))
+        ]
+
+    def _run(self, rows: list[_Row]) -> tuple[dict[tuple[int, str], float], dict[int, float]]:
+        """Mean NLL per (record, row kind) and end-of-turn log-prob per record, in batches."""
         import torch
 
-        rows = [row for i, (context, response) in enumerate(exchanges) for row in self._rows(i, context, response)]
-        rows.sort(key=lambda row: len(row.ids), reverse=True)  # batches of similar length pad little
+        rows = sorted(rows, key=lambda row: len(row.ids), reverse=True)  # batches of similar length pad little
         nll: dict[tuple[int, str], float] = {}
         eos: dict[int, float] = {}
         with torch.inference_mode():
@@ -293,7 +331,7 @@ class ScorerLM:
                         nll[(row.record, row.kind)] = mean_nll
                     if row.read_eos:
                         eos[row.record] = eos_logprob
-        return [self._scores(nll.get((i, "uncond")), nll.get((i, "cond")), eos.get(i)) for i in range(len(exchanges))]
+        return nll, eos
 
     @staticmethod
     def _scores(uncond_nll: float | None, cond_nll: float | None, eos_logprob: float | None) -> ResponseScores:
