@@ -51,13 +51,13 @@ MODEL = REPO / ".cache" / "models" / "smollm2-135m-instruct"
 KINDS = ("word_salad", "truncated", "off_topic", "prompt_echo")
 JUDGED = {"word_salad": "coherence", "truncated": "completeness"}
 TARGET_FP = {"coherence": 0.005, "completeness": 0.01}
-ORDER_TEST_SHARE = 0.1
-"""Share of clean calibration answers above the coherence floor, whose word order is tested (one more LM pass each):
-the floor is the clean 90th percentile of `cond_ppl`, below the planted word salad."""
 """Most of the clean calibration half each judge may flag (the project's budget over all judges is 3%).
 Completeness gets 1%: the answers it can only judge by eos_prob (open endings, 4-6% of LIMA) overlap
 the truncated ones (a poem line or a last list item without a full stop), and at 0.5% its recall on
 truncated falls to 0.75."""
+ORDER_TEST_SHARE = 0.1
+"""Share of clean calibration answers above the coherence floor, whose word order is tested (one more LM pass each):
+the floor is the clean 90th percentile of `cond_ppl`, below the planted word salad."""
 SEED = 0
 
 
@@ -215,7 +215,8 @@ def between(clean_edge: float, planted: Sequence[float], noise_above: bool) -> f
     false-positive budget allows) and the nearest planted value beyond it (the widest margin on both
     sides, as held-out data will spread); else the clean edge itself. A planted value on the clean side
     of the edge is missed whatever the threshold, so it sets no margin: with the whole calibration half,
-    one word salad of mostly code sits among the clean answers and would pin the threshold to the edge."""
+    one word salad the LM finds hard even unshuffled sits among the clean perplexities and would pin the
+    threshold to the edge."""
     beyond = [v for v in planted if (v > clean_edge if noise_above else v < clean_edge)]
     if not beyond:
         return clean_edge
