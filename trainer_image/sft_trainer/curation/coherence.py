@@ -90,9 +90,12 @@ class Coherence(Filter):
         if len(last_response(conv).split()) < MIN_WORDS:
             return None
         cond_ppl = scores.get("cond_ppl") if self.reads_lm else None
-        order_gain = scores.get("order_gain")
-        if cond_ppl is not None and (cond_ppl <= self.max_perplexity or order_gain is not None):
-            incoherent = cond_ppl > self.max_perplexity and order_gain < self.min_order_gain
-            return "incoherent" if incoherent else None
+        if cond_ppl is not None:
+            if cond_ppl <= self.max_perplexity:
+                return None
+            order_gain = scores.get("order_gain")
+            if order_gain is not None:
+                return "incoherent" if order_gain < self.min_order_gain else None
+        # No LM verdict (not scored, or its word order could not be tested): the n-gram fluency decides.
         fluency = scores.get("fluency")
         return "incoherent" if fluency is not None and fluency < self.min_fluency else None

@@ -124,6 +124,11 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _perplexity(mean_nll: float | None) -> float | None:
+    """exp(mean NLL), None where there is none or it is not finite (the exponent is capped: no OverflowError)."""
+    return _finite(math.exp(min(mean_nll, 700.0))) if mean_nll is not None else None
+
+
 def packaged_model_dir() -> Path:
     """Where the packaged SmolLM2 is converted when no model is given ($SFT_MODEL_CACHE, else the temp dir)."""
     root = os.environ.get(CACHE_ENV) or str(Path(tempfile.gettempdir()) / "sft-trainer-models")
@@ -311,10 +316,7 @@ class ScorerLM:
             if shuffled is not None:
                 rows += [row for row in self._rows(i, context, shuffled) if row.kind == "cond" and row.targets]
         nll, _ = self._run(rows)
-        return [
-            _finite(math.exp(min(nll[(i, "cond")], 700.0))) if (i, "cond") in nll else None
-            for i in range(len(exchanges))
-        ]
+        return [_perplexity(nll.get((i, "cond"))) for i in range(len(exchanges))]
 
     def _run(self, rows: list[_Row]) -> tuple[dict[tuple[int, str], float], dict[int, float]]:
         """Mean NLL per (record, row kind) and end-of-turn log-prob per record, in batches."""
@@ -335,8 +337,7 @@ class ScorerLM:
 
     @staticmethod
     def _scores(uncond_nll: float | None, cond_nll: float | None, eos_logprob: float | None) -> ResponseScores:
-        ppl = _finite(math.exp(min(uncond_nll, 700.0))) if uncond_nll is not None else None
-        cond_ppl = _finite(math.exp(min(cond_nll, 700.0))) if cond_nll is not None else None
+        ppl, cond_ppl = _perplexity(uncond_nll), _perplexity(cond_nll)
         ifd = _finite(cond_ppl / ppl) if ppl and cond_ppl is not None else None
         eos_prob = _finite(math.exp(eos_logprob)) if eos_logprob is not None else None
         return ResponseScores(ppl, cond_ppl, ifd, eos_prob)
