@@ -14,7 +14,8 @@ project's 2 shared CPU cores (see `models.scorer`). A set larger than
 `curation.scorer.maxRecordsOnCpu` is not scored on a CPU: `skip_note` says
 why, the runner puts that sentence in the report and the status, and the
 judges fall back to what they can see without the model (completeness keeps
-its structural cues; coherence judges nothing). Never hours of silent work.
+its structural cues and its n-gram end-of-turn score, coherence reads the
+n-gram `fluency` score). Never hours of silent work.
 """
 
 from __future__ import annotations
