@@ -156,8 +156,11 @@ def key(conv: Conversation, scorer: ScorerLM) -> str:
     return hashlib.sha1(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def score_all(scorer: ScorerLM, convs: Sequence[Conversation], cache: Path, chunk: int = 16) -> None:
-    """Put scores into each conv.meta["scores"], from the cache or the model (cached as they come)."""
+def score_all(
+    scorer: ScorerLM, convs: Sequence[Conversation], cache: Path, chunk: int = 16, with_order: bool = True
+) -> None:
+    """Put scores into each conv.meta["scores"], from the cache or the model (cached as they come); `with_order`
+    False leaves out the order test's second pass (a reader of `cond_ppl` alone pays half)."""
     known: dict[str, dict[str, Any]] = {}
     if cache.exists():
         for line in cache.read_text(encoding="utf-8").splitlines():
@@ -168,6 +171,8 @@ def score_all(scorer: ScorerLM, convs: Sequence[Conversation], cache: Path, chun
                    lambda c: key(c, scorer), chunk)  # fmt: skip
     for conv in convs:
         conv.meta["scores"] = dict(known[key(conv, scorer)])
+    if not with_order:
+        return
     # The order test (coherence), measured on every record with a perplexity so that any floor can be calibrated.
     testable = [c for c in convs if c.meta["scores"]["cond_ppl"] is not None]
     todo = [c for c in testable if "order:" + key(c, scorer) not in known]

@@ -49,7 +49,7 @@ noise kit's assistant_style donors) above that threshold. The perplexity
 blend (`style.PerplexityBlend`, read when the packaged scorer LM ran) is
 fitted the same way: the long calibration rows are scored by the scorer at
 its default windows (cached in `.cache/scorer_scores.jsonl`: about 30 min
-on 2 CPU cores the first time), and of `PERPLEXITY_WEIGHTS` the weight that
+on 2 CPU cores the first time, perplexity only), and of `PERPLEXITY_WEIGHTS` the weight that
 puts the most long chat answers above the LIMA cut of the blended
 out-of-fold scores is kept. Where that cut
 lands on answers the model never saw, `benchmarks/nested_style_cut.py` tells
@@ -480,7 +480,7 @@ def scorer_perplexities(convs: Sequence[Conversation]) -> np.ndarray:
     import calibrate_scorer  # benchmarks/ is this script's folder
 
     if convs:
-        calibrate_scorer.score_all(packaged_scorer(), convs, SCORER_CACHE)
+        calibrate_scorer.score_all(packaged_scorer(), convs, SCORER_CACHE, with_order=False)
     values = [c.meta["scores"]["cond_ppl"] for c in convs]
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
