@@ -48,9 +48,9 @@ the one whose out-of-fold scores put the most long chat-model answers (the
 noise kit's assistant_style donors) above that threshold. The perplexity
 blend (`style.PerplexityBlend`, read when the packaged scorer LM ran) is
 fitted the same way: the long calibration rows are scored by the scorer at
-its default windows (cached in `.cache/scorer_scores.jsonl`: about 30 min
-on 2 CPU cores the first time, perplexity only), and of `PERPLEXITY_WEIGHTS` the weight that
-puts the most long chat answers above the LIMA cut of the blended
+its default windows (perplexity only, cached in `.cache/scorer_scores.jsonl`:
+about 30 min on 2 CPU cores the first time), and of `PERPLEXITY_WEIGHTS` the
+weight that puts the most long chat answers above the LIMA cut of the blended
 out-of-fold scores is kept. Where that cut
 lands on answers the model never saw, `benchmarks/nested_style_cut.py` tells
 from the same rows (`fit_style` on four fifths, judged on the fifth).
