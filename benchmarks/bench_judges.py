@@ -74,6 +74,9 @@ def main() -> None:
             f"{label:<18} {row['records']:>7} {row['rejected']:>8} {row['held']:>5} {row['caught']:>7} "
             f"{rate:>6.3f} {row['dropped_for_mix']:>9}  {reasons}"
         )
+    scorer = result.stats["step_reports"].get("scorer")
+    if scorer:
+        print("scorer: " + ", ".join(f"{k} {v}" for k, v in scorer.items()))
     for note in result.notes:
         print(f"note: {note}")
     if args.json:

@@ -12,7 +12,8 @@ replaced, seeded by k), so the copies are near, not exact, duplicates and
 every judge and both dedups have work. Each run is a fresh process
 (`python -m sft_trainer curate RUN.yaml`) with the default judges (on a CPU
 the scorer LM is off and the MiniLM relevance judge skips sets above 5,000
-records, as in a pod); its peak memory is the process's RSS high-water mark
+records, as in a pod; the LM's pass over the borderline records is off too,
+`LM_OFF`); its peak memory is the process's RSS high-water mark
 (`wait4`'s ru_maxrss, children included for the forked filter workers:
 the largest of them). The old figures run the same command on the code of
 `--old-commit` (extracted with `git archive`, nothing checked out).
@@ -38,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SFT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 OLD_COMMIT = "038849d"
 """The last commit before the streaming engine: every record held in memory."""
+LM_OFF = {"scorer": {"borderlineOnCpu": {"maxRecords": 0}}}
+"""The new code's settings: on a CPU the scorer LM's borderline pass would time the LM (minutes for a few
+hundred records), not the engine; the old code has no such pass."""
 ALPACA_RECORDS = 52002
 
 
@@ -61,11 +65,11 @@ def perturbed_copies(records: list[dict[str, Any]], total: int, path: Path) -> P
     return path
 
 
-def run_curation(python_path: Path, input_path: Path, out: Path, engine: dict[str, Any] | None) -> dict[str, Any]:
+def run_curation(python_path: Path, input_path: Path, out: Path, curation: dict[str, Any]) -> dict[str, Any]:
     """One fresh `python -m sft_trainer curate` process: wall seconds, peak RSS (MB), counts from report.json."""
     import yaml
 
-    run = {"input": str(input_path), "outputDir": str(out), "curation": {"engine": engine} if engine else {}}
+    run = {"input": str(input_path), "outputDir": str(out), "curation": curation}
     config = out.with_suffix(".yaml")
     config.write_text(yaml.safe_dump(run), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(python_path), "SFT_MODEL_CACHE": str(ROOT / ".cache" / "models")}
@@ -133,19 +137,19 @@ def main() -> int:
 
     for size in sizes_of(args.sizes):
         pool = perturbed_copies(alpaca, size, work / f"pool-{size}.jsonl")
-        record({"records": size, "engine": "local", **run_curation(new_code, pool, work / f"new-{size}", None)})
+        record({"records": size, "engine": "local", **run_curation(new_code, pool, work / f"new-{size}", LM_OFF)})
         if not args.no_old:
             old = old_code(args.old_commit, work)
             label = "in-memory" if args.old_commit == OLD_COMMIT else f"one pod @ {args.old_commit}"
-            record({"records": size, "engine": label, **run_curation(old, pool, work / f"old-{size}", None)})
+            record({"records": size, "engine": label, **run_curation(old, pool, work / f"old-{size}", {})})
         pool.unlink()
     if args.ray_records:
         pool = perturbed_copies(alpaca, args.ray_records, work / "pool-ray.jsonl")
         n = args.ray_records
-        record({"records": n, "engine": "local", **run_curation(new_code, pool, work / "ray-local", None)})
+        record({"records": n, "engine": "local", **run_curation(new_code, pool, work / "ray-local", LM_OFF)})
         for workers in (1, 2):
             engine = {"type": "ray", "workers": workers, "cpusPerWorker": 1}
-            result = run_curation(new_code, pool, work / f"ray-{workers}", engine)
+            result = run_curation(new_code, pool, work / f"ray-{workers}", {**LM_OFF, "engine": engine})
             record({"records": n, "engine": f"ray x{workers}", **result})
     return 0
 

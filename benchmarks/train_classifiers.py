@@ -504,7 +504,7 @@ def fit_perplexity_blend(rows: StyleRows, fit: StyleFit, perplexity: np.ndarray)
     term = np.where(usable, (mean - np.where(usable, log_ppl, 0.0)) / scale, 0.0)
     by_weight = {}
     for weight in PERPLEXITY_WEIGHTS:
-        pred = linear.sigmoid(logits + weight * term)
+        pred = linear.sigmoid(logits + np.clip(weight * term, -style.MAX_SHIFT, style.MAX_SHIFT))
         cut = lima_cut(pred, long_enough, rows.is_lima)
         by_weight[weight] = (float((pred[rows.kit_like] > cut).mean()), cut)
     weight = max(by_weight, key=lambda w: by_weight[w][0])

@@ -23,7 +23,9 @@ from sft_trainer.curation.streaming import curate_in_shards  # noqa: E402
 from sft_trainer.formats import read_dataset  # noqa: E402
 
 SETTINGS = {
-    "relevance": {"maxRecordsOnCpu": 0},  # MiniLM costs minutes on 2 cores; every other default judge runs
+    # MiniLM and the scorer LM's borderline pass cost minutes on 2 cores; every other default judge runs.
+    "relevance": {"maxRecordsOnCpu": 0},
+    "scorer": {"borderlineOnCpu": {"maxRecords": 0}},
     "dedup": {"semantic": True},
     "engine": {"type": "ray", "workers": 2, "cpusPerWorker": 1},
 }

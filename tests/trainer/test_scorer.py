@@ -3,7 +3,7 @@
 Every record here comes from LIMA's held-out half (`noise.calibration_half`
 False): the thresholds shipped in resources/calibration/scorer.json were
 calibrated on the other half by benchmarks/calibrate_scorer.py. Samples are
-short answers, except the style blend's 60 long ones, so the module runs in about two minutes on 2 CPU cores.
+short answers, except the style blend's 60 long ones, so the module runs in about three minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -17,21 +17,25 @@ from pathlib import Path
 import pytest
 
 from sft_trainer.config import CurationConfig
-from sft_trainer.config.curation import CoherenceStep, CompletenessStep, ScorerStep, StyleStep
+from sft_trainer.config.curation import BorderlineOnCpu, CoherenceStep, CompletenessStep, ScorerStep, StyleStep
 from sft_trainer.curation import noise, style
 from sft_trainer.curation.coherence import Coherence
 from sft_trainer.curation.completeness import Completeness
+from sft_trainer.curation.fluency import FluencyScores
 from sft_trainer.curation.lm_scores import (
+    BORDERLINE_NOTE,
     OTHER_SCORER_NOTE,
     SCORE_KEYS,
+    BorderlineLmScores,
     LmScores,
     exchange,
     order_gains,
     skip_note,
 )
-from sft_trainer.curation.pipeline import curate
+from sft_trainer.curation.pipeline import build_steps, curate
 from sft_trainer.curation.style import StyleClassifier, StyleJudge, StyleScore
 from sft_trainer.formats import Conversation, Message
+from sft_trainer.models.device import inference_device
 from sft_trainer.models.scorer import FIELD, ScorerLM
 from sft_trainer.runconfig import ConfigError
 
@@ -168,6 +172,21 @@ def test_a_set_too_large_for_the_cpu_skips_the_lm_judges_and_says_so() -> None:
     assert "disabled" in skip_note(ScorerStep(enabled=False), 1, "cuda")
 
 
+@pytest.mark.skipif(inference_device()[0].type != "cpu", reason="the borderline pass is a CPU's")
+def test_on_a_cpu_the_pipeline_runs_the_borderline_pass_for_sets_up_to_its_limit() -> None:
+    """After the cheap measurements and before the judges that read it; a larger set is judged without the
+    LM, and the note names both limits."""
+    cfg = CurationConfig.model_validate({"relevance": {"enabled": False}})
+    steps, _, notes = build_steps(cfg, records=5000)
+    kinds = [type(step) for step in steps]
+    assert LmScores not in kinds and BorderlineLmScores in kinds
+    assert kinds.index(FluencyScores) < kinds.index(BorderlineLmScores) < kinds.index(StyleJudge)
+    assert not any("Skipped the scorer" in note for note in notes)
+    steps, _, notes = build_steps(cfg, records=5001)
+    assert not any(isinstance(step, BorderlineLmScores | LmScores) for step in steps)
+    assert any("borderlineOnCpu.maxRecords (5000)" in note and "5001 records" in note for note in notes)
+
+
 def test_the_last_assistant_turn_is_scored_after_the_whole_conversation() -> None:
     conv = Conversation(
         [Message("user", "a"), Message("assistant", "b"), Message("user", "c"), Message("assistant", "d")], 0
@@ -177,10 +196,9 @@ def test_the_last_assistant_turn_is_scored_after_the_whole_conversation() -> Non
     assert exchange(Conversation([Message("user", "only")], 1)) == ([Message("user", "only")], "")
 
 
-def test_style_blends_in_the_packaged_scorers_perplexity(scorer, shared_data: Path) -> None:
-    """Long held-out LIMA answers and planted long chat answers, scored by the LM: the blend widens the gap
-    between the two (chat answers are text the LM finds predictable), and the judge's rate on each stays near
-    what `make classifiers` reported for the whole held-out half with the LM."""
+@pytest.fixture(scope="module")
+def long_answers(shared_data: Path) -> tuple[list[Conversation], list[Conversation]]:
+    """30 long held-out LIMA answers and 30 planted long chat answers, unscored."""
     lima = [c for c in noise.load_lima(shared_data) if not noise.calibration_half(c)]
     long_lima = [c for c in lima if style.word_count(noise._last_response(c)) >= 150]
     planted = [
@@ -189,8 +207,22 @@ def test_style_blends_in_the_packaged_scorers_perplexity(scorer, shared_data: Pa
         if not noise.calibration_half(c)
     ]
     rng = random.Random(3)
-    human, chat = rng.sample(long_lima, 30), rng.sample(planted, 30)
+    return rng.sample(long_lima, 30), rng.sample(planted, 30)
+
+
+@pytest.fixture(scope="module")
+def long_answers_scored(scorer, long_answers) -> tuple[list[Conversation], list[Conversation]]:
+    """`long_answers` (copies) with every score of the LM."""
+    human, chat = copy.deepcopy(long_answers)
     scored(scorer, human + chat)
+    return human, chat
+
+
+def test_style_blends_in_the_packaged_scorers_perplexity(long_answers_scored) -> None:
+    """Long held-out LIMA answers and planted long chat answers, scored by the LM: the blend widens the gap
+    between the two (chat answers are text the LM finds predictable), and the judge's rate on each stays near
+    what `make classifiers` reported for the whole held-out half with the LM."""
+    human, chat = long_answers_scored
     logits = {}
     for read in (False, True):
         StyleScore(StyleStep(), read_perplexity=read)(human + chat)
@@ -209,6 +241,53 @@ def test_style_blends_in_the_packaged_scorers_perplexity(scorer, shared_data: Pa
     # 30 records: about three binomial standard deviations around the whole half's figures.
     assert recall == pytest.approx(reported["assistant_style_recall"], abs=0.22)
     assert flagged <= 0.1
+
+
+def test_on_a_cpu_the_lm_scores_only_the_records_whose_verdict_it_could_change(
+    scorer, long_answers, long_answers_scored, held_out_short
+) -> None:
+    """The CPU's borderline pass: style verdicts exactly those of scoring every record, with a fraction of
+    them scored; an open ending the n-gram model rejects is judged by the LM's end-of-turn probability; word
+    salad (left to the n-gram model) and a clean short answer nobody doubts are not scored. Over the limit,
+    nothing is scored and a note says so."""
+    human, chat = copy.deepcopy(long_answers)
+    completeness = Completeness(CompletenessStep())
+    cut = noise.plant("truncated", held_out_short[:40], random.Random(5))
+    salad = noise.plant("word_salad", held_out_short[40:41], random.Random(5))
+    plain = [Conversation(list(c.messages), 900 + i) for i, c in enumerate(held_out_short[41:44])]
+    style_score = StyleScore(StyleStep())
+    FluencyScores()(cut)
+    in_doubt = [c for c in cut if completeness.lm_would_decide(c)][:2]
+    assert in_doubt, "some planted cut endings are open endings the n-gram model rejects"
+    convs = human + chat + in_doubt + salad + plain
+    style_score(convs)
+    FluencyScores()(convs)
+    step = BorderlineLmScores(
+        ScorerStep(), style_score, completeness, Coherence(CoherenceStep()).order_check_above, scorer=scorer
+    )
+    step(convs)
+    judge = StyleJudge(StyleStep())
+    full_human, full_chat = long_answers_scored
+    StyleScore(StyleStep(), read_perplexity=True)(full_human + full_chat)
+    assert [judge.check(c) for c in human + chat] == [judge.check(c) for c in full_human + full_chat]
+    report = step.report()
+    lm_scored = [c for c in convs if c.meta["scores"].get("cond_ppl") is not None]
+    print(f"\nborderline pass: {report}")
+    assert report["scored"] == len(lm_scored) and 0 < report["styleBorderline"] < len(human + chat)
+    assert report["endingInDoubt"] == len(in_doubt)
+    assert all(c in lm_scored and c.meta["scores"]["eos_prob"] is not None for c in in_doubt)
+    assert not any(c in lm_scored for c in salad + plain)
+    assert all(c.meta["scores"].get("ifd") is None for c in convs), "no IFD from a partial pass"
+    assert step.notes == [BORDERLINE_NOTE]
+
+    over = [Conversation(list(c.messages), i) for i, c in enumerate(long_answers[1])]
+    StyleScore(StyleStep())(over)
+    limited = BorderlineLmScores(
+        ScorerStep(borderline_on_cpu=BorderlineOnCpu(max_scored=1)), StyleScore(StyleStep()), None, None, scorer=scorer
+    )
+    limited(over)
+    assert all(c.meta["scores"].get("cond_ppl") is None for c in over)
+    assert "maxScored (1)" in limited.notes[0] and limited.report()["overLimit"] > 1
 
 
 def test_another_scorer_is_recorded_but_not_read_against_the_shipped_thresholds(held_out_short) -> None:

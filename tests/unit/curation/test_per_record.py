@@ -15,8 +15,10 @@ from sft_trainer.formats import Conversation, Message, read_dataset
 
 def outcome(data_dir: Path, workers: int) -> tuple:
     items = list(read_dataset(data_dir / "alpaca_data.json"))[: 2 * MIN_RECORDS_PER_WORKER + 777]
-    # MiniLM (relevance) runs in the parent and costs minutes on 2 cores: left out, every other judge runs.
-    result = curate(items, CurationConfig.model_validate({"relevance": {"maxRecordsOnCpu": 0}}), workers=workers)
+    # The models that run in the parent (MiniLM relevance, the scorer LM's borderline pass) cost minutes on
+    # 2 cores: left out, every other judge runs.
+    settings = {"relevance": {"maxRecordsOnCpu": 0}, "scorer": {"borderlineOnCpu": {"maxRecords": 0}}}
+    result = curate(items, CurationConfig.model_validate(settings), workers=workers)
     return (
         [(c.source_index, c.meta) for c in result.curated],
         [(r.source_index, r.reasons, r.extra) for r in result.rejected],

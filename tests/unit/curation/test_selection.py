@@ -16,8 +16,9 @@ from sft_trainer.curation.selection import Selection, task_quotas
 from sft_trainer.formats import Conversation, Message, read_dataset
 from sftctl.cli import main as sftctl_main
 
-# Selection is what these tests are about: the MiniLM relevance judge (~15 records/s on 2 cores) stays off.
-JUDGES_OFF = {"relevance": {"enabled": False}}
+# Selection is what these tests are about: the models that cost minutes on 2 cores stay off (the MiniLM
+# relevance judge, ~15 records/s; the scorer LM's borderline pass, about 1 record/s).
+JUDGES_OFF = {"relevance": {"enabled": False}, "scorer": {"borderlineOnCpu": {"maxRecords": 0}}}
 
 
 @pytest.fixture(scope="module")

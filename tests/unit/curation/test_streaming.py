@@ -19,7 +19,12 @@ from sft_trainer.formats import RejectedRecord, read_dataset
 from support.planted import planted_records, write_jsonl
 
 # The MiniLM relevance judge costs minutes on 2 loaded cores; every other default judge runs.
-SETTINGS = {"relevance": {"maxRecordsOnCpu": 0}, "dedup": {"semantic": True}, "selection": {"budget": 250}}
+SETTINGS = {
+    "relevance": {"maxRecordsOnCpu": 0},
+    "scorer": {"borderlineOnCpu": {"maxRecords": 0}},
+    "dedup": {"semantic": True},
+    "selection": {"budget": 250},
+}
 SHARD = 120
 
 

@@ -12,9 +12,11 @@ import pytest
 
 from sft_trainer.config.curation import ScorerStep, StyleStep
 from sft_trainer.curation import noise
+from sft_trainer.curation.linear import sigmoid
 from sft_trainer.curation.lm_scores import default_scorer
 from sft_trainer.curation.style import (
     ECHO_FEATURES,
+    MAX_SHIFT,
     STYLE_WEIGHTS,
     WORD_WEIGHTS,
     StyleClassifier,
@@ -243,3 +245,32 @@ def test_only_the_packaged_scorer_at_its_default_windows_feeds_the_blend() -> No
     assert not default_scorer(ScorerStep(model="/models/my-base"))
     assert not default_scorer(ScorerStep(max_response_tokens=128))
     assert not default_scorer(ScorerStep(max_prompt_tokens=32))
+
+
+def test_the_perplexity_term_is_bounded_and_the_band_it_can_cross_is_known_before_the_lm_runs() -> None:
+    """However low or high the perplexity, the term moves the logit by at most MAX_SHIFT (plus the offset); so a
+    score without the LM has another verdict with it exactly where `could_change` says (the CPU scores those)."""
+    classifier = StyleClassifier()
+    blend, threshold = classifier.blend, classifier.threshold
+    assert blend is not None
+    lowest, highest = blend.shift(1e12), blend.shift(1.0)
+    assert lowest == pytest.approx(blend.offset - MAX_SHIFT) and highest == pytest.approx(blend.offset + MAX_SHIFT)
+
+    def flagged(probability: float, shift: float) -> bool:
+        return float(sigmoid(np.array([np.log(probability / (1 - probability)) + shift]))[0]) > threshold
+
+    probabilities = np.linspace(0.001, 0.999, 999)
+    changeable = [flagged(p, lowest) != flagged(p, highest) for p in probabilities]
+    assert [blend.could_change(float(p), threshold) for p in probabilities] == changeable
+    assert 0 < sum(changeable) < len(probabilities)
+    outside = [p for p, c in zip(probabilities, changeable, strict=True) if not c]
+    assert all(flagged(p, 0.0) == flagged(p, lowest) for p in outside), "outside the band: the verdict without the LM"
+
+    long_reply = " ".join(["Here is a plan."] * 60)
+    conv = Conversation([Message("user", "Plan my week."), Message("assistant", long_reply)], 0)
+    step = StyleScore()
+    step([conv])
+    score = conv.meta["scores"]["style"]
+    assert step.borderline(conv) == blend.could_change(score, threshold)
+    conv.meta["scores"]["style"] = None
+    assert not step.borderline(conv), "a reply too short to score is never judged for style, with or without the LM"

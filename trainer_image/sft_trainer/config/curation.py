@@ -148,6 +148,15 @@ class DecontaminationStep(WireModel):
 # calibrated default shipped with the package (see docs/curation.md, "Calibration").
 
 
+class BorderlineOnCpu(WireModel):
+    """On a CPU, for a set larger than `scorer.maxRecordsOnCpu`: the scorer LM still scores the records whose verdict it could change (a few percent of a typical set). Those are the long answers whose style score its perplexity could carry across the threshold, and the answers whose open ending the n-gram model would reject as cut off (the LM's end-of-turn probability decides instead). Only with the packaged scorer at its default windows."""
+
+    max_records: int = Field(default=5000, ge=0)
+    """Largest set (records in) that gets the pass; a larger one is judged without the LM, with a note. 0: never."""
+    max_scored: int = Field(default=300, ge=0)
+    """Most records the pass scores (about 2 s each on 2 cores): when more qualify, none is scored, with a note."""
+
+
 class ScorerStep(WireModel):
     enabled: bool = True
     """Score every record with a causal language model: response perplexity, perplexity given the prompt, IFD (their ratio) and the probability of end-of-turn after the response."""
@@ -161,6 +170,8 @@ class ScorerStep(WireModel):
     """Sequences per forward pass (2-3 per record). Unset: 16 on a CPU, 64 on a GPU."""
     max_records_on_cpu: int | None = Field(default=0, ge=0)
     """Most records the scorer LM scores without a GPU. 0 (the default): on a CPU the LM is skipped and coherence and completeness use the n-gram model instead, with a note in the report and status (SmolLM2 scores 0.5-2 records/s on 2 cores: 300 records take minutes). Raise it to use the LM on a CPU; unset: no limit."""
+    borderline_on_cpu: BorderlineOnCpu = Field(default_factory=BorderlineOnCpu)
+    """Where a CPU does not score the whole set (`maxRecordsOnCpu`): the LM's pass over only the records whose verdict it could change."""
 
 
 class EmbedderStep(WireModel):

@@ -272,6 +272,11 @@ class Completeness(Filter):
             else fluency_calibration()["completeness"]["max_end_prob"]
         )
 
+    def lm_would_decide(self, conv: Conversation) -> bool:
+        """Whether the n-gram fallback rejects this record (no LM score yet) on a verdict the LM's end-of-turn
+        probability would make instead: an open ending, not a structural cut (which no score overturns)."""
+        return self.reads_lm and self.check(conv) is not None and not structurally_cut(last_response(conv))
+
     def check(self, conv: Conversation) -> str | None:
         text = last_response(conv)
         if structurally_cut(text):

@@ -12,9 +12,11 @@
    every reason it has;
 4. judges of meaning: the scorer LM, the relevance embedder, the style
    classifier and the n-gram fluency model measure; the relevance, style,
-   coherence and completeness judges decide on the measurements (the scorer
-   is left out, with a note, on a CPU above `scorer.maxRecordsOnCpu` (0 by default), and
-   coherence and completeness then read the n-gram measurements);
+   coherence and completeness judges decide on the measurements. On a CPU
+   above `scorer.maxRecordsOnCpu` (0 by default) the scorer runs after the
+   cheap measurements instead, on only the records whose verdict it could
+   change (`lm_scores.BorderlineLmScores`), and coherence and completeness
+   read the n-gram measurements elsewhere;
 5. the quality score (ranks survivors in dedup, balance and selection);
 6. exact, near and semantic deduplication;
 7. token steps with the target tokenizer: tokenise once, token bounds,
@@ -49,7 +51,15 @@ from .fluency import FluencyScores
 from .gptisms import Gptisms
 from .junk import Junk
 from .length import Length, Overlength
-from .lm_scores import OTHER_SCORER_NOTE, LmScores, default_scorer, skip_note
+from .lm_scores import (
+    OTHER_SCORER_NOTE,
+    BorderlineLmScores,
+    LmScores,
+    borderline_on_cpu,
+    borderline_skip_note,
+    default_scorer,
+    skip_note,
+)
 from .quality import QualityScore
 from .relevance import EchoScores, Relevance, RelevanceScores
 from .relevance import skip_note as relevance_skip_note
@@ -251,9 +261,12 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
     scorer_skipped = skip_note(cfg.scorer, records, device)
     calibrated_scorer = default_scorer(cfg.scorer)
     coherence = Coherence(cfg.coherence, calibrated_scorer) if cfg.coherence.enabled else None
-    if scorer_skipped:
-        notes.append(scorer_skipped)
-    else:
+    completeness = Completeness(cfg.completeness, calibrated_scorer) if cfg.completeness.enabled else None
+    borderline = scorer_skipped is not None and device == "cpu" and borderline_on_cpu(cfg.scorer, records)
+    if scorer_skipped and not borderline:
+        borderline_possible = cfg.scorer.enabled and calibrated_scorer and device == "cpu"
+        notes.append(borderline_skip_note(cfg.scorer, records) if borderline_possible else scorer_skipped)
+    elif not scorer_skipped:
         steps.append(LmScores(cfg.scorer, order_check_above=coherence.order_check_above if coherence else None))
         if not calibrated_scorer:
             notes.append(OTHER_SCORER_NOTE)
@@ -268,16 +281,23 @@ def _meaning_steps(cfg: CurationConfig, records: int, notes: list[str]) -> list[
             embedder_name = relevance.embedder.name
             steps.append(relevance)
         steps.append(Relevance(cfg.relevance, embedder_name))
-    if cfg.style.enabled:
-        read_perplexity = scorer_skipped is None and calibrated_scorer
-        steps += [StyleScore(cfg.style, read_perplexity=read_perplexity), StyleJudge(cfg.style)]
-    if cfg.coherence.enabled or cfg.completeness.enabled:
+    style = (
+        StyleScore(cfg.style, read_perplexity=scorer_skipped is None and calibrated_scorer)
+        if cfg.style.enabled
+        else None
+    )
+    if style:
+        steps.append(style)
+    if coherence or completeness:
         # Cheap (thousands of records/s): the judges' fallback wherever the LM did not score.
         steps.append(FluencyScores())
-    if coherence:
-        steps.append(coherence)
-    if cfg.completeness.enabled:
-        steps.append(Completeness(cfg.completeness, calibrated_scorer))
+    if borderline:
+        # After the cheap measurements, which tell the records whose verdict the LM could change.
+        order_check_above = coherence.order_check_above if coherence else None
+        steps.append(BorderlineLmScores(cfg.scorer, style, completeness, order_check_above))
+    if style:
+        steps.append(StyleJudge(cfg.style))
+    steps += [judge for judge in (coherence, completeness) if judge is not None]
     return steps
 
 

@@ -36,10 +36,12 @@ written in the assistant style ("Here is an example email invitation...",
 recipes with Ingredients and Instructions headings), which score as high as
 a chat model's and set the threshold.
 
-With the scorer LM (on a GPU by default; on a CPU when `scorer.maxRecordsOnCpu`
-allows), the score also reads its perplexity of the response given the prompt
-(`PerplexityBlend`: one weighted term added to the trees' logit, re-centred so
-the same threshold holds). Held-out half: the kit's long chat answers caught
+With the scorer LM, the score also reads its perplexity of the response given
+the prompt (`PerplexityBlend`: one weighted term, bounded at ±`MAX_SHIFT`,
+added to the trees' logit and re-centred so the same threshold holds). A GPU
+scores every record; a CPU scores only the long answers whose verdict the
+bounded term could change (`StyleScore.borderline`, then `rescore`; see
+`lm_scores.BorderlineLmScores`), which gives the same verdicts. Held-out half: the kit's long chat answers caught
 0.823 instead of 0.771, with 1.4% of clean LIMA flagged instead of 1.2% (7 and
 6 of 508). Out of fold the weight of 1.0 put 0.856 of the long chat answers
 above the 0.8% LIMA cut, against 0.824 without (over five fold seeds at
@@ -353,6 +355,18 @@ def judged_assistant_style(text: str, probability: float, threshold: float, min_
 PERPLEXITY_KEY = "cond_ppl"
 """The scorer LM's perplexity of the response given its prompt (`lm_scores`), which the blend reads."""
 
+MAX_SHIFT = 2.0
+"""The most the perplexity term moves the style logit either way (before the offset). The trees' evidence
+leads; the LM's can tip a score near the threshold but never decide alone (±2 clips a long answer's term
+only where its `cond_ppl` is below about 2.2 or above about 48, about ±2.3 standard deviations of the
+calibration answers'). A bound also says, before the LM runs, which records it could change
+(`PerplexityBlend.could_change`): on a CPU those are the only ones it scores."""
+
+
+def _logit(probability: float) -> float:
+    p = min(1.0 - 1e-9, max(1e-9, probability))
+    return math.log(p / (1.0 - p))
+
 
 @dataclass(frozen=True)
 class PerplexityBlend:
@@ -362,8 +376,9 @@ class PerplexityBlend:
     packaged SmolLM2's `cond_ppl` alone tells LIMA from chat answers at AUC 0.93. Fed to the trees as
     one more feature it overfits the few hundred long human answers; added to their logit as one
     weighted term it lifts the long chat answers caught at the same LIMA budget (module docstring).
-    The term is `weight * (mean - log cond_ppl) / scale + offset`; the offset puts the blended score's
-    calibrated cut on the shipped threshold, so one threshold serves scores with and without the LM.
+    The term is `weight * (mean - log cond_ppl) / scale`, clipped to ±`MAX_SHIFT`, plus `offset`; the offset
+    puts the blended score's calibrated cut on the shipped threshold, so one threshold serves scores with and
+    without the LM.
     Calibrated for the packaged scorer at its default windows only: another model's perplexities
     are on another scale, so the pipeline does not pass them (`lm_scores.default_scorer`).
     """
@@ -383,7 +398,15 @@ class PerplexityBlend:
         """The logit term for one record: 0 where the LM gave no usable perplexity (None, non-finite, < 1)."""
         if perplexity is None or not math.isfinite(perplexity) or perplexity < 1.0:
             return 0.0
-        return self.weight * (self.mean - math.log(perplexity)) / self.scale + self.offset
+        term = self.weight * (self.mean - math.log(perplexity)) / self.scale
+        return min(MAX_SHIFT, max(-MAX_SHIFT, term)) + self.offset
+
+    def could_change(self, probability: float, threshold: float) -> bool:
+        """Whether some perplexity would give this score (without the LM) the other verdict at `threshold`:
+        outside this band the blended score is above the threshold for every perplexity or for none, the same
+        verdict as without the LM."""
+        logit, cut = _logit(probability), _logit(threshold)
+        return cut - self.offset - MAX_SHIFT < logit <= cut - self.offset + MAX_SHIFT
 
     def shifts(self, perplexities: Sequence[float | None]) -> np.ndarray:
         """`shift` of each record (NaN, like None, gives 0)."""
@@ -444,14 +467,31 @@ class StyleScore(Annotator):
     ) -> None:
         super().__init__()
         self.classifier = StyleClassifier(weights)
-        _, self.min_words = _judge_settings(cfg or StyleStep(), weights, self.classifier)
+        self.threshold, self.min_words = _judge_settings(cfg or StyleStep(), weights, self.classifier)
         self.read_perplexity = read_perplexity
 
     def annotate(self, convs: Sequence[Conversation]) -> None:
+        self._score(convs, self.read_perplexity)
+
+    def rescore(self, convs: Sequence[Conversation]) -> None:
+        """Score `convs` again through the blend, now that the scorer measured their perplexity (the CPU's
+        pass over the records whose verdict the LM could change, `lm_scores.BorderlineLmScores`)."""
+        self._score(convs, read_perplexity=True)
+
+    def borderline(self, conv: Conversation) -> bool:
+        """Whether the scorer's perplexity could change this record's verdict: it has a score without the LM
+        (long enough), and the blend's bounded term could carry it across the threshold either way."""
+        score = conv.meta.get("scores", {}).get(SCORE_KEY)
+        blend = self.classifier.blend
+        if blend is None or score is None or not math.isfinite(score):
+            return False
+        return blend.could_change(score, self.threshold)
+
+    def _score(self, convs: Sequence[Conversation], read_perplexity: bool) -> None:
         responses = [last_response(c) for c in convs]
         judged = [i for i, text in enumerate(responses) if word_count(text) >= self.min_words]
         perplexities = (
-            [convs[i].meta.get("scores", {}).get(PERPLEXITY_KEY) for i in judged] if self.read_perplexity else None
+            [convs[i].meta.get("scores", {}).get(PERPLEXITY_KEY) for i in judged] if read_perplexity else None
         )
         probs = self.classifier.probabilities(
             [last_user_turn(convs[i]) for i in judged], [responses[i] for i in judged], perplexities
