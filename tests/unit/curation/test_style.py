@@ -17,6 +17,7 @@ from sft_trainer.curation.lm_scores import default_scorer
 from sft_trainer.curation.style import (
     ECHO_FEATURES,
     MAX_SHIFT,
+    ROUNDING_SLACK,
     STYLE_WEIGHTS,
     WORD_WEIGHTS,
     StyleClassifier,
@@ -271,6 +272,6 @@ def test_the_perplexity_term_is_bounded_and_the_band_it_can_cross_is_known_befor
     step = StyleScore()
     step([conv])
     score = conv.meta["scores"]["style"]
-    assert step.borderline(conv) == blend.could_change(score, threshold)
+    assert step.borderline(conv) == blend.could_change(score, threshold, slack=ROUNDING_SLACK)
     conv.meta["scores"]["style"] = None
     assert not step.borderline(conv), "a reply too short to score is never judged for style, with or without the LM"

@@ -169,7 +169,7 @@ class ScorerStep(WireModel):
     batch_size: int | None = Field(default=None, ge=1, le=4096)
     """Sequences per forward pass (2-3 per record). Unset: 16 on a CPU, 64 on a GPU."""
     max_records_on_cpu: int | None = Field(default=0, ge=0)
-    """Most records the scorer LM scores without a GPU. 0 (the default): on a CPU the LM is skipped and coherence and completeness use the n-gram model instead, with a note in the report and status (SmolLM2 scores 0.5-2 records/s on 2 cores: 300 records take minutes). Raise it to use the LM on a CPU; unset: no limit."""
+    """Most records the scorer LM scores without a GPU. 0 (the default): on a CPU it scores only the records whose verdict it could change (`borderlineOnCpu`), coherence and completeness use the n-gram model elsewhere, and a note in the report and status says so (SmolLM2 scores 0.5-2 records/s on 2 cores: 300 records take minutes). Raise it to score every record on a CPU; unset: no limit."""
     borderline_on_cpu: BorderlineOnCpu = Field(default_factory=BorderlineOnCpu)
     """Where a CPU does not score the whole set (`maxRecordsOnCpu`): the LM's pass over only the records whose verdict it could change."""
 

@@ -41,8 +41,8 @@ the prompt (`PerplexityBlend`: one weighted term, bounded at ±`MAX_SHIFT`,
 added to the trees' logit and re-centred so the same threshold holds). A GPU
 scores every record; a CPU scores only the long answers whose verdict the
 bounded term could change (`StyleScore.borderline`, then `rescore`; see
-`lm_scores.BorderlineLmScores`), which gives the same verdicts. Held-out half: the kit's long chat answers caught
-0.823 instead of 0.771, with 1.4% of clean LIMA flagged instead of 1.2% (7 and
+`lm_scores.BorderlineLmScores`), which gives the same verdicts. Held-out
+half: the kit's long chat answers caught 0.823 instead of 0.771, with 1.4% of clean LIMA flagged instead of 1.2% (7 and
 6 of 508). Out of fold the weight of 1.0 put 0.856 of the long chat answers
 above the 0.8% LIMA cut, against 0.824 without (over five fold seeds at
 learning rate 0.05: 0.787 without, 0.829 / 0.815 at weights 0.5 / 1.0). The
@@ -363,6 +363,11 @@ calibration answers'). A bound also says, before the LM runs, which records it c
 (`PerplexityBlend.could_change`): on a CPU those are the only ones it scores."""
 
 
+ROUNDING_SLACK = 0.02
+"""Logits by which `StyleScore.borderline` widens the band: a score is stored to 4 decimals, which moves
+its logit by up to about 0.01 near the band's edges."""
+
+
 def _logit(probability: float) -> float:
     p = min(1.0 - 1e-9, max(1e-9, probability))
     return math.log(p / (1.0 - p))
@@ -401,12 +406,13 @@ class PerplexityBlend:
         term = self.weight * (self.mean - math.log(perplexity)) / self.scale
         return min(MAX_SHIFT, max(-MAX_SHIFT, term)) + self.offset
 
-    def could_change(self, probability: float, threshold: float) -> bool:
+    def could_change(self, probability: float, threshold: float, slack: float = 0.0) -> bool:
         """Whether some perplexity would give this score (without the LM) the other verdict at `threshold`:
         outside this band the blended score is above the threshold for every perplexity or for none, the same
-        verdict as without the LM."""
+        verdict as without the LM. `slack` widens the band by that many logits each way."""
         logit, cut = _logit(probability), _logit(threshold)
-        return cut - self.offset - MAX_SHIFT < logit <= cut - self.offset + MAX_SHIFT
+        reach = MAX_SHIFT + slack
+        return cut - self.offset - reach < logit <= cut - self.offset + reach
 
     def shifts(self, perplexities: Sequence[float | None]) -> np.ndarray:
         """`shift` of each record (NaN, like None, gives 0)."""
@@ -485,7 +491,7 @@ class StyleScore(Annotator):
         blend = self.classifier.blend
         if blend is None or score is None or not math.isfinite(score):
             return False
-        return blend.could_change(score, self.threshold)
+        return blend.could_change(score, self.threshold, slack=ROUNDING_SLACK)
 
     def _score(self, convs: Sequence[Conversation], read_perplexity: bool) -> None:
         responses = [last_response(c) for c in convs]
