@@ -71,6 +71,16 @@ def order_gains(scorer: ScorerLM, convs: Sequence[Conversation]) -> list[float |
     ]
 
 
+def write_order_gains(scorer: ScorerLM, convs: Sequence[Conversation], above: float | None) -> int:
+    """Write `order_gain` for the scored responses whose `cond_ppl` is above `above` (None: none); how many."""
+    if above is None:
+        return 0
+    tested = [c for c in convs if (c.meta["scores"]["cond_ppl"] or 0.0) > above]
+    for conv, gain in zip(tested, order_gains(scorer, tested), strict=True):
+        conv.meta["scores"]["order_gain"] = gain
+    return len(tested)
+
+
 OTHER_SCORER_NOTE = (
     "The scorer LM is not the packaged SmolLM2-135M-Instruct at its default windows, on which the LM judges were "
     "calibrated: its perplexities and end-of-turn probabilities are on another scale. Its scores (IFD for "
@@ -206,11 +216,7 @@ class BorderlineLmScores(Annotator):
                 cond_ppl=scores.cond_ppl, eos_prob=scores.eos_prob, order_gain=None
             )
         self.counts["scored"] += len(chosen)
-        if self.order_check_above is not None:
-            tested = [c for c in chosen if (c.meta["scores"]["cond_ppl"] or 0.0) > self.order_check_above]
-            self.counts["orderTested"] += len(tested)
-            for conv, gain in zip(tested, order_gains(self.scorer, tested), strict=True):
-                conv.meta["scores"]["order_gain"] = gain
+        self.counts["orderTested"] += write_order_gains(self.scorer, chosen, self.order_check_above)
         if self.style is not None:
             self.style.rescore(chosen)
 
@@ -244,11 +250,7 @@ class LmScores(Annotator):
         results = self.scorer.score([exchange(conv) for conv in convs])
         for conv, scores in zip(convs, results, strict=True):
             conv.meta.setdefault("scores", {}).update(scores.as_dict(), order_gain=None)
-        if self.order_check_above is not None:
-            tested = [c for c in convs if (c.meta["scores"]["cond_ppl"] or 0.0) > self.order_check_above]
-            self.order_tested += len(tested)
-            for conv, gain in zip(tested, order_gains(self.scorer, tested), strict=True):
-                conv.meta["scores"]["order_gain"] = gain
+        self.order_tested += write_order_gains(self.scorer, convs, self.order_check_above)
 
     def report(self) -> dict[str, Any]:
         return describe(self.scorer) | {"orderCheckAbove": self.order_check_above, "orderTested": self.order_tested}
