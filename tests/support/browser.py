@@ -32,7 +32,8 @@ def chromium() -> str:
 
 def render_dom(page: Path, screenshot: Path | None = None) -> str:
     """The DOM after Chromium loaded `page` from disk (scripts run, no network)."""
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write the profile as it is removed: its leftovers are not a failure.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         args = [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
         if screenshot is not None:
             subprocess.run(
@@ -128,7 +129,8 @@ def screenshot_after_login(
     from support.kube import free_port
 
     port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write the profile as it is removed: its leftovers are not a failure.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             [chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
              "--window-size=1400,900", "about:blank"],
